@@ -1,0 +1,89 @@
+//! `BanList`: banned IPs with an expiry, bounded in size. A plain struct owned by the acceptor
+//! (refuses banned inbound connections) and the connector (never dials them).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// Banned IPs and when each ban ends.
+#[derive(Debug, Clone)]
+pub struct BanList {
+    until: HashMap<IpAddr, Instant>,
+    max: usize,
+}
+
+impl BanList {
+    /// An empty list holding at most `max` entries.
+    pub fn new(max: usize) -> Self {
+        Self {
+            until: HashMap::new(),
+            max: max.max(1),
+        }
+    }
+
+    /// Bans `ip` for `duration` from `now`. When full, expired entries go first, then the one
+    /// that expires soonest.
+    pub fn ban(&mut self, ip: IpAddr, duration: Duration, now: Instant) {
+        let end = now + duration;
+        if !self.until.contains_key(&ip) && self.until.len() >= self.max {
+            self.until.retain(|_, t| *t > now);
+            if self.until.len() >= self.max {
+                if let Some(soonest) = self
+                    .until
+                    .iter()
+                    .min_by_key(|(_, t)| **t)
+                    .map(|(ip, _)| *ip)
+                {
+                    self.until.remove(&soonest);
+                }
+            }
+        }
+        let entry = self.until.entry(ip).or_insert(end);
+        *entry = (*entry).max(end);
+    }
+
+    /// Lifts a ban.
+    pub fn unban(&mut self, ip: IpAddr) -> bool {
+        self.until.remove(&ip).is_some()
+    }
+
+    /// Whether `ip` is banned at `now`.
+    pub fn is_banned(&self, ip: IpAddr, now: Instant) -> bool {
+        self.until.get(&ip).is_some_and(|t| *t > now)
+    }
+
+    /// Number of entries (some may have expired).
+    pub fn len(&self) -> usize {
+        self.until.len()
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.until.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bans_expire_and_stay_bounded() {
+        let now = Instant::now();
+        let mut b = BanList::new(2);
+        let ip = |n: u8| IpAddr::from([127, 0, 0, n]);
+        b.ban(ip(1), Duration::from_secs(10), now);
+        b.ban(ip(2), Duration::from_secs(20), now);
+        assert!(b.is_banned(ip(1), now));
+        assert!(!b.is_banned(ip(1), now + Duration::from_secs(11)));
+        b.ban(ip(3), Duration::from_secs(30), now);
+        assert_eq!(b.len(), 2);
+        assert!(
+            !b.is_banned(ip(1), now),
+            "the soonest-expiring ban is evicted"
+        );
+        assert!(b.is_banned(ip(3), now));
+        assert!(b.unban(ip(3)));
+        assert!(!b.is_banned(ip(3), now));
+    }
+}

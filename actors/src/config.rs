@@ -1,0 +1,209 @@
+//! `NetworkConfig`: every tunable of the subsystem in one serde struct, so that a node can embed
+//! it as the `[network]` section of its TOML file. Durations are integers with their unit in the
+//! key (`_ms`); defaults come from [`crate::constants`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::constants::*;
+use crate::error::ConfigError;
+
+/// Configuration of one node's networking. Unknown keys are rejected when parsed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// Address the acceptor listens on; its IP is also the source IP of outbound connections,
+    /// so that peers key this node by the right address.
+    pub listen: SocketAddr,
+    /// Peers the connector keeps dialling (up to `target_outbound` at once).
+    pub peers: Vec<SocketAddr>,
+    /// Network magic, sent as 4 big-endian bytes in the Hello; a peer with another magic belongs
+    /// to another network and is refused.
+    pub magic: u32,
+    /// Largest frame body accepted after the handshake, in bytes.
+    pub max_frame_bytes: usize,
+    /// Per-peer bytes queued but not yet written before the peer counts as slow and is dropped.
+    pub outbound_budget_bytes: usize,
+    /// Time a peer has to complete the handshake, in milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// Interval between pings, in milliseconds.
+    pub ping_interval_ms: u64,
+    /// Time a ping may stay unanswered before the connection closes, in milliseconds.
+    pub ping_timeout_ms: u64,
+    /// Time a TCP connect may take, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Most inbound connections at once (handshaking or registered).
+    pub max_inbound: usize,
+    /// Number of outbound connections the connector keeps.
+    pub target_outbound: usize,
+    /// Most inbound connections still handshaking at once.
+    pub max_pending_handshakes: usize,
+    /// Most addresses in the connector's address book.
+    pub max_address_book: usize,
+    /// Most entries in the ban list.
+    pub max_bans: usize,
+    /// First redial delay after a failed dial or a short-lived connection, in milliseconds.
+    pub backoff_base_ms: u64,
+    /// Longest redial delay, in milliseconds.
+    pub backoff_max_ms: u64,
+    /// A connection that lived this long resets its address's backoff, in milliseconds.
+    pub backoff_reset_after_ms: u64,
+    /// How often the connector looks for addresses to dial, in milliseconds.
+    pub dial_tick_ms: u64,
+    /// Threads (actix Arbiters) that run sessions; 0 means one per CPU core.
+    pub session_threads: usize,
+    /// User agent sent in the Hello (at most 256 bytes). Set by the application.
+    #[serde(skip)]
+    pub user_agent: String,
+    /// Genesis hash sent in the Hello; peers with another genesis are refused. Set by the
+    /// application (a chain-agnostic application may leave it zero).
+    #[serde(skip)]
+    pub genesis: [u8; 32],
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            peers: Vec::new(),
+            magic: 0x706c_6e6b, // "plnk"
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            outbound_budget_bytes: DEFAULT_OUTBOUND_BUDGET_BYTES,
+            handshake_timeout_ms: ms(DEFAULT_HANDSHAKE_TIMEOUT),
+            ping_interval_ms: ms(DEFAULT_PING_INTERVAL),
+            ping_timeout_ms: ms(DEFAULT_PING_TIMEOUT),
+            connect_timeout_ms: ms(DEFAULT_CONNECT_TIMEOUT),
+            max_inbound: DEFAULT_MAX_INBOUND,
+            target_outbound: DEFAULT_TARGET_OUTBOUND,
+            max_pending_handshakes: DEFAULT_MAX_PENDING_HANDSHAKES,
+            max_address_book: DEFAULT_MAX_ADDRESS_BOOK,
+            max_bans: DEFAULT_MAX_BANS,
+            backoff_base_ms: ms(DEFAULT_BACKOFF_BASE),
+            backoff_max_ms: ms(DEFAULT_BACKOFF_MAX),
+            backoff_reset_after_ms: ms(DEFAULT_BACKOFF_RESET_AFTER),
+            dial_tick_ms: ms(DEFAULT_DIAL_TICK),
+            session_threads: 0,
+            user_agent: concat!("peerlink/", env!("CARGO_PKG_VERSION")).to_string(),
+            genesis: [0; 32],
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+impl NetworkConfig {
+    /// Handshake timeout as a `Duration`.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+    /// Ping interval as a `Duration`.
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_interval_ms)
+    }
+    /// Ping timeout as a `Duration`.
+    pub fn ping_timeout(&self) -> Duration {
+        Duration::from_millis(self.ping_timeout_ms)
+    }
+    /// Connect timeout as a `Duration`.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    /// Dial tick as a `Duration`.
+    pub fn dial_tick(&self) -> Duration {
+        Duration::from_millis(self.dial_tick_ms)
+    }
+
+    /// Number of session threads this config asks for, resolving 0 to the number of cores.
+    pub fn session_thread_count(&self) -> usize {
+        if self.session_threads == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            self.session_threads
+        }
+    }
+
+    /// Checks the values against each other; the error names the offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, reason: String| Err(ConfigError { key, reason });
+        if self.max_frame_bytes < MAX_HANDSHAKE_FRAME_BYTES
+            || self.max_frame_bytes > MAX_FRAME_BYTES_CEILING
+        {
+            return bad(
+                "max_frame_bytes",
+                format!(
+                    "must be between {MAX_HANDSHAKE_FRAME_BYTES} and {MAX_FRAME_BYTES_CEILING}"
+                ),
+            );
+        }
+        if self.outbound_budget_bytes < self.max_frame_bytes + 4 {
+            return bad(
+                "outbound_budget_bytes",
+                "must hold at least one maximum frame (max_frame_bytes + 4)".into(),
+            );
+        }
+        if self.handshake_timeout_ms == 0 {
+            return bad("handshake_timeout_ms", "must be positive".into());
+        }
+        if self.ping_interval_ms == 0 {
+            return bad("ping_interval_ms", "must be positive".into());
+        }
+        if self.ping_timeout_ms < self.ping_interval_ms {
+            return bad(
+                "ping_timeout_ms",
+                "must be at least ping_interval_ms".into(),
+            );
+        }
+        if self.connect_timeout_ms == 0 {
+            return bad("connect_timeout_ms", "must be positive".into());
+        }
+        if self.dial_tick_ms == 0 {
+            return bad("dial_tick_ms", "must be positive".into());
+        }
+        if self.backoff_base_ms == 0 || self.backoff_max_ms < self.backoff_base_ms {
+            return bad(
+                "backoff_max_ms",
+                "backoff_base_ms must be positive and at most backoff_max_ms".into(),
+            );
+        }
+        if self.user_agent.len() > MAX_USER_AGENT_BYTES {
+            return bad(
+                "user_agent",
+                format!("longer than {MAX_USER_AGENT_BYTES} bytes"),
+            );
+        }
+        if self.max_pending_handshakes == 0 {
+            return bad("max_pending_handshakes", "must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        NetworkConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let mut c = NetworkConfig {
+            ping_timeout_ms: 10,
+            ..NetworkConfig::default()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "ping_timeout_ms");
+        c = NetworkConfig {
+            outbound_budget_bytes: 10,
+            ..NetworkConfig::default()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "outbound_budget_bytes");
+    }
+}

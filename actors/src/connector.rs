@@ -1,0 +1,236 @@
+//! `Connector`: owns the dial plan. On every tick it dials the addresses that are due, up to the
+//! target number of outbound connections, from a socket bound to the node's own listen IP (so
+//! that the peer keys us by the right address), with a connect timeout. It learns which IPs are
+//! connected from the registry's events and how its dials ended from the sessions; it never
+//! decides duplicates, the registry does.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use crate::bans::BanList;
+use crate::dial_plan::{AddrStatus, Backoff, DialPlan};
+use crate::network::{SessionEnv, SessionPool};
+use crate::protocol::DisconnectReason;
+use crate::registry::PeerEvent;
+use crate::{canonical_ip, ConnId};
+
+/// The connector actor.
+pub struct Connector {
+    env: Arc<SessionEnv>,
+    pool: Arc<SessionPool>,
+    plan: DialPlan,
+    connected: HashMap<IpAddr, ConnId>,
+    bans: BanList,
+    bind_ip: Option<IpAddr>,
+    stopped: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+
+/// Add an address to the book; with `now`, dial it at the next opportunity regardless of backoff.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct AddPeer {
+    /// The peer's listen address.
+    pub addr: SocketAddr,
+    /// Dial without waiting for the backoff.
+    pub now: bool,
+}
+
+/// How a dial or a dialled session went; sent by the dial task and the sessions.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub enum DialEvent {
+    /// TCP connect failed or timed out.
+    Failed {
+        /// Dialled address.
+        addr: SocketAddr,
+        /// The error.
+        error: String,
+    },
+    /// The dialled session registered.
+    Registered {
+        /// Dialled address.
+        addr: SocketAddr,
+        /// Its conn id.
+        conn_id: ConnId,
+    },
+    /// The dialled session stopped.
+    Ended {
+        /// Dialled address.
+        addr: SocketAddr,
+        /// Its conn id.
+        conn_id: ConnId,
+        /// Why.
+        reason: DisconnectReason,
+        /// How long it was registered, if it was.
+        lived: Option<Duration>,
+    },
+    /// The handshake showed that the address leads back to this node.
+    OwnAddress {
+        /// Dialled address.
+        addr: SocketAddr,
+    },
+}
+
+/// The address book's state, for operators and tests.
+#[derive(Message)]
+#[rtype(result = "Vec<AddrStatus>")]
+pub struct GetAddressBook;
+
+/// Stop dialling (shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopDialing;
+
+impl Connector {
+    pub(crate) fn new(env: Arc<SessionEnv>, pool: Arc<SessionPool>) -> Self {
+        let cfg = &env.config;
+        let backoff = Backoff {
+            base: Duration::from_millis(cfg.backoff_base_ms),
+            max: Duration::from_millis(cfg.backoff_max_ms),
+            reset_after: Duration::from_millis(cfg.backoff_reset_after_ms),
+        };
+        let mut plan = DialPlan::new(backoff, cfg.max_address_book);
+        let now = Instant::now();
+        let listen = env.listen_addr;
+        for addr in &cfg.peers {
+            plan.add(*addr, now, true);
+        }
+        if !listen.ip().is_unspecified() {
+            plan.mark_own(listen, now);
+        }
+        let bind_ip = (!listen.ip().is_unspecified()).then_some(listen.ip());
+        let bans = BanList::new(cfg.max_bans);
+        Self {
+            env,
+            pool,
+            plan,
+            connected: HashMap::new(),
+            bans,
+            bind_ip,
+            stopped: false,
+        }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.stopped {
+            return;
+        }
+        let target = self.env.config.target_outbound;
+        let slots = target.saturating_sub(self.plan.busy_count());
+        if slots == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let connected: HashSet<IpAddr> = self.connected.keys().copied().collect();
+        let bans = &self.bans;
+        let due = self.plan.due(now, slots, |ip| {
+            connected.contains(&canonical_ip(ip)) || bans.is_banned(canonical_ip(ip), now)
+        });
+        for addr in due {
+            self.plan.dial_started(addr);
+            self.env.metrics.dials.inc();
+            log::debug!("dialling {addr}");
+            let bind = self.bind_ip.filter(|ip| ip.is_ipv4() == addr.is_ipv4());
+            self.pool
+                .dial(self.env.clone(), addr, bind, ctx.address().recipient());
+        }
+    }
+}
+
+impl Actor for Connector {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.env.config.dial_tick(), |act, ctx| act.tick(ctx));
+        self.tick(ctx);
+    }
+}
+
+impl Handler<AddPeer> for Connector {
+    type Result = bool;
+
+    fn handle(&mut self, msg: AddPeer, ctx: &mut Context<Self>) -> bool {
+        let added = self.plan.add(msg.addr, Instant::now(), msg.now);
+        if msg.now {
+            self.tick(ctx);
+        }
+        added
+    }
+}
+
+impl Handler<DialEvent> for Connector {
+    type Result = ();
+
+    fn handle(&mut self, msg: DialEvent, _ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let jitter = 0.8 + rand::random::<f64>() * 0.4;
+        match msg {
+            DialEvent::Failed { addr, error } => {
+                log::debug!("dial {addr} failed: {error}");
+                self.env.metrics.dial_failures.inc();
+                self.plan.dial_failed(addr, now, jitter);
+            }
+            DialEvent::Registered { addr, .. } => self.plan.registered(addr),
+            DialEvent::Ended {
+                addr,
+                reason,
+                lived,
+                ..
+            } => self.plan.ended(addr, now, lived, reason, jitter),
+            DialEvent::OwnAddress { addr } => {
+                log::info!("{addr} is this node's own address; not dialling it again");
+                self.plan.mark_own(addr, now);
+            }
+        }
+    }
+}
+
+impl Handler<PeerEvent> for Connector {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerEvent, _ctx: &mut Context<Self>) {
+        match msg {
+            PeerEvent::Connected { info, .. } => {
+                self.connected.insert(info.ip, info.conn_id);
+            }
+            PeerEvent::Disconnected(record) => {
+                if self.connected.get(&record.ip) == Some(&record.conn_id) {
+                    self.connected.remove(&record.ip);
+                }
+            }
+        }
+    }
+}
+
+impl Handler<crate::acceptor::BanPeer> for Connector {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::acceptor::BanPeer, _ctx: &mut Context<Self>) {
+        self.bans
+            .ban(canonical_ip(msg.ip), msg.duration, Instant::now());
+    }
+}
+
+impl Handler<GetAddressBook> for Connector {
+    type Result = MessageResult<GetAddressBook>;
+
+    fn handle(&mut self, _msg: GetAddressBook, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.plan.status(Instant::now()))
+    }
+}
+
+impl Handler<StopDialing> for Connector {
+    type Result = ();
+
+    fn handle(&mut self, _msg: StopDialing, ctx: &mut Context<Self>) {
+        self.stopped = true;
+        ctx.stop();
+    }
+}

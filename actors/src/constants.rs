@@ -1,0 +1,116 @@
+//! Every default and hard limit of the networking subsystem, each with its unit in its type or
+//! name and the reason for its value. `NetworkConfig::default()` is built from these, and
+//! `config/node.toml` in the node repeats them; tests below check that they agree with each other.
+
+use std::time::Duration;
+
+/// Wire protocol version spoken by this build. A peer with another version is refused with
+/// `DisconnectReason::WrongVersion`: there is only one version so far, so no negotiation.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Maximum frame body accepted before the handshake completes. A Hello is about 100 bytes plus a
+/// user agent of at most [`MAX_USER_AGENT_BYTES`]; 4 KiB leaves room and keeps an unauthenticated
+/// peer from making us buffer more than that.
+pub const MAX_HANDSHAKE_FRAME_BYTES: usize = 4 * 1024;
+
+/// Default maximum frame body after the handshake: big enough for a batch of blocks, small enough
+/// that one frame per peer never dominates memory.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+
+/// Hard ceiling for the configurable frame cap; the length prefix is 32 bits but nothing this
+/// subsystem carries needs more than 64 MiB in one frame.
+pub const MAX_FRAME_BYTES_CEILING: usize = 64 * 1024 * 1024;
+
+/// Longest user agent accepted in a Hello.
+pub const MAX_USER_AGENT_BYTES: usize = 256;
+
+/// Maximum nesting depth of an application message. Application messages are records of
+/// records; 32 levels is far above any honest message and far below a stack overflow.
+pub const MAX_DECODE_DEPTH: usize = 32;
+
+/// Default per-peer budget of bytes queued for sending but not yet written to the socket. Two
+/// maximum frames: a peer that cannot absorb that much is too slow and is disconnected.
+pub const DEFAULT_OUTBOUND_BUDGET_BYTES: usize = 8 * 1024 * 1024;
+
+/// Default time a peer has to send a valid Hello after the TCP connection opens.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default interval between our pings on an idle or busy connection.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Default time a ping may stay unanswered before the connection is closed: three intervals, so
+/// a single delayed pong on a busy link never cycles a healthy connection.
+pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Default time a TCP connect may take before the dial counts as failed.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default maximum of inbound connections (registered plus handshaking).
+pub const DEFAULT_MAX_INBOUND: usize = 64;
+
+/// Default maximum of outbound connections the connector keeps.
+pub const DEFAULT_TARGET_OUTBOUND: usize = 8;
+
+/// Default maximum of inbound connections still in the handshake at once; a flood of silent
+/// sockets is cut off here and by the handshake timeout.
+pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 32;
+
+/// Default size of the connector's address book; older entries that never connected go first.
+pub const DEFAULT_MAX_ADDRESS_BOOK: usize = 1024;
+
+/// Default size of the ban list; the entry that expires soonest is evicted first.
+pub const DEFAULT_MAX_BANS: usize = 1024;
+
+/// First redial delay after a failure.
+pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_secs(1);
+
+/// Longest redial delay: five minutes keeps a dead address from costing anything noticeable.
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// A connection that lived this long resets its address's backoff: it was a good connection and
+/// its loss is news, not a pattern.
+pub const DEFAULT_BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
+
+/// How often the connector looks for addresses to dial.
+pub const DEFAULT_DIAL_TICK: Duration = Duration::from_millis(500);
+
+/// How long a closing session may spend flushing its queue (and its Disconnect frame) before the
+/// socket is dropped.
+pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long the accept loop pauses after an accept error such as EMFILE, so that it never spins.
+pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Writer batches small frames into one buffer up to this size before a write call: big enough
+/// to amortise the syscall, small enough to stay in cache.
+pub const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+/// Initial read buffer of a session. Idle sessions stay small; the buffer grows for large frames.
+pub const READ_BUFFER_INITIAL_BYTES: usize = 2 * 1024;
+
+/// Number of recent disconnects the registry remembers for operators.
+pub const RECENT_DISCONNECTS: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_ordered() {
+        assert!(DEFAULT_HANDSHAKE_TIMEOUT < DEFAULT_PING_INTERVAL);
+        assert!(DEFAULT_PING_INTERVAL < DEFAULT_PING_TIMEOUT);
+        assert!(DEFAULT_CONNECT_TIMEOUT <= DEFAULT_PING_INTERVAL);
+        assert!(DEFAULT_BACKOFF_BASE < DEFAULT_BACKOFF_MAX);
+        assert!(DEFAULT_DIAL_TICK <= DEFAULT_BACKOFF_BASE);
+    }
+
+    #[test]
+    fn sizes_are_consistent() {
+        assert!(MAX_HANDSHAKE_FRAME_BYTES < DEFAULT_MAX_FRAME_BYTES);
+        assert!(DEFAULT_MAX_FRAME_BYTES <= MAX_FRAME_BYTES_CEILING);
+        assert!(MAX_USER_AGENT_BYTES + 128 < MAX_HANDSHAKE_FRAME_BYTES);
+        // A single maximum frame must fit into the outbound budget, or it could never be sent.
+        assert!(DEFAULT_MAX_FRAME_BYTES + 4 <= DEFAULT_OUTBOUND_BUDGET_BYTES);
+        assert!(READ_BUFFER_INITIAL_BYTES <= MAX_HANDSHAKE_FRAME_BYTES);
+    }
+}

@@ -1,0 +1,361 @@
+//! `DialPlan`: the connector's address book and backoff policy as a plain struct, tested without
+//! sockets. It decides which addresses are due; the connector carries out the dials.
+//!
+//! Backoff per address: after the n-th consecutive failure the next dial waits
+//! `min(base * 2^(n-1), max)`, scaled by a jitter factor in [0.8, 1.2) so that nodes that lost
+//! each other at once do not redial in lockstep. A connection that lived at least `reset_after`
+//! clears the failures: its loss is news, and the peer is redialled after `base`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::protocol::DisconnectReason;
+
+/// Backoff parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    /// First delay.
+    pub base: Duration,
+    /// Longest delay.
+    pub max: Duration,
+    /// A connection living this long resets the failures.
+    pub reset_after: Duration,
+}
+
+impl Backoff {
+    /// Delay after `failures` consecutive failures, before jitter.
+    pub fn delay(&self, failures: u32) -> Duration {
+        if failures == 0 {
+            return self.base;
+        }
+        let factor = 1u32
+            .checked_shl(failures.saturating_sub(1).min(31))
+            .unwrap_or(u32::MAX);
+        self.base.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// What the plan knows about one address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddrStatus {
+    /// The address.
+    pub addr: SocketAddr,
+    /// Dials started since it was added.
+    pub attempts: u32,
+    /// Consecutive failures.
+    pub failures: u32,
+    /// It leads back to this node; never dialled again.
+    pub own: bool,
+    /// A dial is running or its session is alive.
+    pub busy: bool,
+    /// Time until it is due (zero when due now).
+    pub due_in: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    attempts: u32,
+    failures: u32,
+    own: bool,
+    busy: bool,
+    registered: bool,
+    next_at: Instant,
+    added: Instant,
+}
+
+/// The address book with its backoff state.
+#[derive(Debug, Clone)]
+pub struct DialPlan {
+    entries: HashMap<SocketAddr, Entry>,
+    backoff: Backoff,
+    max_entries: usize,
+}
+
+impl DialPlan {
+    /// An empty plan.
+    pub fn new(backoff: Backoff, max_entries: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            backoff,
+            max_entries: max_entries.max(1),
+        }
+    }
+
+    /// Adds an address (due at once when `now_due`). When the book is full, the oldest entry that
+    /// is neither busy nor connected is evicted; if there is none, the address is not added.
+    pub fn add(&mut self, addr: SocketAddr, now: Instant, now_due: bool) -> bool {
+        if let Some(e) = self.entries.get_mut(&addr) {
+            if now_due {
+                e.next_at = now;
+            }
+            return true;
+        }
+        if self.entries.len() >= self.max_entries {
+            let victim = self
+                .entries
+                .iter()
+                .filter(|(_, e)| !e.busy)
+                .min_by_key(|(_, e)| e.added)
+                .map(|(a, _)| *a);
+            match victim {
+                Some(v) => {
+                    self.entries.remove(&v);
+                }
+                None => return false,
+            }
+        }
+        self.entries.insert(
+            addr,
+            Entry {
+                attempts: 0,
+                failures: 0,
+                own: false,
+                busy: false,
+                registered: false,
+                next_at: now,
+                added: now,
+            },
+        );
+        true
+    }
+
+    /// Marks an address as this node's own; it is never dialled.
+    pub fn mark_own(&mut self, addr: SocketAddr, now: Instant) {
+        self.add(addr, now, false);
+        if let Some(e) = self.entries.get_mut(&addr) {
+            e.own = true;
+        }
+    }
+
+    /// Addresses to dial now, soonest-due first, at most `slots`, skipping own, busy and banned
+    /// addresses and IPs that already have a connection.
+    pub fn due(
+        &self,
+        now: Instant,
+        slots: usize,
+        skip_ip: impl Fn(IpAddr) -> bool,
+    ) -> Vec<SocketAddr> {
+        let mut due: Vec<(Instant, SocketAddr)> = self
+            .entries
+            .iter()
+            .filter(|(a, e)| !e.own && !e.busy && e.next_at <= now && !skip_ip(a.ip()))
+            .map(|(a, e)| (e.next_at, *a))
+            .collect();
+        due.sort();
+        let mut ips = Vec::new();
+        due.into_iter()
+            .filter(|(_, a)| {
+                // One dial per IP at a time: the registry would keep only one anyway.
+                if ips.contains(&a.ip()) {
+                    false
+                } else {
+                    ips.push(a.ip());
+                    true
+                }
+            })
+            .take(slots)
+            .map(|(_, a)| a)
+            .collect()
+    }
+
+    /// Outbound connections that count against the target: dials running and sessions alive.
+    pub fn busy_count(&self) -> usize {
+        self.entries.values().filter(|e| e.busy).count()
+    }
+
+    /// A dial to `addr` starts.
+    pub fn dial_started(&mut self, addr: SocketAddr) {
+        if let Some(e) = self.entries.get_mut(&addr) {
+            e.busy = true;
+            e.registered = false;
+            e.attempts += 1;
+        }
+    }
+
+    /// The TCP connect failed or timed out.
+    pub fn dial_failed(&mut self, addr: SocketAddr, now: Instant, jitter: f64) {
+        if let Some(e) = self.entries.get_mut(&addr) {
+            e.busy = false;
+            e.failures = e.failures.saturating_add(1);
+            e.next_at = now + scaled(self.backoff.delay(e.failures), jitter);
+        }
+    }
+
+    /// The dialled session registered.
+    pub fn registered(&mut self, addr: SocketAddr) {
+        if let Some(e) = self.entries.get_mut(&addr) {
+            e.registered = true;
+        }
+    }
+
+    /// The dialled session ended after living `lived` registered (None: never registered).
+    pub fn ended(
+        &mut self,
+        addr: SocketAddr,
+        now: Instant,
+        lived: Option<Duration>,
+        reason: DisconnectReason,
+        jitter: f64,
+    ) {
+        let backoff = self.backoff;
+        let Some(e) = self.entries.get_mut(&addr) else {
+            return;
+        };
+        e.busy = false;
+        e.registered = false;
+        match reason {
+            DisconnectReason::SelfConnection => e.own = true,
+            // Another socket to the same node won; nothing is wrong with the address.
+            DisconnectReason::Duplicate => e.next_at = now + backoff.base,
+            DisconnectReason::WrongNetwork
+            | DisconnectReason::WrongGenesis
+            | DisconnectReason::WrongVersion
+            | DisconnectReason::Banned => {
+                e.failures = u32::MAX / 2;
+                e.next_at = now + backoff.max;
+            }
+            _ if lived.is_some_and(|l| l >= backoff.reset_after) => {
+                e.failures = 0;
+                e.next_at = now + scaled(backoff.base, jitter);
+            }
+            _ => {
+                e.failures = e.failures.saturating_add(1);
+                e.next_at = now + scaled(backoff.delay(e.failures), jitter);
+            }
+        }
+    }
+
+    /// Status of every address, sorted by address.
+    pub fn status(&self, now: Instant) -> Vec<AddrStatus> {
+        let mut v: Vec<AddrStatus> = self
+            .entries
+            .iter()
+            .map(|(a, e)| AddrStatus {
+                addr: *a,
+                attempts: e.attempts,
+                failures: e.failures,
+                own: e.own,
+                busy: e.busy,
+                due_in: e.next_at.saturating_duration_since(now),
+            })
+            .collect();
+        v.sort_by_key(|s| s.addr);
+        v
+    }
+}
+
+fn scaled(d: Duration, jitter: f64) -> Duration {
+    d.mul_f64(jitter.clamp(0.8, 1.2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn backoff() -> Backoff {
+        Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+            reset_after: Duration::from_secs(60),
+        }
+    }
+
+    fn addr(n: u8) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, n], 7000))
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap() {
+        let b = backoff();
+        assert_eq!(b.delay(1), Duration::from_secs(1));
+        assert_eq!(b.delay(2), Duration::from_secs(2));
+        assert_eq!(b.delay(5), Duration::from_secs(16));
+        assert_eq!(b.delay(9), Duration::from_secs(256));
+        assert_eq!(b.delay(10), Duration::from_secs(300));
+        assert_eq!(b.delay(u32::MAX), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn failures_delay_and_long_connections_reset() {
+        let now = Instant::now();
+        let mut p = DialPlan::new(backoff(), 16);
+        p.add(addr(2), now, true);
+        assert_eq!(p.due(now, 8, |_| false), vec![addr(2)]);
+        p.dial_started(addr(2));
+        assert!(
+            p.due(now, 8, |_| false).is_empty(),
+            "busy addresses are not due"
+        );
+        p.dial_failed(addr(2), now, 1.0);
+        p.dial_started(addr(2));
+        p.dial_failed(addr(2), now, 1.0);
+        assert!(p
+            .due(now + Duration::from_millis(1999), 8, |_| false)
+            .is_empty());
+        assert_eq!(
+            p.due(now + Duration::from_secs(2), 8, |_| false),
+            vec![addr(2)]
+        );
+        p.dial_started(addr(2));
+        p.registered(addr(2));
+        p.ended(
+            addr(2),
+            now,
+            Some(Duration::from_secs(61)),
+            DisconnectReason::PingTimeout,
+            1.0,
+        );
+        assert_eq!(p.status(now)[0].failures, 0);
+        assert_eq!(
+            p.due(now + Duration::from_secs(1), 8, |_| false),
+            vec![addr(2)]
+        );
+    }
+
+    #[test]
+    fn own_connected_and_wrong_network_addresses_are_skipped() {
+        let now = Instant::now();
+        let mut p = DialPlan::new(backoff(), 16);
+        p.add(addr(2), now, true);
+        p.add(addr(3), now, true);
+        p.add(addr(4), now, true);
+        p.mark_own(addr(2), now);
+        let connected = addr(3).ip();
+        assert_eq!(p.due(now, 8, |ip| ip == connected), vec![addr(4)]);
+        p.dial_started(addr(4));
+        p.ended(addr(4), now, None, DisconnectReason::WrongGenesis, 1.0);
+        assert!(p
+            .due(now + Duration::from_secs(299), 8, |_| false)
+            .iter()
+            .all(|a| *a != addr(4)));
+    }
+
+    #[test]
+    fn book_is_bounded() {
+        let now = Instant::now();
+        let mut p = DialPlan::new(backoff(), 2);
+        assert!(p.add(addr(2), now, false));
+        assert!(p.add(addr(3), now + Duration::from_millis(1), false));
+        p.dial_started(addr(2));
+        p.dial_started(addr(3));
+        assert!(
+            !p.add(addr(4), now, false),
+            "busy entries are never evicted"
+        );
+        p.dial_failed(addr(3), now, 1.0);
+        assert!(p.add(addr(4), now, false));
+        assert_eq!(p.status(now).len(), 2);
+    }
+
+    proptest! {
+        #[test]
+        fn delay_is_monotonic_and_capped(f in 0u32..100) {
+            let b = backoff();
+            prop_assert!(b.delay(f) <= b.delay(f + 1));
+            prop_assert!(b.delay(f) <= b.max);
+            prop_assert!(b.delay(f) >= b.base.min(b.max));
+        }
+    }
+}

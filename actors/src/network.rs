@@ -1,0 +1,376 @@
+//! `Network`: the public entry point. It binds the listener, starts the registry, the acceptor,
+//! the connector and the pool of session threads, and hands the application a cheap, cloneable
+//! handle to send, broadcast, query and shut down. Also home of the environment every session
+//! shares and of the pool that spreads sessions over Arbiters (one thread each).
+
+use std::marker::PhantomData;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_rt::{Arbiter, ArbiterHandle};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::{TcpListener, TcpSocket};
+
+use crate::acceptor::{Acceptor, BanPeer, Permit, StopAccepting};
+use crate::config::NetworkConfig;
+use crate::connector::{AddPeer, Connector, DialEvent, GetAddressBook, StopDialing};
+use crate::dial_plan::AddrStatus;
+use crate::error::{CodecError, NetworkError};
+use crate::handle::{PeerHandle, SendOutcome};
+use crate::metrics::NetMetrics;
+use crate::policy::DuplicatePolicy;
+use crate::protocol::{decode_app, encode_app, DisconnectReason, HelloPolicy};
+use crate::registry::{
+    Broadcast, DisconnectPeer, GetHandle, GetPeers, GetStats, PeerEvent, PeerInfo, PeerRegistry,
+    RegistryStats, SendToPeer, ShutdownRegistry, Subscribe,
+};
+use crate::session::{DialOrigin, PeerSession};
+use crate::Direction;
+
+/// What an application message type must be: serde both ways, sendable across threads.
+pub trait AppMessage: Serialize + DeserializeOwned + Send + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + 'static> AppMessage for T {}
+
+/// An application message received from a peer, delivered to the application's recipient.
+#[derive(Debug)]
+pub struct Inbound<M> {
+    /// The connection it came in on. Reply through it so that the reply goes out on the same
+    /// socket (`from.send(&reply)`).
+    pub from: PeerHandle,
+    /// The decoded message.
+    pub msg: M,
+}
+
+impl<M: 'static> Message for Inbound<M> {
+    type Result = ();
+}
+
+/// Decodes an App payload and hands it to the application.
+pub(crate) type Deliver = Box<dyn Fn(&PeerHandle, Bytes) -> Result<(), CodecError> + Send + Sync>;
+
+/// Everything a session needs that is the same for all sessions of a node.
+pub(crate) struct SessionEnv {
+    pub config: NetworkConfig,
+    pub node_nonce: u64,
+    pub listen_addr: SocketAddr,
+    pub listen_port: u16,
+    pub hello_policy: HelloPolicy,
+    pub registry: Addr<PeerRegistry>,
+    pub deliver: Deliver,
+    pub metrics: Arc<NetMetrics>,
+    pub best_height: Arc<AtomicU64>,
+}
+
+/// Session threads. Sockets cross threads as std sockets: a tokio socket stays registered with
+/// the reactor of the thread that created it.
+pub(crate) struct SessionPool {
+    arbiters: Vec<ArbiterHandle>,
+    next: AtomicUsize,
+}
+
+impl SessionPool {
+    fn new(threads: usize) -> Self {
+        let arbiters = (0..threads.max(1))
+            .map(|_| Arbiter::new().handle())
+            .collect();
+        Self {
+            arbiters,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn pick(&self) -> &ArbiterHandle {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
+        &self.arbiters[i]
+    }
+
+    /// Starts a session for an accepted socket on the next session thread.
+    pub(crate) fn start_session(
+        &self,
+        env: Arc<SessionEnv>,
+        stream: std::net::TcpStream,
+        direction: Direction,
+        origin: Option<DialOrigin>,
+        inbound_permit: Option<Permit>,
+        pending_permit: Option<Permit>,
+    ) {
+        self.pick().spawn(async move {
+            let started = tokio::net::TcpStream::from_std(stream).and_then(|s| {
+                PeerSession::new(env, s, direction, origin, inbound_permit, pending_permit)
+            });
+            match started {
+                Ok(session) => {
+                    session.start();
+                }
+                Err(e) => log::debug!("cannot start session: {e}"),
+            }
+        });
+    }
+
+    /// Dials `addr` on the next session thread and starts the session there.
+    pub(crate) fn dial(
+        &self,
+        env: Arc<SessionEnv>,
+        addr: SocketAddr,
+        bind_ip: Option<IpAddr>,
+        connector: Recipient<DialEvent>,
+    ) {
+        let timeout = env.config.connect_timeout();
+        self.pick().spawn(async move {
+            let connect = async {
+                let socket = if addr.is_ipv4() {
+                    TcpSocket::new_v4()?
+                } else {
+                    TcpSocket::new_v6()?
+                };
+                if let Some(ip) = bind_ip {
+                    socket.bind(SocketAddr::new(ip, 0))?;
+                }
+                socket.connect(addr).await
+            };
+            let result = match tokio::time::timeout(timeout, connect).await {
+                Ok(Ok(stream)) => {
+                    let origin = DialOrigin {
+                        addr,
+                        connector: connector.clone(),
+                    };
+                    PeerSession::new(env, stream, Direction::Outbound, Some(origin), None, None)
+                        .map(|s| {
+                            s.start();
+                        })
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connect timed out",
+                )),
+            };
+            if let Err(e) = result {
+                connector.do_send(DialEvent::Failed {
+                    addr,
+                    error: e.to_string(),
+                });
+            }
+        });
+    }
+
+    fn stop(&self) {
+        for a in &self.arbiters {
+            a.stop();
+        }
+    }
+}
+
+/// A running node's networking, typed by its application message `M`. Cheap to clone.
+pub struct Network<M> {
+    inner: Arc<Inner>,
+    _msg: PhantomData<fn(M) -> M>,
+}
+
+impl<M> Clone for Network<M> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            _msg: PhantomData,
+        }
+    }
+}
+
+struct Inner {
+    env: Arc<SessionEnv>,
+    pool: Arc<SessionPool>,
+    acceptor: Addr<Acceptor>,
+    connector: Addr<Connector>,
+}
+
+impl<M: AppMessage> Network<M> {
+    /// Starts the subsystem inside the current actix system: binds `config.listen`, starts the
+    /// registry, the acceptor, the connector (dialling `config.peers`) and the session threads.
+    /// Every application message from any peer is delivered to `app` as an [`Inbound`].
+    pub async fn start(
+        config: NetworkConfig,
+        app: Recipient<Inbound<M>>,
+    ) -> Result<Self, NetworkError> {
+        config.validate()?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| NetworkError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let listen_addr = listener.local_addr().map_err(|source| NetworkError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let node_nonce: u64 = rand::random();
+        let metrics = Arc::new(NetMetrics::default());
+        let policy = DuplicatePolicy {
+            local_nonce: node_nonce,
+            max_inbound: config.max_inbound,
+            max_outbound: config.target_outbound,
+        };
+        let registry = PeerRegistry::new(policy, metrics.clone()).start();
+        let deliver: Deliver = Box::new(move |from: &PeerHandle, payload: Bytes| {
+            let msg: M = decode_app(&payload)?;
+            app.do_send(Inbound {
+                from: from.clone(),
+                msg,
+            });
+            Ok(())
+        });
+        let env = Arc::new(SessionEnv {
+            hello_policy: HelloPolicy {
+                magic: config.magic.to_be_bytes(),
+                genesis: config.genesis,
+            },
+            node_nonce,
+            listen_addr,
+            listen_port: listen_addr.port(),
+            registry: registry.clone(),
+            deliver,
+            metrics,
+            best_height: Arc::new(AtomicU64::new(0)),
+            config,
+        });
+        let pool = Arc::new(SessionPool::new(env.config.session_thread_count()));
+        let acceptor = Acceptor::new(listener, env.clone(), pool.clone()).start();
+        let connector = Connector::new(env.clone(), pool.clone()).start();
+        registry.do_send(Subscribe(connector.clone().recipient()));
+        log::info!("listening on {listen_addr} (node nonce {node_nonce:016x})");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                env,
+                pool,
+                acceptor,
+                connector,
+            }),
+            _msg: PhantomData,
+        })
+    }
+
+    /// Encodes `msg` once and queues it to the peer at `ip`.
+    pub async fn send(&self, ip: IpAddr, msg: &M) -> Result<SendOutcome, NetworkError> {
+        let frame = encode_app(msg).map_err(|e| NetworkError::Encode(e.to_string()))?;
+        self.inner
+            .env
+            .registry
+            .send(SendToPeer { ip, frame })
+            .await
+            .map_err(|_| NetworkError::Stopped)
+    }
+
+    /// Encodes `msg` once and queues it to every peer but `except`; returns how many queued it.
+    pub async fn broadcast(&self, msg: &M, except: Option<IpAddr>) -> Result<usize, NetworkError> {
+        let frame = encode_app(msg).map_err(|e| NetworkError::Encode(e.to_string()))?;
+        self.inner
+            .env
+            .registry
+            .send(Broadcast { frame, except })
+            .await
+            .map_err(|_| NetworkError::Stopped)
+    }
+}
+
+impl<M> Network<M> {
+    /// The registry actor, for messages this handle does not wrap.
+    pub fn registry(&self) -> &Addr<PeerRegistry> {
+        &self.inner.env.registry
+    }
+
+    /// The connector actor.
+    pub fn connector(&self) -> &Addr<Connector> {
+        &self.inner.connector
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.env.listen_addr
+    }
+
+    /// This node instance's nonce.
+    pub fn node_nonce(&self) -> u64 {
+        self.inner.env.node_nonce
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &NetworkConfig {
+        &self.inner.env.config
+    }
+
+    /// Live metrics; register them in a Prometheus registry with [`NetMetrics::register`].
+    pub fn metrics(&self) -> &Arc<NetMetrics> {
+        &self.inner.env.metrics
+    }
+
+    /// Sets the best height announced in future Hellos.
+    pub fn set_best_height(&self, height: u64) {
+        self.inner.env.best_height.store(height, Ordering::Relaxed);
+    }
+
+    /// The send handle of a peer's current connection: send to it without the registry hop.
+    pub async fn handle(&self, ip: IpAddr) -> Option<PeerHandle> {
+        self.registry().send(GetHandle { ip }).await.ok().flatten()
+    }
+
+    /// Snapshot of the registered peers.
+    pub async fn peers(&self) -> Vec<PeerInfo> {
+        self.registry().send(GetPeers).await.unwrap_or_default()
+    }
+
+    /// Registry counters.
+    pub async fn stats(&self) -> Result<RegistryStats, NetworkError> {
+        self.registry()
+            .send(GetStats)
+            .await
+            .map_err(|_| NetworkError::Stopped)
+    }
+
+    /// The connector's address book.
+    pub async fn address_book(&self) -> Vec<AddrStatus> {
+        self.connector()
+            .send(GetAddressBook)
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Receive peer lifecycle events.
+    pub fn subscribe(&self, recipient: Recipient<PeerEvent>) {
+        self.registry().do_send(Subscribe(recipient));
+    }
+
+    /// Adds `addr` to the address book and dials it now.
+    pub fn connect(&self, addr: SocketAddr) {
+        self.connector().do_send(AddPeer { addr, now: true });
+    }
+
+    /// Closes the connection to `ip` with `reason`; returns whether there was one.
+    pub async fn disconnect(&self, ip: IpAddr, reason: DisconnectReason) -> bool {
+        self.registry()
+            .send(DisconnectPeer { ip, reason })
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Bans `ip` for `duration` (refused inbound, never dialled) and closes its connection.
+    pub async fn ban(&self, ip: IpAddr, duration: Duration) {
+        self.inner.acceptor.do_send(BanPeer { ip, duration });
+        self.inner.connector.do_send(BanPeer { ip, duration });
+        self.disconnect(ip, DisconnectReason::Banned).await;
+    }
+
+    /// Stops accepting and dialling, sends Disconnect{shutdown} to every peer, waits (bounded)
+    /// until every socket is flushed and closed, then stops the session threads.
+    pub async fn shutdown(&self) {
+        self.inner.acceptor.do_send(StopAccepting);
+        self.inner.connector.do_send(StopDialing);
+        let _ = self.registry().send(ShutdownRegistry).await;
+        self.inner.pool.stop();
+        log::info!("network stopped");
+    }
+}

@@ -1,0 +1,379 @@
+//! The wire: frames, their MessagePack encoding and the length-prefixed codec. Wire types are
+//! serde only; the session translates them into actor messages. The layout is frozen in
+//! `PROTOCOL.md` with hex vectors that the tests below check byte for byte.
+//!
+//! A frame on the wire is a 4-byte big-endian body length followed by the body, one MessagePack
+//! value: the [`Frame`] enum as rmp-serde encodes it (a one-entry map from the variant name to its
+//! fields, structs as arrays). Application payloads are MessagePack `bin`; peerlink always emits
+//! `bin 32` for them so that it can encode a message straight into the frame buffer.
+
+use std::io::Cursor;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio_util::codec::Decoder;
+
+use crate::constants::{MAX_DECODE_DEPTH, MAX_USER_AGENT_BYTES, PROTOCOL_VERSION};
+use crate::error::CodecError;
+
+/// Length of the frame length prefix.
+pub const LENGTH_PREFIX_BYTES: usize = 4;
+
+/// The first message on every connection, sent by both sides without waiting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Network magic; another value means another network.
+    #[serde(with = "serde_bytes")]
+    pub magic: [u8; 4],
+    /// Protocol version; see [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// Hash of the genesis block (zero for chain-agnostic applications).
+    #[serde(with = "serde_bytes")]
+    pub genesis: [u8; 32],
+    /// Random nonce drawn once per process start: identifies the node instance, detects
+    /// self-connections and restarts, and breaks simultaneous-open ties.
+    pub nonce: u64,
+    /// Port the sender listens on (0: not listening); with the connection's IP it gives the
+    /// address to redial.
+    pub listen_port: u16,
+    /// Best height of the sender's application state, for sync decisions.
+    pub best_height: u64,
+    /// Free-form software name, at most 256 bytes.
+    pub user_agent: String,
+}
+
+/// Why a connection is closed. Sent in a [`Frame::Disconnect`] when the socket still works,
+/// logged and counted in every case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DisconnectReason {
+    /// An operator or the application asked for it.
+    Requested,
+    /// The node is shutting down.
+    Shutdown,
+    /// Another connection to the same node won the duplicate resolution.
+    Duplicate,
+    /// The node restarted (new nonce) and its new connection replaced this one.
+    PeerRestarted,
+    /// The connection leads back to this very node.
+    SelfConnection,
+    /// The network magic differs.
+    WrongNetwork,
+    /// The genesis hash differs.
+    WrongGenesis,
+    /// The protocol version is not supported.
+    WrongVersion,
+    /// The Hello was invalid (user agent too long) or came twice.
+    BadHello,
+    /// A frame was not valid MessagePack or not a known frame.
+    BadFrame,
+    /// A frame's length prefix exceeded the cap.
+    FrameTooLarge,
+    /// A valid frame at the wrong time (application data before the handshake, for instance).
+    ProtocolViolation,
+    /// No valid Hello within the handshake timeout.
+    HandshakeTimeout,
+    /// No pong echoing our ping within the ping timeout.
+    PingTimeout,
+    /// The peer did not read fast enough: its outbound queue exceeded the budget.
+    SlowPeer,
+    /// The peer's IP is banned.
+    Banned,
+    /// Inbound, pending or outbound limits are full.
+    TooManyPeers,
+    /// The application found the peer's data invalid (bad block, unrequested response...).
+    Misbehaving,
+    /// The socket closed or failed without a Disconnect frame. Never sent.
+    ConnectionLost,
+}
+
+impl DisconnectReason {
+    /// All reasons, for metrics and tests.
+    pub const ALL: [DisconnectReason; 19] = [
+        Self::Requested,
+        Self::Shutdown,
+        Self::Duplicate,
+        Self::PeerRestarted,
+        Self::SelfConnection,
+        Self::WrongNetwork,
+        Self::WrongGenesis,
+        Self::WrongVersion,
+        Self::BadHello,
+        Self::BadFrame,
+        Self::FrameTooLarge,
+        Self::ProtocolViolation,
+        Self::HandshakeTimeout,
+        Self::PingTimeout,
+        Self::SlowPeer,
+        Self::Banned,
+        Self::TooManyPeers,
+        Self::Misbehaving,
+        Self::ConnectionLost,
+    ];
+
+    /// Short snake_case name for logs, metrics labels and the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::Shutdown => "shutdown",
+            Self::Duplicate => "duplicate",
+            Self::PeerRestarted => "peer_restarted",
+            Self::SelfConnection => "self_connection",
+            Self::WrongNetwork => "wrong_network",
+            Self::WrongGenesis => "wrong_genesis",
+            Self::WrongVersion => "wrong_version",
+            Self::BadHello => "bad_hello",
+            Self::BadFrame => "bad_frame",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::ProtocolViolation => "protocol_violation",
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::PingTimeout => "ping_timeout",
+            Self::SlowPeer => "slow_peer",
+            Self::Banned => "banned",
+            Self::TooManyPeers => "too_many_peers",
+            Self::Misbehaving => "misbehaving",
+            Self::ConnectionLost => "connection_lost",
+        }
+    }
+
+    /// Whether a Disconnect frame carrying this reason is worth sending (the socket may work).
+    pub fn is_sent_on_wire(self) -> bool {
+        !matches!(self, Self::ConnectionLost | Self::SlowPeer)
+    }
+}
+
+impl std::fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One frame body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Frame {
+    /// Handshake; the first frame each side sends.
+    Hello(Hello),
+    /// Liveness probe; must be answered with a Pong echoing the nonce.
+    Ping {
+        /// Random value to echo.
+        nonce: u64,
+    },
+    /// Answer to a Ping.
+    Pong {
+        /// The Ping's nonce.
+        nonce: u64,
+    },
+    /// The sender is closing the connection, and why.
+    Disconnect {
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// An application message: the MessagePack encoding of the application's own type, as `bin`.
+    App(Bytes),
+}
+
+/// The fixed bytes that start every App frame body: a one-entry map, the key "App".
+const APP_PREFIX: [u8; 5] = [0x81, 0xa3, b'A', b'p', b'p'];
+/// `bin 32` marker.
+const BIN32: u8 = 0xc6;
+/// Header size of an App body as peerlink writes it: prefix plus `bin 32` marker and length.
+const APP_HEADER_BYTES: usize = APP_PREFIX.len() + 5;
+
+impl Frame {
+    /// Encodes the frame with its length prefix, ready for the socket.
+    pub fn encode(&self) -> Bytes {
+        match self {
+            Frame::App(payload) => {
+                let mut buf =
+                    BytesMut::with_capacity(LENGTH_PREFIX_BYTES + APP_HEADER_BYTES + payload.len());
+                start_app(&mut buf);
+                buf.extend_from_slice(payload);
+                finish_app(buf)
+            }
+            other => {
+                let mut buf = BytesMut::with_capacity(64);
+                buf.put_u32(0);
+                // Encoding our own control types into memory cannot fail.
+                rmp_serde::encode::write(&mut (&mut buf).writer(), other)
+                    .expect("control frames always encode");
+                let body_len = (buf.len() - LENGTH_PREFIX_BYTES) as u32;
+                buf[..LENGTH_PREFIX_BYTES].copy_from_slice(&body_len.to_be_bytes());
+                buf.freeze()
+            }
+        }
+    }
+
+    /// Decodes a frame body (without its length prefix). App payloads are sliced, not copied.
+    pub fn decode(body: Bytes) -> Result<Frame, CodecError> {
+        if body.is_empty() {
+            return Err(CodecError::Empty);
+        }
+        if body.len() > APP_PREFIX.len() && body[..APP_PREFIX.len()] == APP_PREFIX {
+            return decode_app_body(body);
+        }
+        let mut cursor = Cursor::new(&body[..]);
+        let mut de = rmp_serde::Deserializer::new(&mut cursor);
+        de.set_max_depth(MAX_DECODE_DEPTH);
+        let frame =
+            Frame::deserialize(&mut de).map_err(|e| CodecError::Malformed(e.to_string()))?;
+        if cursor.position() as usize != body.len() {
+            return Err(CodecError::Malformed(
+                "trailing bytes after the frame".into(),
+            ));
+        }
+        Ok(frame)
+    }
+
+    /// Short name of the frame kind, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Frame::Hello(_) => "hello",
+            Frame::Ping { .. } => "ping",
+            Frame::Pong { .. } => "pong",
+            Frame::Disconnect { .. } => "disconnect",
+            Frame::App(_) => "app",
+        }
+    }
+}
+
+fn decode_app_body(mut body: Bytes) -> Result<Frame, CodecError> {
+    body.advance(APP_PREFIX.len());
+    let malformed = |what: &str| CodecError::Malformed(format!("app frame: {what}"));
+    if body.is_empty() {
+        return Err(malformed("missing payload"));
+    }
+    let marker = body.get_u8();
+    let header = match marker {
+        0xc4 => 1,
+        0xc5 => 2,
+        BIN32 => 4,
+        _ => return Err(malformed("payload is not bin")),
+    };
+    if body.len() < header {
+        return Err(malformed("truncated bin header"));
+    }
+    let len = match header {
+        1 => body.get_u8() as usize,
+        2 => body.get_u16() as usize,
+        _ => body.get_u32() as usize,
+    };
+    if len != body.len() {
+        return Err(malformed("bin length does not match the frame"));
+    }
+    Ok(Frame::App(body))
+}
+
+/// Writes the length placeholder and App header into `buf`; the payload follows.
+fn start_app(buf: &mut BytesMut) {
+    buf.put_u32(0);
+    buf.extend_from_slice(&APP_PREFIX);
+    buf.put_u8(BIN32);
+    buf.put_u32(0);
+}
+
+/// Patches the lengths written by [`start_app`] and freezes the frame.
+fn finish_app(mut buf: BytesMut) -> Bytes {
+    let body_len = (buf.len() - LENGTH_PREFIX_BYTES) as u32;
+    let payload_len = body_len - APP_HEADER_BYTES as u32;
+    buf[..4].copy_from_slice(&body_len.to_be_bytes());
+    let at = LENGTH_PREFIX_BYTES + APP_PREFIX.len() + 1;
+    buf[at..at + 4].copy_from_slice(&payload_len.to_be_bytes());
+    buf.freeze()
+}
+
+/// Encodes an application message straight into a complete App frame (one allocation). The
+/// result is shared as is between all peers of a broadcast.
+pub fn encode_app<M: Serialize>(msg: &M) -> Result<Bytes, rmp_serde::encode::Error> {
+    let mut buf = BytesMut::with_capacity(128);
+    start_app(&mut buf);
+    rmp_serde::encode::write(&mut (&mut buf).writer(), msg)?;
+    Ok(finish_app(buf))
+}
+
+/// Decodes an application message from an App payload, with the nesting depth capped and
+/// trailing bytes refused. Collection lengths are bounded by the frame cap: serde never
+/// preallocates more than the data present can fill.
+pub fn decode_app<M: DeserializeOwned>(payload: &[u8]) -> Result<M, CodecError> {
+    let mut cursor = Cursor::new(payload);
+    let mut de = rmp_serde::Deserializer::new(&mut cursor);
+    de.set_max_depth(MAX_DECODE_DEPTH);
+    let msg = M::deserialize(&mut de).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if cursor.position() as usize != payload.len() {
+        return Err(CodecError::Malformed(
+            "trailing bytes after the message".into(),
+        ));
+    }
+    Ok(msg)
+}
+
+/// The values a received Hello is checked against.
+#[derive(Debug, Clone)]
+pub struct HelloPolicy {
+    /// Our magic.
+    pub magic: [u8; 4],
+    /// Our genesis hash.
+    pub genesis: [u8; 32],
+}
+
+impl HelloPolicy {
+    /// Checks a peer's Hello; the error is the reason to disconnect with.
+    pub fn check(&self, hello: &Hello) -> Result<(), DisconnectReason> {
+        if hello.magic != self.magic {
+            return Err(DisconnectReason::WrongNetwork);
+        }
+        if hello.version != PROTOCOL_VERSION {
+            return Err(DisconnectReason::WrongVersion);
+        }
+        if hello.genesis != self.genesis {
+            return Err(DisconnectReason::WrongGenesis);
+        }
+        if hello.user_agent.len() > MAX_USER_AGENT_BYTES {
+            return Err(DisconnectReason::BadHello);
+        }
+        Ok(())
+    }
+}
+
+/// Length-prefixed frame decoder. The cap is shared with the session so that it can be raised
+/// once the handshake completes; it is checked against the prefix before any byte of the body
+/// is buffered, and the buffer only grows with bytes actually received.
+#[derive(Debug, Clone)]
+pub struct FrameCodec {
+    max_body: Arc<AtomicUsize>,
+}
+
+impl FrameCodec {
+    /// A codec with the given shared cap.
+    pub fn new(max_body: Arc<AtomicUsize>) -> Self {
+        Self { max_body }
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Bytes;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, CodecError> {
+        if src.len() < LENGTH_PREFIX_BYTES {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+        let max = self.max_body.load(Ordering::Relaxed);
+        if len > max {
+            return Err(CodecError::FrameTooLarge { len, max });
+        }
+        if len == 0 {
+            return Err(CodecError::Empty);
+        }
+        if src.len() < LENGTH_PREFIX_BYTES + len {
+            return Ok(None);
+        }
+        src.advance(LENGTH_PREFIX_BYTES);
+        Ok(Some(src.split_to(len).freeze()))
+    }
+}
+
+#[cfg(test)]
+mod tests;

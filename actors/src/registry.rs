@@ -1,0 +1,605 @@
+//! `PeerRegistry`: the one authority on who is connected. It owns the map canonical IP -> entry
+//! and nothing else touches it; every race between sessions (simultaneous opens, restarts,
+//! late cleanups) is serialized by this actor's mailbox and settled by [`DuplicatePolicy`].
+//!
+//! Sessions `Register` after their handshake and `Unregister` when they stop; an `Unregister`
+//! whose conn id is not the stored one is stale and ignored. Applications send through
+//! `SendToPeer` / `Broadcast`, or fetch a [`PeerHandle`] once and send without this hop.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix::prelude::*;
+use bytes::Bytes;
+
+use crate::constants::{CLOSE_FLUSH_TIMEOUT, RECENT_DISCONNECTS};
+use crate::handle::{PeerHandle, SendOutcome};
+use crate::metrics::NetMetrics;
+use crate::policy::{ConnFacts, DuplicatePolicy, Occupancy, Resolution};
+use crate::protocol::DisconnectReason;
+use crate::session::{Close, PeerSession, SessionStats};
+use crate::{ConnId, Direction};
+
+/// The registry actor. Create it through [`crate::Network::start`].
+pub struct PeerRegistry {
+    entries: HashMap<IpAddr, PeerEntry>,
+    policy: DuplicatePolicy,
+    subscribers: Vec<Recipient<PeerEvent>>,
+    recent: VecDeque<DisconnectRecord>,
+    metrics: Arc<NetMetrics>,
+    shutting_down: bool,
+    totals: Totals,
+}
+
+struct PeerEntry {
+    facts: ConnFacts,
+    session: Addr<PeerSession>,
+    handle: PeerHandle,
+    stats: Arc<SessionStats>,
+    meta: PeerMeta,
+    since: Instant,
+    since_wall: SystemTime,
+}
+
+/// What a session knows about its peer after the handshake.
+#[derive(Debug, Clone)]
+pub struct PeerMeta {
+    /// Our side of the socket.
+    pub local_addr: SocketAddr,
+    /// The peer's side of the socket.
+    pub peer_addr: SocketAddr,
+    /// Address the peer listens on (its IP and the port from its Hello), if it listens.
+    pub listen_addr: Option<SocketAddr>,
+    /// Best height from the peer's Hello.
+    pub best_height: u64,
+    /// User agent from the peer's Hello.
+    pub user_agent: String,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Totals {
+    connects: u64,
+    disconnects: u64,
+    replaced: u64,
+    rejected: u64,
+    stale_unregisters: u64,
+}
+
+/// A registered peer, as reported by [`GetPeers`] and [`PeerEvent::Connected`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Canonical IP (the registry key).
+    pub ip: IpAddr,
+    /// Connection id.
+    pub conn_id: ConnId,
+    /// Who dialled.
+    pub direction: Direction,
+    /// Nonce from the peer's Hello.
+    pub remote_nonce: u64,
+    /// Handshake data and addresses.
+    pub local_addr: SocketAddr,
+    /// The peer's side of the socket.
+    pub peer_addr: SocketAddr,
+    /// Address the peer listens on.
+    pub listen_addr: Option<SocketAddr>,
+    /// Best height the peer announced in its Hello.
+    pub best_height: u64,
+    /// Peer software.
+    pub user_agent: String,
+    /// Wall clock time of registration.
+    pub since: SystemTime,
+    /// How long it has been registered (monotonic clock).
+    pub connected_for: Duration,
+    /// Last ping round trip time.
+    pub rtt: Option<Duration>,
+    /// Pings we sent on this connection.
+    pub pings_sent: u64,
+    /// Pongs that echoed our ping.
+    pub pongs_matched: u64,
+    /// Bytes read.
+    pub bytes_in: u64,
+    /// Bytes written.
+    pub bytes_out: u64,
+}
+
+/// A past disconnect, kept for operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisconnectRecord {
+    /// Peer IP.
+    pub ip: IpAddr,
+    /// Connection id.
+    pub conn_id: ConnId,
+    /// Why.
+    pub reason: DisconnectReason,
+    /// Whether the peer closed (sent Disconnect or closed the socket) rather than us.
+    pub by_peer: bool,
+    /// When.
+    pub at: SystemTime,
+    /// How long the connection had been registered.
+    pub lifetime: Duration,
+}
+
+/// Lifecycle events, delivered to every subscriber.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub enum PeerEvent {
+    /// A connection was registered (possibly replacing another for the same IP).
+    Connected {
+        /// The peer.
+        info: PeerInfo,
+        /// Its send side.
+        handle: PeerHandle,
+    },
+    /// A registered connection left the registry.
+    Disconnected(DisconnectRecord),
+}
+
+/// Counters of the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryStats {
+    /// Registered inbound connections.
+    pub inbound: usize,
+    /// Registered outbound connections.
+    pub outbound: usize,
+    /// Connections registered since start.
+    pub connects: u64,
+    /// Registered connections removed since start.
+    pub disconnects: u64,
+    /// Registrations that replaced an entry.
+    pub replaced: u64,
+    /// Registrations refused.
+    pub rejected: u64,
+    /// Unregisters ignored because the conn id was stale.
+    pub stale_unregisters: u64,
+    /// The most recent disconnects, newest last.
+    pub recent_disconnects: Vec<DisconnectRecord>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+
+/// A session finished its handshake and asks to be the connection for its IP.
+#[derive(Message)]
+#[rtype(result = "RegisterOutcome")]
+pub struct Register {
+    /// Canonical peer IP.
+    pub ip: IpAddr,
+    /// Facts for the duplicate policy.
+    pub facts: ConnFacts,
+    /// The session.
+    pub session: Addr<PeerSession>,
+    /// Its send side.
+    pub handle: PeerHandle,
+    /// Its live counters.
+    pub stats: Arc<SessionStats>,
+    /// Handshake data.
+    pub meta: PeerMeta,
+}
+
+/// Answer to [`Register`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterOutcome {
+    /// Stored; the IP had no connection.
+    Accepted,
+    /// Stored; the previous connection `old` is being closed.
+    Replaced {
+        /// The connection replaced.
+        old: ConnId,
+    },
+    /// Refused: close with this reason.
+    Rejected(DisconnectReason),
+}
+
+/// A session stopped. Removes the entry only if `conn_id` is the stored one.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Unregister {
+    /// Canonical peer IP.
+    pub ip: IpAddr,
+    /// The stopping session's id.
+    pub conn_id: ConnId,
+    /// Why it stopped.
+    pub reason: DisconnectReason,
+    /// Whether the peer closed.
+    pub by_peer: bool,
+}
+
+/// Queue an encoded frame (see [`crate::protocol::encode_app`]) to one peer.
+#[derive(Message)]
+#[rtype(result = "SendOutcome")]
+pub struct SendToPeer {
+    /// Canonical peer IP.
+    pub ip: IpAddr,
+    /// The frame, length prefix included.
+    pub frame: Bytes,
+}
+
+/// Queue one encoded frame to every registered peer but `except`. Returns how many queued it.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Broadcast {
+    /// The frame, encoded once and shared.
+    pub frame: Bytes,
+    /// A peer to leave out (typically the one the message came from).
+    pub except: Option<IpAddr>,
+}
+
+/// Snapshot of all registered peers.
+#[derive(Message)]
+#[rtype(result = "Vec<PeerInfo>")]
+pub struct GetPeers;
+
+/// Connection id registered for an IP, if any.
+#[derive(Message)]
+#[rtype(result = "Option<ConnId>")]
+pub struct HasConnection {
+    /// IP to look up (canonicalized by the handler).
+    pub ip: IpAddr,
+}
+
+/// The send handle of an IP's connection, to send without going through the registry.
+#[derive(Message)]
+#[rtype(result = "Option<PeerHandle>")]
+pub struct GetHandle {
+    /// IP to look up (canonicalized by the handler).
+    pub ip: IpAddr,
+}
+
+/// Registry counters.
+#[derive(Message)]
+#[rtype(result = "RegistryStats")]
+pub struct GetStats;
+
+/// Receive [`PeerEvent`]s from now on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe(pub Recipient<PeerEvent>);
+
+/// Close the connection of an IP with a reason. Returns whether there was one.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct DisconnectPeer {
+    /// The peer's IP.
+    pub ip: IpAddr,
+    /// The reason sent to it.
+    pub reason: DisconnectReason,
+}
+
+/// Close every connection with `Shutdown`, refuse new registrations, and resolve once every
+/// socket is flushed and closed (or after a bounded wait).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ShutdownRegistry;
+
+// ---------------------------------------------------------------------------------------------
+
+impl PeerRegistry {
+    pub(crate) fn new(policy: DuplicatePolicy, metrics: Arc<NetMetrics>) -> Self {
+        Self {
+            entries: HashMap::new(),
+            policy,
+            subscribers: Vec::new(),
+            recent: VecDeque::with_capacity(RECENT_DISCONNECTS),
+            metrics,
+            shutting_down: false,
+            totals: Totals::default(),
+        }
+    }
+}
+
+impl Actor for PeerRegistry {
+    type Context = Context<Self>;
+}
+
+impl Handler<Register> for PeerRegistry {
+    type Result = MessageResult<Register>;
+
+    fn handle(&mut self, msg: Register, _ctx: &mut Context<Self>) -> Self::Result {
+        if self.shutting_down {
+            return MessageResult(RegisterOutcome::Rejected(DisconnectReason::Shutdown));
+        }
+        let existing = self.entries.get(&msg.ip).map(|e| e.facts);
+        let resolution = self
+            .policy
+            .resolve(existing.as_ref(), &msg.facts, self.occupancy());
+        let outcome = match resolution {
+            Resolution::Accept => {
+                self.metrics
+                    .duplicate_resolutions
+                    .get_or_create(&NetMetrics::outcome("accepted"))
+                    .inc();
+                RegisterOutcome::Accepted
+            }
+            Resolution::Replace { old, reason } => {
+                let label = match reason {
+                    DisconnectReason::PeerRestarted => "replaced_restart",
+                    _ => "replaced_duplicate",
+                };
+                self.metrics
+                    .duplicate_resolutions
+                    .get_or_create(&NetMetrics::outcome(label))
+                    .inc();
+                self.totals.replaced += 1;
+                if let Some(entry) = self.entries.remove(&msg.ip) {
+                    log::debug!(
+                        "peer {} conn {}: replaced by conn {} ({reason})",
+                        msg.ip,
+                        old,
+                        msg.facts.conn_id
+                    );
+                    entry.handle.mark_closed();
+                    entry.session.do_send(Close { reason });
+                    self.removed(msg.ip, &entry, reason, false);
+                }
+                RegisterOutcome::Replaced { old }
+            }
+            Resolution::Reject(reason) => {
+                let label = match reason {
+                    DisconnectReason::Duplicate => "rejected_duplicate",
+                    _ => "rejected_limit",
+                };
+                self.metrics
+                    .duplicate_resolutions
+                    .get_or_create(&NetMetrics::outcome(label))
+                    .inc();
+                self.totals.rejected += 1;
+                log::debug!(
+                    "peer {} conn {}: registration rejected ({reason})",
+                    msg.ip,
+                    msg.facts.conn_id
+                );
+                return MessageResult(RegisterOutcome::Rejected(reason));
+            }
+        };
+        let entry = PeerEntry {
+            facts: msg.facts,
+            session: msg.session,
+            handle: msg.handle,
+            stats: msg.stats,
+            meta: msg.meta,
+            since: Instant::now(),
+            since_wall: SystemTime::now(),
+        };
+        let info = info_of(msg.ip, &entry);
+        let handle = entry.handle.clone();
+        self.metrics
+            .connects
+            .get_or_create(&NetMetrics::direction(entry.facts.direction))
+            .inc();
+        self.metrics
+            .connections
+            .get_or_create(&NetMetrics::direction(entry.facts.direction))
+            .inc();
+        self.totals.connects += 1;
+        self.entries.insert(msg.ip, entry);
+        log::info!(
+            "connected to {} {} (conn {})",
+            msg.ip,
+            info.direction.as_str(),
+            info.conn_id
+        );
+        self.publish(PeerEvent::Connected { info, handle });
+        MessageResult(outcome)
+    }
+}
+
+impl Handler<Unregister> for PeerRegistry {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Unregister, _ctx: &mut Context<Self>) -> bool {
+        match self.entries.get(&msg.ip) {
+            Some(entry) if entry.facts.conn_id == msg.conn_id => {
+                if let Some(entry) = self.entries.remove(&msg.ip) {
+                    self.removed(msg.ip, &entry, msg.reason, msg.by_peer);
+                }
+                true
+            }
+            Some(_) => {
+                // A replaced session's late cleanup: its successor stays.
+                self.totals.stale_unregisters += 1;
+                self.metrics.stale_unregisters.inc();
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+impl Handler<SendToPeer> for PeerRegistry {
+    type Result = MessageResult<SendToPeer>;
+
+    fn handle(&mut self, msg: SendToPeer, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(match self.entries.get(&crate::canonical_ip(msg.ip)) {
+            Some(entry) => entry.handle.send_frame(msg.frame),
+            None => SendOutcome::NotConnected,
+        })
+    }
+}
+
+impl Handler<Broadcast> for PeerRegistry {
+    type Result = usize;
+
+    fn handle(&mut self, msg: Broadcast, _ctx: &mut Context<Self>) -> usize {
+        let except = msg.except.map(crate::canonical_ip);
+        self.entries
+            .iter()
+            .filter(|(ip, _)| Some(**ip) != except)
+            .filter(|(_, e)| e.handle.send_frame(msg.frame.clone()) == SendOutcome::Queued)
+            .count()
+    }
+}
+
+impl Handler<GetPeers> for PeerRegistry {
+    type Result = MessageResult<GetPeers>;
+
+    fn handle(&mut self, _msg: GetPeers, _ctx: &mut Context<Self>) -> Self::Result {
+        let mut peers: Vec<PeerInfo> = self.entries.iter().map(|(ip, e)| info_of(*ip, e)).collect();
+        peers.sort_by_key(|p| p.ip);
+        MessageResult(peers)
+    }
+}
+
+impl Handler<HasConnection> for PeerRegistry {
+    type Result = Option<ConnId>;
+
+    fn handle(&mut self, msg: HasConnection, _ctx: &mut Context<Self>) -> Option<ConnId> {
+        self.entries
+            .get(&crate::canonical_ip(msg.ip))
+            .map(|e| e.facts.conn_id)
+    }
+}
+
+impl Handler<GetHandle> for PeerRegistry {
+    type Result = Option<PeerHandle>;
+
+    fn handle(&mut self, msg: GetHandle, _ctx: &mut Context<Self>) -> Option<PeerHandle> {
+        self.entries
+            .get(&crate::canonical_ip(msg.ip))
+            .map(|e| e.handle.clone())
+    }
+}
+
+impl Handler<GetStats> for PeerRegistry {
+    type Result = MessageResult<GetStats>;
+
+    fn handle(&mut self, _msg: GetStats, _ctx: &mut Context<Self>) -> Self::Result {
+        let occ = self.occupancy();
+        MessageResult(RegistryStats {
+            inbound: occ.inbound,
+            outbound: occ.outbound,
+            connects: self.totals.connects,
+            disconnects: self.totals.disconnects,
+            replaced: self.totals.replaced,
+            rejected: self.totals.rejected,
+            stale_unregisters: self.totals.stale_unregisters,
+            recent_disconnects: self.recent.iter().cloned().collect(),
+        })
+    }
+}
+
+impl Handler<Subscribe> for PeerRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Subscribe, _ctx: &mut Context<Self>) {
+        self.subscribers.push(msg.0);
+    }
+}
+
+impl Handler<DisconnectPeer> for PeerRegistry {
+    type Result = bool;
+
+    fn handle(&mut self, msg: DisconnectPeer, _ctx: &mut Context<Self>) -> bool {
+        match self.entries.get(&crate::canonical_ip(msg.ip)) {
+            Some(entry) => {
+                entry.session.do_send(Close { reason: msg.reason });
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Handler<ShutdownRegistry> for PeerRegistry {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _msg: ShutdownRegistry, _ctx: &mut Context<Self>) -> Self::Result {
+        self.shutting_down = true;
+        for entry in self.entries.values() {
+            entry.session.do_send(Close {
+                reason: DisconnectReason::Shutdown,
+            });
+        }
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            // Sessions close their writers after queueing Disconnect{shutdown}; wait until every
+            // writer has flushed and closed its socket, bounded by the flush timeout.
+            let deadline = Instant::now() + CLOSE_FLUSH_TIMEOUT + Duration::from_millis(500);
+            while metrics.writers_alive.get() > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+impl PeerRegistry {
+    fn occupancy(&self) -> Occupancy {
+        let mut occ = Occupancy::default();
+        for e in self.entries.values() {
+            match e.facts.direction {
+                Direction::Inbound => occ.inbound += 1,
+                Direction::Outbound => occ.outbound += 1,
+            }
+        }
+        occ
+    }
+
+    /// Bookkeeping for an entry that left the map.
+    fn removed(&mut self, ip: IpAddr, entry: &PeerEntry, reason: DisconnectReason, by_peer: bool) {
+        let lifetime = entry.since.elapsed();
+        self.metrics
+            .connections
+            .get_or_create(&NetMetrics::direction(entry.facts.direction))
+            .dec();
+        self.metrics
+            .connection_lifetime_seconds
+            .observe(lifetime.as_secs_f64());
+        self.totals.disconnects += 1;
+        log::info!(
+            "disconnected from {ip} (conn {}): {reason}{}",
+            entry.facts.conn_id,
+            if by_peer { " (by peer)" } else { "" }
+        );
+        let record = DisconnectRecord {
+            ip,
+            conn_id: entry.facts.conn_id,
+            reason,
+            by_peer,
+            at: SystemTime::now(),
+            lifetime,
+        };
+        if self.recent.len() == RECENT_DISCONNECTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(record.clone());
+        self.publish(PeerEvent::Disconnected(record));
+    }
+
+    fn publish(&mut self, event: PeerEvent) {
+        self.subscribers.retain(|s| s.connected());
+        for s in &self.subscribers {
+            s.do_send(event.clone());
+        }
+    }
+}
+
+fn info_of(ip: IpAddr, e: &PeerEntry) -> PeerInfo {
+    let s = e.stats.snapshot();
+    PeerInfo {
+        ip,
+        conn_id: e.facts.conn_id,
+        direction: e.facts.direction,
+        remote_nonce: e.facts.remote_nonce,
+        local_addr: e.meta.local_addr,
+        peer_addr: e.meta.peer_addr,
+        listen_addr: e.meta.listen_addr,
+        best_height: e.meta.best_height,
+        user_agent: e.meta.user_agent.clone(),
+        since: e.since_wall,
+        connected_for: e.since.elapsed(),
+        rtt: s.rtt,
+        pings_sent: s.pings_sent,
+        pongs_matched: s.pongs_matched,
+        bytes_in: s.bytes_in,
+        bytes_out: e.handle_bytes_out(),
+    }
+}
+
+impl PeerEntry {
+    fn handle_bytes_out(&self) -> u64 {
+        self.handle.bytes_out()
+    }
+}

@@ -1,0 +1,499 @@
+//! `PeerSession`: one actor per TCP connection. It owns the socket (the read half as a frame
+//! stream, the write half through the writer task behind its [`PeerHandle`]), the handshake,
+//! ping/pong and the close path. It registers with the [`PeerRegistry`] after the handshake and
+//! unregisters, with its conn id and a reason, when it stops.
+//!
+//! Life of a session: `AwaitingHello` (cap 4 KiB, handshake timer running; both sides sent their
+//! Hello on connect) -> `Registering` (the registry decides; the actor waits, so no frame is
+//! handled meanwhile) -> `Active` (frame cap raised, pings on the interval, application frames
+//! delivered) -> `Closing` (Disconnect frame queued when the socket still works, writer flushed
+//! with a deadline, Unregister sent).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_util::codec::FramedRead;
+
+use crate::acceptor::Permit;
+use crate::connector::DialEvent;
+use crate::constants::{
+    CLOSE_FLUSH_TIMEOUT, MAX_HANDSHAKE_FRAME_BYTES, PROTOCOL_VERSION, READ_BUFFER_INITIAL_BYTES,
+};
+use crate::error::CodecError;
+use crate::handle::{spawn_writer, PeerHandle, WriterClose};
+use crate::metrics::NetMetrics;
+use crate::network::SessionEnv;
+use crate::policy::ConnFacts;
+use crate::protocol::{DisconnectReason, Frame, FrameCodec, Hello};
+use crate::registry::{PeerMeta, Register, RegisterOutcome, Unregister};
+use crate::{canonical_ip, ConnId, Direction};
+
+/// Live counters of one session, shared with the registry for snapshots (atomics, no lock).
+#[derive(Debug, Default)]
+pub struct SessionStats {
+    rtt_us: AtomicU64,
+    pings_sent: AtomicU64,
+    pongs_matched: AtomicU64,
+    bytes_in: AtomicU64,
+}
+
+/// A copy of [`SessionStats`] at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Last round trip time.
+    pub rtt: Option<Duration>,
+    /// Pings sent.
+    pub pings_sent: u64,
+    /// Pongs matched.
+    pub pongs_matched: u64,
+    /// Bytes read.
+    pub bytes_in: u64,
+}
+
+impl SessionStats {
+    /// Reads the counters.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let rtt_us = self.rtt_us.load(Ordering::Relaxed);
+        StatsSnapshot {
+            rtt: (rtt_us > 0).then(|| Duration::from_micros(rtt_us)),
+            pings_sent: self.pings_sent.load(Ordering::Relaxed),
+            pongs_matched: self.pongs_matched.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitingHello,
+    Registering,
+    Active,
+    Closing,
+}
+
+/// Where an outbound session came from, so the connector learns how the dial ended.
+#[derive(Clone)]
+pub(crate) struct DialOrigin {
+    pub addr: SocketAddr,
+    pub connector: Recipient<DialEvent>,
+}
+
+/// The session actor. Started by the acceptor and the connector, never by hand.
+pub struct PeerSession {
+    env: Arc<SessionEnv>,
+    conn_id: ConnId,
+    direction: Direction,
+    ip: IpAddr,
+    local_addr: SocketAddr,
+    peer_addr: SocketAddr,
+    origin: Option<DialOrigin>,
+    stream: Option<TcpStream>,
+    handle: Option<PeerHandle>,
+    writer_close: Option<oneshot::Sender<WriterClose>>,
+    max_frame: Arc<AtomicUsize>,
+    phase: Phase,
+    registered_at: Option<Instant>,
+    ping: Option<(u64, Instant)>,
+    stats: Arc<SessionStats>,
+    closed: Option<(DisconnectReason, bool)>,
+    inbound_permit: Option<Permit>,
+    pending_permit: Option<Permit>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+
+/// Close the session with a reason (sent to the peer when the socket works).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Close {
+    /// Why.
+    pub reason: DisconnectReason,
+}
+
+/// The writer task failed to write; the connection is gone.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct WriterFailed {
+    pub error: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+
+impl PeerSession {
+    /// Builds a session for an established stream. Must run on the thread that will own it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        env: Arc<SessionEnv>,
+        stream: TcpStream,
+        direction: Direction,
+        origin: Option<DialOrigin>,
+        inbound_permit: Option<Permit>,
+        pending_permit: Option<Permit>,
+    ) -> std::io::Result<Self> {
+        let local_addr = stream.local_addr()?;
+        let peer_addr = stream.peer_addr()?;
+        let _ = stream.set_nodelay(true);
+        Ok(Self {
+            env,
+            conn_id: ConnId::next(),
+            direction,
+            ip: canonical_ip(peer_addr.ip()),
+            local_addr,
+            peer_addr,
+            origin,
+            stream: Some(stream),
+            handle: None,
+            writer_close: None,
+            max_frame: Arc::new(AtomicUsize::new(MAX_HANDSHAKE_FRAME_BYTES)),
+            phase: Phase::AwaitingHello,
+            registered_at: None,
+            ping: None,
+            stats: Arc::new(SessionStats::default()),
+            closed: None,
+            inbound_permit,
+            pending_permit,
+        })
+    }
+
+    fn our_hello(&self) -> Hello {
+        let cfg = &self.env.config;
+        Hello {
+            magic: cfg.magic.to_be_bytes(),
+            version: PROTOCOL_VERSION,
+            genesis: cfg.genesis,
+            nonce: self.env.node_nonce,
+            listen_port: self.env.listen_port,
+            best_height: self.env.best_height.load(Ordering::Relaxed),
+            user_agent: cfg.user_agent.clone(),
+        }
+    }
+}
+
+impl Actor for PeerSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let Some(stream) = self.stream.take() else {
+            ctx.stop();
+            return;
+        };
+        let (read_half, write_half) = stream.into_split();
+        let (handle, close) = spawn_writer(
+            self.ip,
+            self.conn_id,
+            write_half,
+            self.env.config.outbound_budget_bytes,
+            ctx.address(),
+            self.env.metrics.clone(),
+        );
+        handle.send_control(Frame::Hello(self.our_hello()).encode());
+        self.handle = Some(handle);
+        self.writer_close = Some(close);
+        let codec = FrameCodec::new(self.max_frame.clone());
+        ctx.add_stream(FramedRead::with_capacity(
+            read_half,
+            codec,
+            READ_BUFFER_INITIAL_BYTES,
+        ));
+        ctx.run_later(self.env.config.handshake_timeout(), |act, ctx| {
+            if matches!(act.phase, Phase::AwaitingHello | Phase::Registering) {
+                act.close(DisconnectReason::HandshakeTimeout, false, ctx);
+            }
+        });
+        log::debug!(
+            "peer {} conn {}: {} session started ({} -> {})",
+            self.ip,
+            self.conn_id,
+            self.direction.as_str(),
+            self.local_addr,
+            self.peer_addr
+        );
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        let (reason, by_peer) = self.closed.unwrap_or((DisconnectReason::Shutdown, false));
+        if let Some(handle) = &self.handle {
+            handle.mark_closed();
+        }
+        // Dropping the sender without a command makes the writer abort; close() sent one already.
+        self.writer_close.take();
+        self.env.metrics.record_disconnect(reason, by_peer);
+        if self.registered_at.is_some() {
+            self.env.registry.do_send(Unregister {
+                ip: self.ip,
+                conn_id: self.conn_id,
+                reason,
+                by_peer,
+            });
+        }
+        if let Some(origin) = &self.origin {
+            origin.connector.do_send(DialEvent::Ended {
+                addr: origin.addr,
+                conn_id: self.conn_id,
+                reason,
+                lived: self.registered_at.map(|t| t.elapsed()),
+            });
+        }
+        log::debug!(
+            "peer {} conn {}: session stopped ({reason})",
+            self.ip,
+            self.conn_id
+        );
+    }
+}
+
+impl StreamHandler<Result<Bytes, CodecError>> for PeerSession {
+    fn handle(&mut self, item: Result<Bytes, CodecError>, ctx: &mut Context<Self>) {
+        if self.phase == Phase::Closing {
+            return;
+        }
+        let frame = item.and_then(|body| {
+            let n = (body.len() + crate::protocol::LENGTH_PREFIX_BYTES) as u64;
+            self.stats.bytes_in.fetch_add(n, Ordering::Relaxed);
+            self.env.metrics.bytes_in.inc_by(n);
+            Frame::decode(body)
+        });
+        match frame {
+            Ok(frame) => self.on_frame(frame, ctx),
+            Err(CodecError::Io(e)) => {
+                log::debug!("peer {} conn {}: read failed: {e}", self.ip, self.conn_id);
+                self.close(DisconnectReason::ConnectionLost, true, ctx);
+            }
+            Err(e) => {
+                let reason = e.disconnect_reason();
+                log::debug!("peer {} conn {}: {e}", self.ip, self.conn_id);
+                self.env
+                    .metrics
+                    .frames_rejected
+                    .get_or_create(&NetMetrics::reason(reason))
+                    .inc();
+                self.close(reason, false, ctx);
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.close(DisconnectReason::ConnectionLost, true, ctx);
+    }
+}
+
+impl Handler<Close> for PeerSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Close, ctx: &mut Context<Self>) {
+        self.close(msg.reason, false, ctx);
+    }
+}
+
+impl Handler<WriterFailed> for PeerSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: WriterFailed, ctx: &mut Context<Self>) {
+        log::debug!(
+            "peer {} conn {}: write failed: {}",
+            self.ip,
+            self.conn_id,
+            msg.error
+        );
+        self.close(DisconnectReason::ConnectionLost, true, ctx);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+impl PeerSession {
+    fn on_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
+        log::trace!(
+            "peer {} conn {}: frame {}",
+            self.ip,
+            self.conn_id,
+            frame.kind()
+        );
+        match (self.phase, frame) {
+            (_, Frame::Disconnect { reason }) => self.close(reason, true, ctx),
+            (Phase::AwaitingHello, Frame::Hello(hello)) => self.on_hello(hello, ctx),
+            (Phase::AwaitingHello, _) => {
+                self.close(DisconnectReason::ProtocolViolation, false, ctx)
+            }
+            (Phase::Active, Frame::Ping { nonce }) => {
+                let pong = Frame::Pong { nonce }.encode();
+                if !self.peer_handle().send_control(pong) {
+                    self.close(DisconnectReason::SlowPeer, false, ctx);
+                }
+            }
+            (Phase::Active, Frame::Pong { nonce }) => {
+                if let Some((expected, sent)) = self.ping {
+                    if expected == nonce {
+                        let rtt = sent.elapsed();
+                        self.ping = None;
+                        self.stats
+                            .rtt_us
+                            .store((rtt.as_micros() as u64).max(1), Ordering::Relaxed);
+                        self.stats.pongs_matched.fetch_add(1, Ordering::Relaxed);
+                        self.env.metrics.pongs_matched.inc();
+                        self.env.metrics.rtt_seconds.observe(rtt.as_secs_f64());
+                    }
+                }
+            }
+            (Phase::Active, Frame::App(payload)) => {
+                if let Err(e) = (self.env.deliver)(self.peer_handle(), payload) {
+                    log::debug!(
+                        "peer {} conn {}: bad application message: {e}",
+                        self.ip,
+                        self.conn_id
+                    );
+                    self.env
+                        .metrics
+                        .frames_rejected
+                        .get_or_create(&NetMetrics::reason(DisconnectReason::BadFrame))
+                        .inc();
+                    self.close(DisconnectReason::BadFrame, false, ctx);
+                }
+            }
+            (Phase::Active, Frame::Hello(_)) => self.close(DisconnectReason::BadHello, false, ctx),
+            (Phase::Registering | Phase::Closing, _) => {}
+        }
+    }
+
+    fn on_hello(&mut self, hello: Hello, ctx: &mut Context<Self>) {
+        if let Err(reason) = self.env.hello_policy.check(&hello) {
+            log::info!(
+                "peer {} conn {}: refused at handshake: {reason}",
+                self.ip,
+                self.conn_id
+            );
+            self.close(reason, false, ctx);
+            return;
+        }
+        if hello.nonce == self.env.node_nonce {
+            log::info!("peer {} conn {}: connection to self", self.ip, self.conn_id);
+            if let Some(origin) = &self.origin {
+                origin
+                    .connector
+                    .do_send(DialEvent::OwnAddress { addr: origin.addr });
+            }
+            self.close(DisconnectReason::SelfConnection, false, ctx);
+            return;
+        }
+        self.phase = Phase::Registering;
+        self.max_frame
+            .store(self.env.config.max_frame_bytes, Ordering::Relaxed);
+        let dialer_port = match self.direction {
+            Direction::Outbound => self.local_addr.port(),
+            Direction::Inbound => self.peer_addr.port(),
+        };
+        let register = Register {
+            ip: self.ip,
+            facts: ConnFacts {
+                conn_id: self.conn_id,
+                direction: self.direction,
+                remote_nonce: hello.nonce,
+                dialer_port,
+            },
+            session: ctx.address(),
+            handle: self.peer_handle().clone(),
+            stats: self.stats.clone(),
+            meta: PeerMeta {
+                local_addr: self.local_addr,
+                peer_addr: self.peer_addr,
+                listen_addr: (hello.listen_port != 0)
+                    .then(|| SocketAddr::new(self.ip, hello.listen_port)),
+                best_height: hello.best_height,
+                user_agent: hello.user_agent,
+            },
+        };
+        let fut =
+            self.env
+                .registry
+                .send(register)
+                .into_actor(self)
+                .map(|res, act, ctx| match res {
+                    Ok(RegisterOutcome::Accepted) | Ok(RegisterOutcome::Replaced { .. }) => {
+                        act.activate(ctx)
+                    }
+                    Ok(RegisterOutcome::Rejected(reason)) => act.close(reason, false, ctx),
+                    Err(_) => act.close(DisconnectReason::Shutdown, false, ctx),
+                });
+        ctx.wait(fut);
+    }
+
+    fn activate(&mut self, ctx: &mut Context<Self>) {
+        if self.phase != Phase::Registering {
+            return;
+        }
+        self.phase = Phase::Active;
+        self.registered_at = Some(Instant::now());
+        self.pending_permit = None;
+        if let Some(origin) = &self.origin {
+            origin.connector.do_send(DialEvent::Registered {
+                addr: origin.addr,
+                conn_id: self.conn_id,
+            });
+        }
+        ctx.run_interval(self.env.config.ping_interval(), |act, ctx| {
+            act.send_ping(ctx)
+        });
+    }
+
+    fn send_ping(&mut self, ctx: &mut Context<Self>) {
+        if self.phase != Phase::Active || self.ping.is_some() {
+            return;
+        }
+        let nonce: u64 = rand::random();
+        self.ping = Some((nonce, Instant::now()));
+        self.stats.pings_sent.fetch_add(1, Ordering::Relaxed);
+        self.env.metrics.pings_sent.inc();
+        if !self
+            .peer_handle()
+            .send_control(Frame::Ping { nonce }.encode())
+        {
+            self.close(DisconnectReason::SlowPeer, false, ctx);
+            return;
+        }
+        ctx.run_later(self.env.config.ping_timeout(), move |act, ctx| {
+            if matches!(act.ping, Some((n, _)) if n == nonce) {
+                act.close(DisconnectReason::PingTimeout, false, ctx);
+            }
+        });
+    }
+
+    /// The one way a session ends: record the reason, tell the peer when the socket works,
+    /// let the writer flush (or drop a slow peer's queue), stop the actor.
+    fn close(&mut self, reason: DisconnectReason, by_peer: bool, ctx: &mut Context<Self>) {
+        if self.phase == Phase::Closing {
+            return;
+        }
+        self.phase = Phase::Closing;
+        self.closed = Some((reason, by_peer));
+        if let Some(handle) = &self.handle {
+            if !by_peer && reason.is_sent_on_wire() {
+                handle.send_control(Frame::Disconnect { reason }.encode());
+            }
+            handle.mark_closed();
+        }
+        if let Some(close) = self.writer_close.take() {
+            let how = if reason == DisconnectReason::SlowPeer {
+                WriterClose::Abort
+            } else {
+                WriterClose::Flush(CLOSE_FLUSH_TIMEOUT)
+            };
+            let _ = close.send(how);
+        }
+        self.inbound_permit = None;
+        self.pending_permit = None;
+        ctx.stop();
+    }
+
+    fn peer_handle(&self) -> &PeerHandle {
+        self.handle
+            .as_ref()
+            .expect("the handle exists from started() on")
+    }
+}
