@@ -1,1 +1,6 @@
-//! x
+//! # peerlink (the node)
+//!
+//! The node that launches the `peerlink-actors` networking subsystem: configuration, CLI,
+//! admin API, chain store, block sync and the devnet.
+
+pub mod app;
