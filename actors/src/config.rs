@@ -26,6 +26,9 @@ pub struct NetworkConfig {
     pub max_frame_bytes: usize,
     /// Per-peer bytes queued but not yet written before the peer counts as slow and is dropped.
     pub outbound_budget_bytes: usize,
+    /// Per-peer application bytes delivered but not yet consumed before the session pauses
+    /// reading from that peer.
+    pub inbound_budget_bytes: usize,
     /// Time a peer has to complete the handshake, in milliseconds.
     pub handshake_timeout_ms: u64,
     /// Interval between pings, in milliseconds.
@@ -71,6 +74,7 @@ impl Default for NetworkConfig {
             magic: 0x706c_6e6b, // "plnk"
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             outbound_budget_bytes: DEFAULT_OUTBOUND_BUDGET_BYTES,
+            inbound_budget_bytes: DEFAULT_INBOUND_BUDGET_BYTES,
             handshake_timeout_ms: ms(DEFAULT_HANDSHAKE_TIMEOUT),
             ping_interval_ms: ms(DEFAULT_PING_INTERVAL),
             ping_timeout_ms: ms(DEFAULT_PING_TIMEOUT),
@@ -145,6 +149,12 @@ impl NetworkConfig {
             return bad(
                 "outbound_budget_bytes",
                 "must hold at least one maximum frame (max_frame_bytes + 4)".into(),
+            );
+        }
+        if self.inbound_budget_bytes < self.max_frame_bytes {
+            return bad(
+                "inbound_budget_bytes",
+                "must hold at least one maximum frame (max_frame_bytes)".into(),
             );
         }
         if self.handshake_timeout_ms == 0 {

@@ -32,6 +32,11 @@ pub const MAX_DECODE_DEPTH: usize = 32;
 /// maximum frames: a peer that cannot absorb that much is too slow and is disconnected.
 pub const DEFAULT_OUTBOUND_BUDGET_BYTES: usize = 8 * 1024 * 1024;
 
+/// Default per-peer budget of application bytes delivered but not yet consumed by the
+/// application. Over it, the session stops reading until half is consumed, so TCP pushes back on
+/// a peer that sends faster than the application handles.
+pub const DEFAULT_INBOUND_BUDGET_BYTES: usize = 8 * 1024 * 1024;
+
 /// Default time a peer has to send a valid Hello after the TCP connection opens.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -76,6 +76,7 @@ pub mod bans;
 pub mod config;
 pub mod connector;
 pub mod constants;
+pub mod credit;
 pub mod dial_plan;
 pub mod error;
 pub mod handle;

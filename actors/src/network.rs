@@ -17,8 +17,11 @@ use serde::Serialize;
 use tokio::net::{TcpListener, TcpSocket};
 
 use crate::acceptor::{Acceptor, BanPeer, Permit, StopAccepting};
+use tokio_util::sync::CancellationToken;
+
 use crate::config::NetworkConfig;
 use crate::connector::{AddPeer, Connector, DialEvent, GetAddressBook, StopDialing};
+use crate::credit::Credit;
 use crate::dial_plan::AddrStatus;
 use crate::error::{CodecError, NetworkError};
 use crate::handle::{PeerHandle, SendOutcome};
@@ -44,6 +47,8 @@ pub struct Inbound<M> {
     pub from: PeerHandle,
     /// The decoded message.
     pub msg: M,
+    /// Returned to the session's inbound budget when this message is dropped.
+    _credit: Credit,
 }
 
 impl<M: 'static> Message for Inbound<M> {
@@ -51,7 +56,8 @@ impl<M: 'static> Message for Inbound<M> {
 }
 
 /// Decodes an App payload and hands it to the application.
-pub(crate) type Deliver = Box<dyn Fn(&PeerHandle, Bytes) -> Result<(), CodecError> + Send + Sync>;
+pub(crate) type Deliver =
+    Box<dyn Fn(&PeerHandle, Bytes, Credit) -> Result<(), CodecError> + Send + Sync>;
 
 /// Everything a session needs that is the same for all sessions of a node.
 pub(crate) struct SessionEnv {
@@ -64,6 +70,8 @@ pub(crate) struct SessionEnv {
     pub deliver: Deliver,
     pub metrics: Arc<NetMetrics>,
     pub best_height: Arc<AtomicU64>,
+    /// Cancelled once at shutdown: every session, registered or still handshaking, closes.
+    pub shutdown: CancellationToken,
 }
 
 /// Session threads. Sockets cross threads as std sockets: a tokio socket stays registered with
@@ -216,14 +224,16 @@ impl<M: AppMessage> Network<M> {
             max_outbound: config.target_outbound,
         };
         let registry = PeerRegistry::new(policy, metrics.clone()).start();
-        let deliver: Deliver = Box::new(move |from: &PeerHandle, payload: Bytes| {
-            let msg: M = decode_app(&payload)?;
-            app.do_send(Inbound {
-                from: from.clone(),
-                msg,
+        let deliver: Deliver =
+            Box::new(move |from: &PeerHandle, payload: Bytes, credit: Credit| {
+                let msg: M = decode_app(&payload)?;
+                app.do_send(Inbound {
+                    from: from.clone(),
+                    msg,
+                    _credit: credit,
+                });
+                Ok(())
             });
-            Ok(())
-        });
         let env = Arc::new(SessionEnv {
             hello_policy: HelloPolicy {
                 magic: config.magic.to_be_bytes(),
@@ -236,6 +246,7 @@ impl<M: AppMessage> Network<M> {
             deliver,
             metrics,
             best_height: Arc::new(AtomicU64::new(0)),
+            shutdown: CancellationToken::new(),
             config,
         });
         let pool = Arc::new(SessionPool::new(env.config.session_thread_count()));
@@ -369,6 +380,7 @@ impl<M> Network<M> {
     pub async fn shutdown(&self) {
         self.inner.acceptor.do_send(StopAccepting);
         self.inner.connector.do_send(StopDialing);
+        self.inner.env.shutdown.cancel();
         let _ = self.registry().send(ShutdownRegistry).await;
         self.inner.pool.stop();
         log::info!("network stopped");

@@ -25,6 +25,7 @@ use crate::connector::DialEvent;
 use crate::constants::{
     CLOSE_FLUSH_TIMEOUT, MAX_HANDSHAKE_FRAME_BYTES, PROTOCOL_VERSION, READ_BUFFER_INITIAL_BYTES,
 };
+use crate::credit::InboundCredit;
 use crate::error::CodecError;
 use crate::handle::{spawn_writer, PeerHandle, WriterClose};
 use crate::metrics::NetMetrics;
@@ -101,6 +102,7 @@ pub struct PeerSession {
     registered_at: Option<Instant>,
     ping: Option<(u64, Instant)>,
     stats: Arc<SessionStats>,
+    credit: Arc<InboundCredit>,
     closed: Option<(DisconnectReason, bool)>,
     inbound_permit: Option<Permit>,
     pending_permit: Option<Permit>,
@@ -140,6 +142,7 @@ impl PeerSession {
         let local_addr = stream.local_addr()?;
         let peer_addr = stream.peer_addr()?;
         let _ = stream.set_nodelay(true);
+        let credit = InboundCredit::new(env.config.inbound_budget_bytes);
         Ok(Self {
             env,
             conn_id: ConnId::next(),
@@ -156,6 +159,7 @@ impl PeerSession {
             registered_at: None,
             ping: None,
             stats: Arc::new(SessionStats::default()),
+            credit,
             closed: None,
             inbound_permit,
             pending_permit,
@@ -202,6 +206,12 @@ impl Actor for PeerSession {
             codec,
             READ_BUFFER_INITIAL_BYTES,
         ));
+        let shutdown = self.env.shutdown.clone();
+        ctx.spawn(
+            async move { shutdown.cancelled().await }
+                .into_actor(self)
+                .map(|_, act, ctx| act.close(DisconnectReason::Shutdown, false, ctx)),
+        );
         ctx.run_later(self.env.config.handshake_timeout(), |act, ctx| {
             if matches!(act.phase, Phase::AwaitingHello | Phase::Registering) {
                 act.close(DisconnectReason::HandshakeTimeout, false, ctx);
@@ -343,7 +353,8 @@ impl PeerSession {
                 }
             }
             (Phase::Active, Frame::App(payload)) => {
-                if let Err(e) = (self.env.deliver)(self.peer_handle(), payload) {
+                let credit = self.credit.take(payload.len());
+                if let Err(e) = (self.env.deliver)(self.peer_handle(), payload, credit) {
                     log::debug!(
                         "peer {} conn {}: bad application message: {e}",
                         self.ip,
@@ -355,6 +366,9 @@ impl PeerSession {
                         .get_or_create(&NetMetrics::reason(DisconnectReason::BadFrame))
                         .inc();
                     self.close(DisconnectReason::BadFrame, false, ctx);
+                } else if self.credit.is_over() {
+                    // The application is behind: stop reading from this peer until it catches up.
+                    ctx.wait(self.credit.clone().drained().into_actor(self));
                 }
             }
             (Phase::Active, Frame::Hello(_)) => self.close(DisconnectReason::BadHello, false, ctx),
