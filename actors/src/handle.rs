@@ -207,10 +207,20 @@ async fn run_writer(
                 None => break WriterClose::Abort,
             },
         };
+        let write = write_batch(&mut wr, &mut rx, &mut batch, first, &state, &metrics);
+        tokio::pin!(write);
         let result = tokio::select! {
             biased;
-            how = &mut close => break how.unwrap_or(WriterClose::Abort),
-            r = write_batch(&mut wr, &mut rx, &mut batch, first, &state, &metrics) => r,
+            how = &mut close => match how.unwrap_or(WriterClose::Abort) {
+                // Never leave half a frame on the wire before more frames: finish the write in
+                // progress within the deadline, or give up on the socket.
+                WriterClose::Flush(deadline) => match tokio::time::timeout(deadline, &mut write).await {
+                    Ok(Ok(())) => break WriterClose::Flush(deadline),
+                    _ => break WriterClose::Abort,
+                },
+                WriterClose::Abort => break WriterClose::Abort,
+            },
+            r = &mut write => r,
         };
         if let Err(e) = result {
             session.do_send(WriterFailed {
