@@ -74,10 +74,20 @@ impl TestNode {
     pub async fn start(config: NetworkConfig) -> TestNode {
         let (itx, inbound) = mpsc::unbounded_channel();
         let (etx, events) = mpsc::unbounded_channel();
-        let app = Collector { inbound: itx, events: etx }.start();
-        let net = Network::start(config, app.clone().recipient()).await.expect("network starts");
+        let app = Collector {
+            inbound: itx,
+            events: etx,
+        }
+        .start();
+        let net = Network::start(config, app.clone().recipient())
+            .await
+            .expect("network starts");
         net.subscribe(app.recipient());
-        TestNode { net, inbound, events }
+        TestNode {
+            net,
+            inbound,
+            events,
+        }
     }
 
     pub async fn on(ip_last: u8) -> TestNode {
@@ -139,7 +149,227 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw peers, metrics and memory helpers (for the acceptance tests).
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use peerlink_actors::constants::PROTOCOL_VERSION;
+use peerlink_actors::protocol::{FrameCodec, Hello};
+use peerlink_actors::{DisconnectReason, Frame, NetMetrics};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio_util::codec::Decoder;
+
+/// `127.0.0.<last>`.
+pub fn lo(last: u8) -> IpAddr {
+    IpAddr::from([127, 0, 0, last])
+}
+
+/// A Hello that `config`'s node accepts, with the given nonce.
+pub fn hello_for(config: &NetworkConfig, nonce: u64) -> Hello {
+    Hello {
+        magic: config.magic.to_be_bytes(),
+        version: PROTOCOL_VERSION,
+        genesis: config.genesis,
+        nonce,
+        listen_port: 0,
+        best_height: 0,
+        user_agent: "raw-test-peer".into(),
+    }
+}
+
+/// What a raw peer read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Read {
+    /// A complete frame.
+    Frame(Frame),
+    /// The node closed the connection (EOF, or a reset after it closed).
+    Closed,
+}
+
+/// A hand-driven peer on a plain tokio socket that speaks the protocol byte by byte, to observe
+/// exactly what a node puts on the wire and to send what a `Network` never would.
+pub struct RawPeer {
+    pub stream: TcpStream,
+    buf: BytesMut,
+    codec: FrameCodec,
+}
+
+impl RawPeer {
+    /// Connects from `127.0.0.<from_last>` (so that the node keys it by that IP) to `to`.
+    pub async fn connect(from_last: u8, to: SocketAddr) -> RawPeer {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(lo(from_last), 0))
+            .expect("bind raw peer");
+        let stream = tokio::time::timeout(WAIT, socket.connect(to))
+            .await
+            .expect("connect within the wait bound")
+            .expect("raw peer connects");
+        Self::from_stream(stream)
+    }
+
+    /// Accepts one connection on `listener` (a node dialling the raw peer).
+    pub async fn accept(listener: &TcpListener) -> RawPeer {
+        let (stream, _) = tokio::time::timeout(WAIT, listener.accept())
+            .await
+            .expect("accept within the wait bound")
+            .expect("accept");
+        Self::from_stream(stream)
+    }
+
+    pub fn from_stream(stream: TcpStream) -> RawPeer {
+        let _ = stream.set_nodelay(true);
+        RawPeer {
+            stream,
+            buf: BytesMut::new(),
+            // The raw peer accepts anything the node may legally send.
+            codec: FrameCodec::new(Arc::new(AtomicUsize::new(64 * 1024 * 1024))),
+        }
+    }
+
+    pub async fn send(&mut self, frame: &Frame) {
+        self.send_raw(&frame.encode()).await;
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("raw peer writes");
+    }
+
+    /// The next frame, or `Closed`; bounded by [`WAIT`]. Panics on bytes that are no frame.
+    pub async fn recv(&mut self) -> Read {
+        tokio::time::timeout(WAIT, self.recv_unbounded())
+            .await
+            .expect("frame or close within the wait bound")
+    }
+
+    async fn recv_unbounded(&mut self) -> Read {
+        loop {
+            if let Some(body) = self
+                .codec
+                .decode(&mut self.buf)
+                .expect("node sends valid frames")
+            {
+                return Read::Frame(Frame::decode(body).expect("node sends decodable frames"));
+            }
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) => {
+                    assert!(self.buf.is_empty(), "connection closed inside a frame");
+                    return Read::Closed;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Read::Closed,
+                Err(e) => panic!("raw peer read failed: {e}"),
+            }
+        }
+    }
+
+    /// Reads the next frame and checks that it is the node's Hello.
+    pub async fn expect_hello(&mut self) -> Hello {
+        match self.recv().await {
+            Read::Frame(Frame::Hello(h)) => h,
+            other => panic!("expected the node's Hello, got {other:?}"),
+        }
+    }
+
+    /// Reads the next frame and checks that it is `Disconnect{reason}`.
+    pub async fn expect_disconnect(&mut self, reason: DisconnectReason) {
+        match self.recv().await {
+            Read::Frame(Frame::Disconnect { reason: got }) => assert_eq!(got, reason),
+            other => panic!("expected Disconnect{{{reason}}}, got {other:?}"),
+        }
+    }
+
+    /// Checks that the node closed the connection with nothing more on the wire.
+    pub async fn expect_closed(&mut self) {
+        assert_eq!(self.recv().await, Read::Closed);
+    }
+
+    /// Sends a valid Hello for `config`'s node and reads the node's Hello.
+    pub async fn handshake(&mut self, config: &NetworkConfig) -> Hello {
+        self.send(&Frame::Hello(hello_for(config, rand::random())))
+            .await;
+        self.expect_hello().await
+    }
+
+    /// Reads and discards bytes until the node closes; returns how many. Bounded by [`WAIT`].
+    pub async fn drain_to_close(&mut self) -> usize {
+        let mut n = self.buf.len();
+        self.buf.clear();
+        let mut chunk = vec![0u8; 64 * 1024];
+        let drain = async {
+            loop {
+                match self.stream.read(&mut chunk).await {
+                    Ok(0) => return n,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return n,
+                    Err(e) => panic!("raw peer read failed: {e}"),
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, drain)
+            .await
+            .expect("close within the wait bound")
+    }
+}
+
+/// A raw listener on `127.0.0.<last>:0`, for a node to dial.
+pub async fn raw_listener(last: u8) -> TcpListener {
+    TcpListener::bind(SocketAddr::new(lo(last), 0))
+        .await
+        .expect("raw listener binds")
+}
+
+/// Disconnects counted by a node's metrics for `reason`, closed locally (`by_peer` false) or by
+/// the peer.
+pub fn disconnects(metrics: &NetMetrics, reason: DisconnectReason, by_peer: bool) -> u64 {
+    let initiator = if by_peer { "peer" } else { "local" };
+    metrics
+        .disconnects
+        .get_or_create(&vec![("reason", reason.as_str()), ("initiator", initiator)])
+        .get()
+}
+
+/// Frames that closed their connection, by reason.
+pub fn frames_rejected(metrics: &NetMetrics, reason: DisconnectReason) -> u64 {
+    metrics
+        .frames_rejected
+        .get_or_create(&vec![("reason", reason.as_str())])
+        .get()
+}
+
+/// Resident set size of this process, in bytes (Linux `/proc/self/status`).
+pub fn rss_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS line");
+    let kib: usize = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS value");
+    kib * 1024
+}
+
+/// Waits until `node`'s writer tasks (its open sockets) drop to `n`.
+pub async fn sockets_settle(net: &Network<TestMsg>, n: i64, what: &str) {
+    let m = net.metrics().clone();
+    eventually(what, || {
+        let m = m.clone();
+        async move { (m.writers_alive.get() == n).then_some(()) }
+    })
+    .await;
 }
