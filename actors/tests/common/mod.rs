@@ -373,3 +373,35 @@ pub async fn sockets_settle(net: &Network<TestMsg>, n: i64, what: &str) {
     })
     .await;
 }
+
+/// Config for the restart scenarios: pings far apart, so that anything that happens within a
+/// second cannot be the ping timeout at work; the connector never redials by itself.
+pub fn restart_config(last: u8) -> NetworkConfig {
+    NetworkConfig {
+        ping_interval_ms: 10_000,
+        ping_timeout_ms: 30_000,
+        backoff_base_ms: 60_000,
+        backoff_max_ms: 120_000,
+        ..test_config(last)
+    }
+}
+
+/// The restart scenario: A (127.0.0.<a>) dialled B (127.0.0.<b>); then B2, a new node instance on
+/// B's IP (new nonce, another port) whose predecessor B is still running with its socket open,
+/// dials A. Returns (A, B, B2, A's info on the old connection) once A holds the connection to B.
+pub async fn connected_pair_and_restarted_b(
+    a_last: u8,
+    b_last: u8,
+) -> (TestNode, TestNode, TestNode, peerlink_actors::PeerInfo) {
+    let mut a = TestNode::start(restart_config(a_last)).await;
+    let mut b = TestNode::start(restart_config(b_last)).await;
+    a.net.connect(b.addr());
+    let old = a.connected().await;
+    b.connected().await;
+    assert_eq!(old.remote_nonce, b.net.node_nonce());
+    let b2 = TestNode::start(restart_config(b_last)).await;
+    assert_eq!(b2.ip(), b.ip());
+    assert_ne!(b2.addr(), b.addr());
+    assert_ne!(b2.net.node_nonce(), b.net.node_nonce());
+    (a, b, b2, old)
+}
