@@ -4,3 +4,5 @@
 //! admin API, chain store, block sync and the devnet.
 
 pub mod app;
+pub mod chain;
+pub mod sync;
