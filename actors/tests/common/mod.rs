@@ -349,19 +349,30 @@ pub fn frames_rejected(metrics: &NetMetrics, reason: DisconnectReason) -> u64 {
         .get()
 }
 
-/// Resident set size of this process, in bytes (Linux `/proc/self/status`).
-pub fn rss_bytes() -> usize {
+/// A size field of `/proc/self/status` (Linux), in bytes.
+pub fn proc_status_bytes(key: &str) -> usize {
     let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
     let line = status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("VmRSS line");
+        .find(|l| l.starts_with(key) && l[key.len()..].starts_with(':'))
+        .unwrap_or_else(|| panic!("{key} line"));
     let kib: usize = line
         .split_whitespace()
         .nth(1)
         .and_then(|v| v.parse().ok())
-        .expect("VmRSS value");
+        .unwrap_or_else(|| panic!("{key} value"));
     kib * 1024
+}
+
+/// Resident set size of this process, in bytes.
+pub fn rss_bytes() -> usize {
+    proc_status_bytes("VmRSS")
+}
+
+/// Peak virtual size of this process, in bytes: catches large reservations that were never
+/// touched (and so never show in the RSS).
+pub fn vm_peak_bytes() -> usize {
+    proc_status_bytes("VmPeak")
 }
 
 /// Waits until `node`'s writer tasks (its open sockets) drop to `n`.
