@@ -180,6 +180,10 @@ const APP_PREFIX: [u8; 5] = [0x81, 0xa3, b'A', b'p', b'p'];
 const BIN32: u8 = 0xc6;
 /// Header size of an App body as peerlink writes it: prefix plus `bin 32` marker and length.
 const APP_HEADER_BYTES: usize = APP_PREFIX.len() + 5;
+/// The value given to rmp-serde's `set_max_depth` so that exactly [`MAX_DECODE_DEPTH`] nested
+/// arrays/maps are accepted: rmp-serde fails when its counter reaches zero, i.e. it allows one
+/// level less than the number it is given.
+const RMP_MAX_DEPTH: usize = MAX_DECODE_DEPTH + 1;
 
 impl Frame {
     /// Encodes the frame with its length prefix, ready for the socket.
@@ -215,7 +219,7 @@ impl Frame {
         }
         let mut cursor = Cursor::new(&body[..]);
         let mut de = rmp_serde::Deserializer::new(&mut cursor);
-        de.set_max_depth(MAX_DECODE_DEPTH);
+        de.set_max_depth(RMP_MAX_DEPTH);
         let frame =
             Frame::deserialize(&mut de).map_err(|e| CodecError::Malformed(e.to_string()))?;
         if cursor.position() as usize != body.len() {
@@ -298,7 +302,7 @@ pub fn encode_app<M: Serialize>(msg: &M) -> Result<Bytes, rmp_serde::encode::Err
 pub fn decode_app<M: DeserializeOwned>(payload: &[u8]) -> Result<M, CodecError> {
     let mut cursor = Cursor::new(payload);
     let mut de = rmp_serde::Deserializer::new(&mut cursor);
-    de.set_max_depth(MAX_DECODE_DEPTH);
+    de.set_max_depth(RMP_MAX_DEPTH);
     let msg = M::deserialize(&mut de).map_err(|e| CodecError::Malformed(e.to_string()))?;
     if cursor.position() as usize != payload.len() {
         return Err(CodecError::Malformed(
