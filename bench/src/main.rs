@@ -1,0 +1,416 @@
+//! `peerlink-bench`: every scenario run twice in the same process run, once through peerlink
+//! and once through a minimal raw tokio baseline doing the same work with the same framing, and
+//! one table of medians and ratios. Ratios matter more than absolutes: the machine has two
+//! shared cores.
+//!
+//! Layout: `common` (message, tally, measurements), `peer` (peerlink side of a-d), `raw`
+//! (baseline side of a-d), `conns` (e and f, server in a child process).
+//!
+//! Usage: `peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f]`. `--smoke` uses tiny
+//! sizes and exits non-zero if any scenario fails to complete (never because of a slow figure).
+
+mod common;
+mod conns;
+mod peer;
+mod raw;
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use common::{median, CpuUse};
+use conns::Server;
+use peer::Path;
+
+/// Sizes of every scenario; `--smoke` shrinks them.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    /// (a) messages per timed run.
+    pub a_msgs: u64,
+    /// (a) messages through the registry path (slower, so fewer).
+    pub a_registry_msgs: u64,
+    /// (b) 64 KiB messages per timed run.
+    pub b_msgs: u64,
+    /// (c) peers.
+    pub c_peers: usize,
+    /// (c) broadcasts per timed run.
+    pub c_msgs: u64,
+    /// (d) pings per measurement.
+    pub d_pings: u64,
+    /// (d) broadcasts that run while pinging under load.
+    pub d_load_msgs: u64,
+    /// (e) idle session counts.
+    pub e_counts: [usize; 2],
+    /// (f) connections.
+    pub f_conns: usize,
+}
+
+const FULL: Sizes = Sizes {
+    a_msgs: 1_000_000,
+    a_registry_msgs: 300_000,
+    b_msgs: 20_000,
+    c_peers: 32,
+    c_msgs: 30_000,
+    d_pings: 2_000,
+    d_load_msgs: 200_000,
+    e_counts: [1_000, 10_000],
+    f_conns: 5_000,
+};
+
+const SMOKE: Sizes = Sizes {
+    a_msgs: 2_000,
+    a_registry_msgs: 2_000,
+    b_msgs: 50,
+    c_peers: 4,
+    c_msgs: 500,
+    d_pings: 40,
+    d_load_msgs: 20_000,
+    e_counts: [100, 300],
+    f_conns: 200,
+};
+
+const SMALL_BYTES: usize = 256;
+const LARGE_BYTES: usize = 64 * 1024;
+
+/// What a row's ratio (peerlink / baseline) or absolute figure must meet.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    RatioAtLeast(f64),
+    RatioAtMost(f64),
+    AbsAtMost(f64),
+    AbsAtLeast(f64),
+    Info,
+}
+
+impl Target {
+    fn describe(self, unit: &str) -> String {
+        match self {
+            Target::RatioAtLeast(r) => format!("ratio >= {r}"),
+            Target::RatioAtMost(r) => format!("ratio <= {r}"),
+            Target::AbsAtMost(v) => format!("<= {} {unit}", fmt(v)),
+            Target::AbsAtLeast(v) => format!(">= {} {unit}", fmt(v)),
+            Target::Info => "-".into(),
+        }
+    }
+
+    fn met(self, peerlink: f64, ratio: f64) -> Option<bool> {
+        match self {
+            Target::RatioAtLeast(r) => Some(ratio >= r),
+            Target::RatioAtMost(r) => Some(ratio <= r),
+            Target::AbsAtMost(v) => Some(peerlink <= v),
+            Target::AbsAtLeast(v) => Some(peerlink >= v),
+            Target::Info => None,
+        }
+    }
+}
+
+/// One measured line of one run.
+#[derive(Debug, Clone)]
+struct Row {
+    name: String,
+    unit: &'static str,
+    peerlink: f64,
+    baseline: f64,
+    target: Target,
+}
+
+/// Everything one run produced.
+#[derive(Default)]
+struct RunOutput {
+    rows: Vec<Row>,
+    notes: Vec<String>,
+    failures: Vec<String>,
+}
+
+impl RunOutput {
+    fn row(&mut self, name: &str, unit: &'static str, pair: (f64, f64), target: Target) {
+        self.rows.push(Row {
+            name: name.to_string(),
+            unit,
+            peerlink: pair.0,
+            baseline: pair.1,
+            target,
+        });
+    }
+
+    /// Records a scenario's outcome; a failure is kept and reported, the run goes on.
+    fn check<T>(&mut self, scenario: &str, r: Result<T, String>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                eprintln!("scenario {scenario} FAILED: {e}");
+                self.failures.push(format!("{scenario}: {e}"));
+                None
+            }
+        }
+    }
+}
+
+fn both<T>(p: Result<T, String>, b: Result<T, String>) -> Result<(T, T), String> {
+    Ok((
+        p.map_err(|e| format!("peerlink: {e}"))?,
+        b.map_err(|e| format!("baseline: {e}"))?,
+    ))
+}
+
+fn cpu_note(what: &str, p: CpuUse, b: CpuUse) -> String {
+    format!(
+        "{what}: peerlink {:.2} cores ({} threads busy >25%), baseline {:.2} cores ({} threads busy >25%)",
+        p.cores, p.busy_threads, b.cores, b.busy_threads
+    )
+}
+
+fn run_once(sizes: Sizes, only: &str) -> RunOutput {
+    let mut out = RunOutput::default();
+    let want = |s: char| only.is_empty() || only.contains(s);
+    if want('a') {
+        let base = raw::one_connection(sizes.a_msgs, SMALL_BYTES);
+        let handle = peer::one_connection(Path::Handle, sizes.a_msgs, SMALL_BYTES);
+        if let Some((p, b)) = out.check("a (PeerHandle)", both(handle, base.clone())) {
+            out.row(
+                "a. 256 B msgs, 1 conn, PeerHandle",
+                "msg/s",
+                (p, b),
+                Target::RatioAtLeast(0.8),
+            );
+        }
+        let reg = peer::one_connection(Path::Registry, sizes.a_registry_msgs, SMALL_BYTES);
+        if let Some((p, b)) = out.check("a (Network::send)", both(reg, base)) {
+            out.row(
+                "a. 256 B msgs, 1 conn, Network::send",
+                "msg/s",
+                (p, b),
+                Target::RatioAtLeast(0.8),
+            );
+        }
+    }
+    if want('b') {
+        let mb = |r: Result<f64, String>| r.map(|m| m * LARGE_BYTES as f64 / 1e6);
+        let b = mb(raw::one_connection(sizes.b_msgs, LARGE_BYTES));
+        let p = mb(peer::one_connection(
+            Path::Handle,
+            sizes.b_msgs,
+            LARGE_BYTES,
+        ));
+        if let Some((p, b)) = out.check("b", both(p, b)) {
+            out.row(
+                "b. 64 KiB msgs, 1 conn, PeerHandle",
+                "MB/s",
+                (p, b),
+                Target::RatioAtLeast(0.95),
+            );
+        }
+    }
+    if want('c') {
+        let b = raw::broadcast(sizes.c_peers, sizes.c_msgs, SMALL_BYTES);
+        let p = peer::broadcast(sizes.c_peers, sizes.c_msgs, SMALL_BYTES);
+        if let Some(((p, pc), (b, bc))) = out.check("c", both(p, b)) {
+            let name = format!("c. broadcast 256 B to {} peers", sizes.c_peers);
+            out.row(&name, "deliveries/s", (p, b), Target::RatioAtLeast(0.8));
+            out.notes.push(cpu_note("c", pc, bc));
+        }
+    }
+    if want('d') {
+        for (load, label) in [(false, "idle"), (true, "during c")] {
+            let b = raw::ping(sizes, load);
+            let p = peer::ping(sizes, load);
+            if let Some(((p50, p99), (b50, b99))) = out.check(&format!("d ({label})"), both(p, b)) {
+                out.row(
+                    &format!("d. echo RTT p50, {label}"),
+                    "us",
+                    (p50, b50),
+                    Target::Info,
+                );
+                out.row(
+                    &format!("d. echo RTT p99, {label}"),
+                    "us",
+                    (p99, b99),
+                    Target::RatioAtMost(2.0),
+                );
+            }
+        }
+    }
+    if want('e') {
+        for (i, n) in sizes.e_counts.into_iter().enumerate() {
+            let p = conns::measure(Server::Peerlink, n, 20 + i as u8);
+            let b = conns::measure(Server::Baseline, n, 30 + i as u8);
+            if let Some((p, b)) = out.check(&format!("e ({n})"), both(p, b)) {
+                out.row(
+                    &format!("e. RSS per idle session, {n} sessions"),
+                    "B",
+                    (p.bytes_per_session, b.bytes_per_session),
+                    Target::AbsAtMost(8192.0),
+                );
+            }
+        }
+    }
+    if want('f') {
+        let p = conns::measure(Server::Peerlink, sizes.f_conns, 40);
+        let b = conns::measure(Server::Baseline, sizes.f_conns, 41);
+        if let Some((p, b)) = out.check("f", both(p, b)) {
+            out.row(
+                &format!("f. handshakes/s, {} conns", sizes.f_conns),
+                "conn/s",
+                (p.handshakes_per_sec, b.handshakes_per_sec),
+                Target::AbsAtLeast(10_000.0),
+            );
+            out.notes.push(cpu_note(
+                "f (server process)",
+                CpuUse {
+                    cores: p.server_cores,
+                    busy_threads: p.busy_threads,
+                },
+                CpuUse {
+                    cores: b.server_cores,
+                    busy_threads: b.busy_threads,
+                },
+            ));
+        }
+    }
+    out
+}
+
+/// Formats a figure with three significant digits and thousands separators.
+fn fmt(v: f64) -> String {
+    if !v.is_finite() {
+        return "n/a".into();
+    }
+    if v.abs() >= 1000.0 {
+        let s = format!("{:.0}", v);
+        let (sign, digits) = s.split_at(if s.starts_with('-') { 1 } else { 0 });
+        let mut grouped = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                grouped.push(',');
+            }
+            grouped.push(c);
+        }
+        format!("{sign}{grouped}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn print_table(runs: &[RunOutput]) {
+    // Keep the first run's row order.
+    let mut order: Vec<String> = Vec::new();
+    let mut by_name: BTreeMap<String, Vec<&Row>> = BTreeMap::new();
+    for row in runs.iter().flat_map(|r| &r.rows) {
+        if !by_name.contains_key(&row.name) {
+            order.push(row.name.clone());
+        }
+        by_name.entry(row.name.clone()).or_default().push(row);
+    }
+    println!();
+    println!("| scenario | unit | peerlink | baseline | ratio | target | met | runs |");
+    println!("|---|---|---:|---:|---:|---|---|---:|");
+    for name in order {
+        let rows = &by_name[&name];
+        let p = median(&rows.iter().map(|r| r.peerlink).collect::<Vec<_>>());
+        let b = median(&rows.iter().map(|r| r.baseline).collect::<Vec<_>>());
+        let ratio = median(
+            &rows
+                .iter()
+                .map(|r| r.peerlink / r.baseline)
+                .collect::<Vec<_>>(),
+        );
+        let target = rows[0].target;
+        let met = match target.met(p, ratio) {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "-",
+        };
+        println!(
+            "| {name} | {} | {} | {} | {:.2} | {} | {met} | {} |",
+            rows[0].unit,
+            fmt(p),
+            fmt(b),
+            ratio,
+            target.describe(rows[0].unit),
+            rows.len()
+        );
+    }
+    println!();
+    for (i, r) in runs.iter().enumerate() {
+        for note in &r.notes {
+            println!("run {}: {note}", i + 1);
+        }
+    }
+}
+
+fn usage() -> ExitCode {
+    eprintln!("usage: peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f]");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut runs = 1usize;
+    let mut smoke = false;
+    let mut only = String::new();
+    let mut child: Option<String> = None;
+    let mut n = 0usize;
+    let mut i = 0;
+    while i < args.len() {
+        let value = args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--runs" => match value.parse() {
+                Ok(v) if v > 0 => runs = v,
+                _ => return usage(),
+            },
+            "--only" => only = value,
+            "--child" => child = Some(value),
+            "--n" => match value.parse() {
+                Ok(v) => n = v,
+                Err(_) => return usage(),
+            },
+            "--smoke" => {
+                smoke = true;
+                i += 1;
+                continue;
+            }
+            "-h" | "--help" => return usage(),
+            _ => return usage(),
+        }
+        i += 2;
+    }
+    if let Some(server) = child {
+        let server = match server.as_str() {
+            "peerlink" => Server::Peerlink,
+            "baseline" => Server::Baseline,
+            _ => return usage(),
+        };
+        return match conns::child_main(server, n) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                println!("error {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let sizes = if smoke { SMOKE } else { FULL };
+    let started = std::time::Instant::now();
+    let mut outputs = Vec::new();
+    for run in 1..=runs {
+        eprintln!("run {run} of {runs}...");
+        outputs.push(run_once(sizes, &only));
+    }
+    print_table(&outputs);
+    let failures: Vec<&String> = outputs.iter().flat_map(|o| &o.failures).collect();
+    println!(
+        "\n{} run(s) in {:.1} s{}",
+        runs,
+        started.elapsed().as_secs_f64(),
+        if smoke { " (smoke sizes)" } else { "" }
+    );
+    if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{} scenario(s) failed:", failures.len());
+        for f in failures {
+            eprintln!("  {f}");
+        }
+        ExitCode::FAILURE
+    }
+}

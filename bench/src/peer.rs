@@ -1,0 +1,386 @@
+//! The peerlink side of scenarios (a)-(d): real `Network` nodes on distinct 127.0.x.y
+//! addresses in one process, inside a fresh actix system per scenario. The application actors
+//! ([`Sink`]) run on their own Arbiter, like an application's actors would.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_rt::Arbiter;
+use peerlink_actors::{Inbound, Network, NetworkConfig, PeerHandle, SendOutcome};
+use tokio::sync::mpsc;
+
+use crate::common::{percentile, BenchMsg, CpuMeter, CpuUse, Tally};
+use crate::Sizes;
+
+/// Bytes queued to one peer above which the sender pauses: an eighth of the default budget,
+/// so that the benchmark never trips the slow-peer rule.
+const QUEUE_HIGH_WATER_BYTES: usize = 1024 * 1024;
+/// Messages sent but not yet counted by the receiving application above which the sender
+/// pauses (application-level flow control: actor mailboxes are unbounded).
+const MAX_IN_FLIGHT: u64 = 100_000;
+/// Bound of any single wait.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// How a peerlink sender reaches the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// `Network::send`: the registry's `SendToPeer`, awaited.
+    Registry,
+    /// `PeerHandle::send`: no registry hop.
+    Handle,
+}
+
+/// The application actor of every bench node: counts data, echoes pings, forwards pongs.
+pub struct Sink {
+    tally: Arc<Tally>,
+    pongs: Option<mpsc::UnboundedSender<u64>>,
+}
+
+impl Sink {
+    /// A sink counting data into `tally` and forwarding pongs to `pongs`.
+    pub fn new(tally: Arc<Tally>, pongs: Option<mpsc::UnboundedSender<u64>>) -> Sink {
+        Sink { tally, pongs }
+    }
+}
+
+impl Actor for Sink {
+    type Context = Context<Self>;
+}
+
+impl Handler<Inbound<BenchMsg>> for Sink {
+    type Result = ();
+
+    fn handle(&mut self, m: Inbound<BenchMsg>, _ctx: &mut Context<Self>) {
+        match m.msg {
+            BenchMsg::Data { .. } => self.tally.hit(),
+            BenchMsg::Ping { id } => {
+                let _ = m.from.send(&BenchMsg::Pong { id });
+            }
+            BenchMsg::Pong { id } => {
+                if let Some(tx) = &self.pongs {
+                    let _ = tx.send(id);
+                }
+            }
+        }
+    }
+}
+
+/// Runs `f` in a fresh actix system on its own thread and returns its output.
+pub fn in_actix<F, Fut, T>(f: F) -> Result<T, String>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, String>>,
+    T: Send + 'static,
+{
+    std::thread::Builder::new()
+        .name("bench-actix".into())
+        .spawn(move || {
+            let system = actix::System::new();
+            let out = system.block_on(f());
+            System::current().stop();
+            out
+        })
+        .map_err(|e| e.to_string())?
+        .join()
+        .map_err(|_| "peerlink scenario panicked".to_string())?
+}
+
+/// A node plus its application actor's tally.
+struct Node {
+    net: Network<BenchMsg>,
+    ip: IpAddr,
+}
+
+/// The nodes of one scenario and the Arbiter their application actors run on.
+struct Cluster {
+    app: Arbiter,
+    nodes: Vec<Node>,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        Cluster {
+            app: Arbiter::new(),
+            nodes: Vec::new(),
+        }
+    }
+
+    /// Starts a node on `ip` whose application actor counts into `tally` (and forwards pongs).
+    async fn add(
+        &mut self,
+        ip: Ipv4Addr,
+        session_threads: usize,
+        tally: Arc<Tally>,
+        pongs: Option<mpsc::UnboundedSender<u64>>,
+    ) -> Result<usize, String> {
+        let sink = Sink::start_in_arbiter(&self.app.handle(), move |_| Sink { tally, pongs });
+        let config = NetworkConfig {
+            listen: SocketAddr::new(IpAddr::V4(ip), 0),
+            session_threads,
+            max_inbound: 1024,
+            target_outbound: 64,
+            ping_interval_ms: 120_000,
+            ping_timeout_ms: 360_000,
+            handshake_timeout_ms: 10_000,
+            ..NetworkConfig::default()
+        };
+        let net = Network::start(config, sink.recipient())
+            .await
+            .map_err(|e| format!("node {ip}: {e}"))?;
+        self.nodes.push(Node {
+            net,
+            ip: IpAddr::V4(ip),
+        });
+        Ok(self.nodes.len() - 1)
+    }
+
+    /// Node `from` dials node `to`; returns both send handles once both ends registered.
+    async fn connect(&self, from: usize, to: usize) -> Result<(PeerHandle, PeerHandle), String> {
+        let (a, b) = (&self.nodes[from], &self.nodes[to]);
+        a.net.connect(b.net.local_addr());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let (Some(ab), Some(ba)) = (a.net.handle(b.ip).await, b.net.handle(a.ip).await) {
+                return Ok((ab, ba));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{} and {} did not connect", a.ip, b.ip));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn shutdown(self) {
+        for n in &self.nodes {
+            n.net.shutdown().await;
+        }
+        self.app.stop();
+    }
+}
+
+/// Pauses while the peer's queue is above the high-water mark or too many messages are in
+/// flight; fails after [`WAIT`].
+async fn flow_control(
+    handles: &[PeerHandle],
+    sent: u64,
+    tally: &Tally,
+    started: Instant,
+) -> Result<(), String> {
+    loop {
+        let queued = handles.iter().map(|h| h.queued_bytes()).max().unwrap_or(0);
+        if queued <= QUEUE_HIGH_WATER_BYTES && sent.saturating_sub(tally.count()) <= MAX_IN_FLIGHT {
+            return Ok(());
+        }
+        if started.elapsed() > WAIT {
+            return Err("flow control: receiver stalled".into());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn queued(outcome: SendOutcome) -> Result<(), String> {
+    match outcome {
+        SendOutcome::Queued => Ok(()),
+        other => Err(format!("send refused: {other:?}")),
+    }
+}
+
+/// Scenarios (a) and (b): `count` messages of `size` bytes over one connection. Returns
+/// messages per second received and decoded by the other node's application.
+pub fn one_connection(path: Path, count: u64, size: usize) -> Result<f64, String> {
+    in_actix(move || async move {
+        let tally = Arc::new(Tally::default());
+        let mut c = Cluster::new();
+        let a = c
+            .add(Ipv4Addr::new(127, 0, 1, 2), 0, tally.clone(), None)
+            .await?;
+        let b = c
+            .add(Ipv4Addr::new(127, 0, 1, 3), 0, tally.clone(), None)
+            .await?;
+        let (ab, _) = c.connect(a, b).await?;
+        let net = c.nodes[a].net.clone();
+        let b_ip = c.nodes[b].ip;
+        let handles = [ab.clone()];
+        let warmup = (count / 10).clamp(1, 10_000);
+        let mut sent = 0u64;
+        let mut elapsed = Duration::ZERO;
+        for (round, n) in [warmup, count].into_iter().enumerate() {
+            let start = Instant::now();
+            for i in 0..n {
+                if i % 64 == 0 {
+                    flow_control(&handles, sent, &tally, start).await?;
+                }
+                let msg = BenchMsg::data(i, size);
+                match path {
+                    Path::Handle => queued(ab.send(&msg).map_err(|e| e.to_string())?)?,
+                    Path::Registry => {
+                        queued(net.send(b_ip, &msg).await.map_err(|e| e.to_string())?)?
+                    }
+                }
+                sent += 1;
+            }
+            tally.wait_for(sent, WAIT).await?;
+            if round == 1 {
+                elapsed = start.elapsed();
+            }
+        }
+        c.shutdown().await;
+        Ok(count as f64 / elapsed.as_secs_f64())
+    })
+}
+
+/// Starts a broadcaster and `peers` receiving nodes (one session thread each) that dial it;
+/// returns the broadcaster's index and its handles to every peer.
+async fn broadcast_cluster(
+    c: &mut Cluster,
+    peers: usize,
+    tally: &Arc<Tally>,
+) -> Result<(usize, Vec<PeerHandle>), String> {
+    let x = c
+        .add(Ipv4Addr::new(127, 0, 2, 1), 0, tally.clone(), None)
+        .await?;
+    let mut handles = Vec::with_capacity(peers);
+    for p in 0..peers {
+        let ip = Ipv4Addr::new(127, 0, 2, 10 + p as u8);
+        let i = c.add(ip, 1, tally.clone(), None).await?;
+        let (_, xp) = c.connect(i, x).await?;
+        handles.push(xp);
+    }
+    Ok((x, handles))
+}
+
+/// Sends `count` broadcasts of `size` bytes through `Network::broadcast`; every peer must
+/// queue each one.
+async fn broadcast_run(
+    net: &Network<BenchMsg>,
+    handles: &[PeerHandle],
+    tally: &Tally,
+    count: u64,
+    size: usize,
+) -> Result<Duration, String> {
+    let peers = handles.len() as u64;
+    let base = tally.count();
+    let start = Instant::now();
+    for i in 0..count {
+        if i % 64 == 0 {
+            flow_control(handles, base + i * peers, tally, start).await?;
+        }
+        let n = net
+            .broadcast(&BenchMsg::data(i, size), None)
+            .await
+            .map_err(|e| e.to_string())?;
+        if n as u64 != peers {
+            return Err(format!("broadcast reached {n} of {peers} peers"));
+        }
+    }
+    tally.wait_for(base + count * peers, WAIT).await?;
+    Ok(start.elapsed())
+}
+
+/// Scenario (c): deliveries per second of `count` broadcasts to `peers` peers, and the CPU use.
+pub fn broadcast(peers: usize, count: u64, size: usize) -> Result<(f64, CpuUse), String> {
+    in_actix(move || async move {
+        let tally = Arc::new(Tally::default());
+        let mut c = Cluster::new();
+        let (x, handles) = broadcast_cluster(&mut c, peers, &tally).await?;
+        let net = c.nodes[x].net.clone();
+        broadcast_run(&net, &handles, &tally, (count / 10).max(1), size).await?;
+        let meter = CpuMeter::start();
+        let elapsed = broadcast_run(&net, &handles, &tally, count, size).await?;
+        let (_, cpu) = meter.stop();
+        c.shutdown().await;
+        Ok(((count * peers as u64) as f64 / elapsed.as_secs_f64(), cpu))
+    })
+}
+
+/// Round trip samples in microseconds of `pings` application-level echoes through a
+/// `PeerHandle`, measured on a dedicated application thread.
+async fn ping_loop(
+    app: &Arbiter,
+    to: PeerHandle,
+    mut pongs: mpsc::UnboundedReceiver<u64>,
+    pings: u64,
+    stop: Option<Arc<std::sync::atomic::AtomicBool>>,
+) -> Result<Vec<f64>, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    app.spawn(async move {
+        let run = async {
+            let mut samples = Vec::with_capacity(pings as usize);
+            for id in 0..pings {
+                if stop
+                    .as_ref()
+                    .is_some_and(|s| s.load(std::sync::atomic::Ordering::Acquire))
+                {
+                    break;
+                }
+                let t = Instant::now();
+                queued(to.send(&BenchMsg::Ping { id }).map_err(|e| e.to_string())?)?;
+                loop {
+                    match tokio::time::timeout(Duration::from_secs(5), pongs.recv()).await {
+                        Ok(Some(got)) if got == id => break,
+                        Ok(Some(_)) => continue,
+                        _ => return Err(format!("no pong for ping {id}")),
+                    }
+                }
+                samples.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            Ok(samples)
+        };
+        let _ = tx.send(run.await);
+    });
+    rx.await.map_err(|_| "ping thread died".to_string())?
+}
+
+/// Scenario (d): echo round trip p50 and p99 in microseconds, idle (`load` = None) or while a
+/// broadcast of (c) runs (`load` = Some((peers, count))).
+pub fn ping(sizes: Sizes, load: bool) -> Result<(f64, f64), String> {
+    in_actix(move || async move {
+        let tally = Arc::new(Tally::default());
+        let mut c = Cluster::new();
+        let (ptx, prx) = mpsc::unbounded_channel();
+        let p = c
+            .add(
+                Ipv4Addr::new(127, 0, 3, 1),
+                0,
+                tally.clone(),
+                Some(ptx.clone()),
+            )
+            .await?;
+        let q = c
+            .add(Ipv4Addr::new(127, 0, 3, 2), 0, tally.clone(), None)
+            .await?;
+        let (pq, _) = c.connect(p, q).await?;
+        let pinger = Arbiter::new();
+        let samples = if load {
+            let btally = Arc::new(Tally::default());
+            let (x, handles) = broadcast_cluster(&mut c, sizes.c_peers, &btally).await?;
+            let net = c.nodes[x].net.clone();
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let stop2 = stop.clone();
+            let count = sizes.d_load_msgs;
+            let bcast = actix_rt::spawn(async move {
+                let r = broadcast_run(&net, &handles, &btally, count, 256).await;
+                stop2.store(true, std::sync::atomic::Ordering::Release);
+                r
+            });
+            // Let the broadcast get going before sampling.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let samples = ping_loop(&pinger, pq, prx, sizes.d_pings, Some(stop)).await?;
+            bcast.await.map_err(|e| e.to_string())??;
+            samples
+        } else {
+            ping_loop(&pinger, pq, prx, sizes.d_pings, None).await?
+        };
+        drop(ptx);
+        pinger.stop();
+        c.shutdown().await;
+        if samples.len() < 20 {
+            return Err(format!("only {} ping samples", samples.len()));
+        }
+        // The first tenth is warm-up.
+        let s = &samples[samples.len() / 10..];
+        Ok((percentile(s, 50.0), percentile(s, 99.0)))
+    })
+}
