@@ -96,26 +96,19 @@ pub const READ_BUFFER_INITIAL_BYTES: usize = 2 * 1024;
 /// Number of recent disconnects the registry remembers for operators.
 pub const RECENT_DISCONNECTS: usize = 64;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timeouts_are_ordered() {
-        assert!(DEFAULT_HANDSHAKE_TIMEOUT < DEFAULT_PING_INTERVAL);
-        assert!(DEFAULT_PING_INTERVAL < DEFAULT_PING_TIMEOUT);
-        assert!(DEFAULT_CONNECT_TIMEOUT <= DEFAULT_PING_INTERVAL);
-        assert!(DEFAULT_BACKOFF_BASE < DEFAULT_BACKOFF_MAX);
-        assert!(DEFAULT_DIAL_TICK <= DEFAULT_BACKOFF_BASE);
-    }
-
-    #[test]
-    fn sizes_are_consistent() {
-        assert!(MAX_HANDSHAKE_FRAME_BYTES < DEFAULT_MAX_FRAME_BYTES);
-        assert!(DEFAULT_MAX_FRAME_BYTES <= MAX_FRAME_BYTES_CEILING);
-        assert!(MAX_USER_AGENT_BYTES + 128 < MAX_HANDSHAKE_FRAME_BYTES);
-        // A single maximum frame must fit into the outbound budget, or it could never be sent.
-        assert!(DEFAULT_MAX_FRAME_BYTES + 4 <= DEFAULT_OUTBOUND_BUDGET_BYTES);
-        assert!(READ_BUFFER_INITIAL_BYTES <= MAX_HANDSHAKE_FRAME_BYTES);
-    }
-}
+// The constants must agree with each other; checked at compile time, so a change that breaks
+// an ordering does not build.
+const _: () = {
+    assert!(DEFAULT_HANDSHAKE_TIMEOUT.as_nanos() < DEFAULT_PING_INTERVAL.as_nanos());
+    assert!(DEFAULT_PING_INTERVAL.as_nanos() < DEFAULT_PING_TIMEOUT.as_nanos());
+    assert!(DEFAULT_CONNECT_TIMEOUT.as_nanos() <= DEFAULT_PING_INTERVAL.as_nanos());
+    assert!(DEFAULT_BACKOFF_BASE.as_nanos() < DEFAULT_BACKOFF_MAX.as_nanos());
+    assert!(DEFAULT_DIAL_TICK.as_nanos() <= DEFAULT_BACKOFF_BASE.as_nanos());
+    assert!(MAX_HANDSHAKE_FRAME_BYTES < DEFAULT_MAX_FRAME_BYTES);
+    assert!(DEFAULT_MAX_FRAME_BYTES <= MAX_FRAME_BYTES_CEILING);
+    assert!(MAX_USER_AGENT_BYTES + 128 < MAX_HANDSHAKE_FRAME_BYTES);
+    // A single maximum frame must fit into each budget, or it could never pass.
+    assert!(DEFAULT_MAX_FRAME_BYTES + 4 <= DEFAULT_OUTBOUND_BUDGET_BYTES);
+    assert!(DEFAULT_MAX_FRAME_BYTES <= DEFAULT_INBOUND_BUDGET_BYTES);
+    assert!(READ_BUFFER_INITIAL_BYTES <= MAX_HANDSHAKE_FRAME_BYTES);
+};
