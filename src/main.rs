@@ -89,6 +89,10 @@ fn fetch(q: &QueryArgs, path: &str) -> Result<String> {
             let body = response.into_string().unwrap_or_default();
             anyhow::bail!("{url}: HTTP {code}: {}", body.trim())
         }
-        Err(e) => anyhow::bail!("cannot reach the node's admin API at {url}: {e}"),
+        Err(ureq::Error::Transport(t)) => anyhow::bail!(
+            "cannot reach the node's admin API at {url}: {}{}",
+            t.kind(),
+            t.message().map(|m| format!(": {m}")).unwrap_or_default()
+        ),
     }
 }
