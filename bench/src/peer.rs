@@ -3,6 +3,7 @@
 //! ([`Sink`]) run on their own Arbiter, like an application's actors would.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,10 @@ const QUEUE_HIGH_WATER_BYTES: usize = 1024 * 1024;
 /// Messages sent but not yet counted by the receiving application above which the sender
 /// pauses (application-level flow control: actor mailboxes are unbounded).
 const MAX_IN_FLIGHT: u64 = 100_000;
+/// Ping interval of bench nodes: long, so that pings never disturb the throughput figures.
+const DEFAULT_BENCH_PING_MS: u64 = 120_000;
+/// Most rounds of broadcasts run as load while (d) samples.
+const MAX_LOAD_ROUNDS: usize = 100;
 /// Bound of any single wait.
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -97,6 +102,8 @@ struct Node {
 struct Cluster {
     app: Arbiter,
     nodes: Vec<Node>,
+    /// Ping interval of the nodes added from now on.
+    ping_interval_ms: u64,
 }
 
 impl Cluster {
@@ -104,6 +111,7 @@ impl Cluster {
         Cluster {
             app: Arbiter::new(),
             nodes: Vec::new(),
+            ping_interval_ms: DEFAULT_BENCH_PING_MS,
         }
     }
 
@@ -121,7 +129,7 @@ impl Cluster {
             session_threads,
             max_inbound: 1024,
             target_outbound: 64,
-            ping_interval_ms: 120_000,
+            ping_interval_ms: self.ping_interval_ms,
             ping_timeout_ms: 360_000,
             handshake_timeout_ms: 10_000,
             ..NetworkConfig::default()
@@ -302,19 +310,12 @@ async fn ping_loop(
     to: PeerHandle,
     mut pongs: mpsc::UnboundedReceiver<u64>,
     pings: u64,
-    stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 ) -> Result<Vec<f64>, String> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     app.spawn(async move {
         let run = async {
             let mut samples = Vec::with_capacity(pings as usize);
             for id in 0..pings {
-                if stop
-                    .as_ref()
-                    .is_some_and(|s| s.load(std::sync::atomic::Ordering::Acquire))
-                {
-                    break;
-                }
                 let t = Instant::now();
                 queued(to.send(&BenchMsg::Ping { id }).map_err(|e| e.to_string())?)?;
                 loop {
@@ -333,13 +334,52 @@ async fn ping_loop(
     rx.await.map_err(|_| "ping thread died".to_string())?
 }
 
-/// Scenario (d): echo round trip p50 and p99 in microseconds, idle (`load` = None) or while a
-/// broadcast of (c) runs (`load` = Some((peers, count))).
-pub fn ping(sizes: Sizes, load: bool) -> Result<(f64, f64), String> {
+/// Round trip samples in microseconds of the session's own Ping/Pong (interval 1 ms), read from
+/// the peer list each time a new pong was matched, until `pings` samples.
+async fn session_ping_loop(
+    net: &Network<BenchMsg>,
+    peer: IpAddr,
+    pings: u64,
+) -> Result<Vec<f64>, String> {
+    let mut samples = Vec::with_capacity(pings as usize);
+    let mut last = 0;
+    let deadline = Instant::now() + WAIT;
+    while (samples.len() as u64) < pings {
+        if Instant::now() > deadline {
+            return Err(format!("only {} session pings in {WAIT:?}", samples.len()));
+        }
+        if let Some(info) = net.peers().await.into_iter().find(|p| p.ip == peer) {
+            if info.pongs_matched > last {
+                last = info.pongs_matched;
+                if let Some(rtt) = info.rtt {
+                    samples.push(rtt.as_secs_f64() * 1e6);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    Ok(samples)
+}
+
+/// Which round trip scenario (d) measures on the peerlink side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rtt {
+    /// Application echo: Ping through a `PeerHandle`, the peer's application answers Pong.
+    AppEcho,
+    /// The session's own Ping/Pong, measured by the session.
+    SessionPing,
+}
+
+/// Scenario (d): round trip p50 and p99 in microseconds, idle or while broadcasts of (c) run
+/// (they run, in rounds, for as long as the sampling does).
+pub fn ping(sizes: Sizes, load: bool, kind: Rtt) -> Result<(f64, f64), String> {
     in_actix(move || async move {
         let tally = Arc::new(Tally::default());
         let mut c = Cluster::new();
         let (ptx, prx) = mpsc::unbounded_channel();
+        if kind == Rtt::SessionPing {
+            c.ping_interval_ms = 1;
+        }
         let p = c
             .add(
                 Ipv4Addr::new(127, 0, 3, 1),
@@ -351,28 +391,43 @@ pub fn ping(sizes: Sizes, load: bool) -> Result<(f64, f64), String> {
         let q = c
             .add(Ipv4Addr::new(127, 0, 3, 2), 0, tally.clone(), None)
             .await?;
+        c.ping_interval_ms = DEFAULT_BENCH_PING_MS;
         let (pq, _) = c.connect(p, q).await?;
         let pinger = Arbiter::new();
-        let samples = if load {
+        let done = Arc::new(AtomicBool::new(false));
+        let bcast = if load {
             let btally = Arc::new(Tally::default());
             let (x, handles) = broadcast_cluster(&mut c, sizes.c_peers, &btally).await?;
             let net = c.nodes[x].net.clone();
-            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let stop2 = stop.clone();
+            let done = done.clone();
             let count = sizes.d_load_msgs;
-            let bcast = actix_rt::spawn(async move {
-                let r = broadcast_run(&net, &handles, &btally, count, 256).await;
-                stop2.store(true, std::sync::atomic::Ordering::Release);
-                r
+            let task = actix_rt::spawn(async move {
+                for _ in 0..MAX_LOAD_ROUNDS {
+                    broadcast_run(&net, &handles, &btally, count, 256).await?;
+                    if done.load(Ordering::Acquire) {
+                        return Ok(());
+                    }
+                }
+                Err::<(), String>("load rounds exhausted before the pings finished".into())
             });
             // Let the broadcast get going before sampling.
             tokio::time::sleep(Duration::from_millis(20)).await;
-            let samples = ping_loop(&pinger, pq, prx, sizes.d_pings, Some(stop)).await?;
-            bcast.await.map_err(|e| e.to_string())??;
-            samples
+            Some(task)
         } else {
-            ping_loop(&pinger, pq, prx, sizes.d_pings, None).await?
+            None
         };
+        let samples = match kind {
+            Rtt::AppEcho => ping_loop(&pinger, pq, prx, sizes.d_pings).await,
+            Rtt::SessionPing => {
+                let net = c.nodes[p].net.clone();
+                session_ping_loop(&net, c.nodes[q].ip, sizes.d_pings).await
+            }
+        };
+        done.store(true, Ordering::Release);
+        if let Some(task) = bcast {
+            task.await.map_err(|e| e.to_string())??;
+        }
+        let samples = samples?;
         drop(ptx);
         pinger.stop();
         c.shutdown().await;

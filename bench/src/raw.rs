@@ -20,6 +20,8 @@ use crate::Sizes;
 
 /// Batch size of the baseline writers: the same as peerlink's `WRITE_BATCH_BYTES`.
 const BATCH_BYTES: usize = 64 * 1024;
+/// Most rounds of broadcasts run as load while (d) samples.
+const MAX_LOAD_ROUNDS: usize = 100;
 /// Bound of any single wait.
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -211,19 +213,23 @@ pub fn ping(sizes: Sizes, load: bool) -> Result<(f64, f64), String> {
         let (client, server) =
             pair(Ipv4Addr::new(127, 0, 3, 2), Ipv4Addr::new(127, 0, 3, 1)).await?;
         tokio::spawn(receive(server, Arc::new(Tally::default()), None));
-        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
         let bcast = if load {
             let tally = Arc::new(Tally::default());
             let mut outs = broadcast_setup(sizes.c_peers, &tally).await?;
-            let stop = stop.clone();
+            let done = done.clone();
             let count = sizes.d_load_msgs;
             Some(tokio::spawn(async move {
                 let mut bufs: Vec<BytesMut> = (0..outs.len())
                     .map(|_| BytesMut::with_capacity(2 * BATCH_BYTES))
                     .collect();
-                let r = broadcast_run(&mut outs, &mut bufs, &tally, count, 256).await;
-                stop.store(true, Ordering::Release);
-                r
+                for _ in 0..MAX_LOAD_ROUNDS {
+                    broadcast_run(&mut outs, &mut bufs, &tally, count, 256).await?;
+                    if done.load(Ordering::Acquire) {
+                        return Ok(());
+                    }
+                }
+                Err::<(), String>("load rounds exhausted before the pings finished".into())
             }))
         } else {
             None
@@ -237,9 +243,6 @@ pub fn ping(sizes: Sizes, load: bool) -> Result<(f64, f64), String> {
             let mut frames = FramedRead::new(rd, LengthDelimitedCodec::new());
             let mut samples = Vec::with_capacity(pings as usize);
             for id in 0..pings {
-                if load && stop.load(Ordering::Acquire) {
-                    break;
-                }
                 let t = Instant::now();
                 wr.write_all(&raw_frame(&BenchMsg::Ping { id })?)
                     .await
@@ -257,7 +260,9 @@ pub fn ping(sizes: Sizes, load: bool) -> Result<(f64, f64), String> {
             }
             Ok::<_, String>(samples)
         });
-        let samples = pinger.await.map_err(err)??;
+        let samples = pinger.await.map_err(err);
+        done.store(true, Ordering::Release);
+        let samples = samples??;
         if let Some(b) = bcast {
             b.await.map_err(err)??;
         }
