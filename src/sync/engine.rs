@@ -236,6 +236,13 @@ impl SyncEngine {
         self.requests.len()
     }
 
+    /// Whether some peer claims a better chain than (`height`, `tip`) that is not ignored.
+    pub fn knows_better_chain(&self, height: u64, tip: BlockHash) -> bool {
+        self.peers.values().any(|p| {
+            is_better(p.height, p.tip, height, tip) && (p.ignored_tip.is_none() || p.ignored_tip != p.tip)
+        })
+    }
+
     /// Whether a sync round is running.
     pub fn is_syncing(&self) -> bool {
         self.round.is_some()

@@ -1,0 +1,485 @@
+//! `SyncActor`: the node's one writer of the chain. It owns the [`ChainStore`] and the
+//! [`SyncEngine`], receives every application message (`Inbound<NodeMsg>`) and every peer
+//! lifecycle event (`PeerEvent`), answers peers' requests from the store, feeds answers and
+//! announces to the engine, carries out the engine's actions (send, disconnect as
+//! `Misbehaving`), announces each new tip once to every peer and keeps the network's Hello
+//! height current. It also produces blocks on request and reports status and progress.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use indicatif::{ProgressBar, ProgressStyle};
+use peerlink_actors::{DisconnectReason, Inbound, Network, PeerEvent, PeerHandle};
+
+use crate::app::{NodeMsg, WireHash, MAX_BLOCKS_PER_REQUEST, MAX_HASHES_PER_REQUEST};
+use crate::chain::{random_block, short_hex, BlockHash, ChainStore};
+use crate::sync::engine::{Action, SyncEngine};
+use crate::sync::{SyncConfig, SyncError};
+
+/// Behind by at least this many blocks, the node logs its progress periodically (and shows the
+/// progress bar if enabled): below that, catching up takes about one round trip.
+pub const FAR_BEHIND_BLOCKS: u64 = 500;
+
+/// Interval over which the sync rate is measured.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// The actor. Start it with [`crate::sync::start_node`].
+pub struct SyncActor {
+    store: Option<ChainStore>,
+    engine: SyncEngine,
+    cfg: SyncConfig,
+    net: Option<Network<NodeMsg>>,
+    peers: HashMap<IpAddr, PeerHandle>,
+    last_announced: Option<BlockHash>,
+    rate: RateMeter,
+    last_progress_log: Option<Instant>,
+    bar: Option<ProgressBar>,
+}
+
+/// Whether the node follows the best chain it knows of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncState {
+    /// No known peer has a better chain.
+    Synced,
+    /// Downloading (or about to download) a better chain.
+    Syncing,
+}
+
+impl SyncState {
+    /// "synced" or "syncing".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncState::Synced => "synced",
+            SyncState::Syncing => "syncing",
+        }
+    }
+}
+
+/// Answer to [`GetSyncStatus`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncStatus {
+    /// Our tip height.
+    pub height: u64,
+    /// Our tip hash.
+    pub tip: BlockHash,
+    /// Highest height a connected peer claims (our own height if it is higher or no peer).
+    pub best_peer_height: u64,
+    /// Synced or syncing.
+    pub state: SyncState,
+    /// Blocks written by sync since start (produced blocks not included).
+    pub blocks_synced: u64,
+    /// Blocks written by sync per second over the last second or so.
+    pub sync_rate_blocks_per_s: f64,
+    /// Peers the sync layer knows.
+    pub peers: usize,
+    /// Branch switches since start.
+    pub reorgs: u64,
+    /// Requests that stalled since start.
+    pub stalls: u64,
+    /// Peers disconnected as misbehaving since start.
+    pub misbehaving: u64,
+}
+
+/// A block this node produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducedBlock {
+    /// Its height.
+    pub height: u64,
+    /// Its hash.
+    pub hash: BlockHash,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+
+/// Hands the running network to the actor (sent once by `start_node`, right after
+/// `Network::start`, which needs the actor's recipient first).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttachNetwork(pub Network<NodeMsg>);
+
+/// Produce one block on top of our tip now and announce it (for `--produce-every`). `payload`
+/// `None` means `SyncConfig::payload_bytes` random bytes.
+#[derive(Message, Debug, Default)]
+#[rtype(result = "Result<ProducedBlock, SyncError>")]
+pub struct ProduceBlock {
+    /// The payload, or `None` for random bytes.
+    pub payload: Option<Vec<u8>>,
+}
+
+/// Current sync status.
+#[derive(Message, Debug)]
+#[rtype(result = "SyncStatus")]
+pub struct GetSyncStatus;
+
+/// Stops the actor and closes the chain store (the redb file is released when this resolves).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct StopSync;
+
+// ---------------------------------------------------------------------------------------------
+
+impl SyncActor {
+    /// A new actor owning `store`.
+    pub fn new(store: ChainStore, cfg: SyncConfig) -> Self {
+        Self {
+            store: Some(store),
+            engine: SyncEngine::new(cfg.clone()),
+            cfg,
+            net: None,
+            peers: HashMap::new(),
+            last_announced: None,
+            rate: RateMeter::default(),
+            last_progress_log: None,
+            bar: None,
+        }
+    }
+}
+
+impl Actor for SyncActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.cfg.tick(), |act, _ctx| act.on_tick());
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Handler<AttachNetwork> for SyncActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AttachNetwork, _ctx: &mut Context<Self>) {
+        if let Some(store) = &self.store {
+            msg.0.set_best_height(store.height());
+        }
+        self.net = Some(msg.0);
+    }
+}
+
+impl Handler<ProduceBlock> for SyncActor {
+    type Result = Result<ProducedBlock, SyncError>;
+
+    fn handle(&mut self, msg: ProduceBlock, _ctx: &mut Context<Self>) -> Self::Result {
+        let store = self.store.as_mut().ok_or(SyncError::Stopped)?;
+        let mut block = random_block(store, self.cfg.payload_bytes);
+        if let Some(payload) = msg.payload {
+            block.payload = payload;
+        }
+        store.append(std::slice::from_ref(&block))?;
+        let produced = ProducedBlock {
+            height: block.height,
+            hash: block.hash(),
+        };
+        log::debug!(
+            "produced block {} {}",
+            produced.height,
+            short_hex(&produced.hash)
+        );
+        let now = Instant::now();
+        if let Some(store) = self.store.as_mut() {
+            self.engine.local_tip_changed(now, store);
+        }
+        self.after_engine();
+        Ok(produced)
+    }
+}
+
+impl Handler<GetSyncStatus> for SyncActor {
+    type Result = MessageResult<GetSyncStatus>;
+
+    fn handle(&mut self, _msg: GetSyncStatus, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.status())
+    }
+}
+
+impl Handler<StopSync> for SyncActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: StopSync, ctx: &mut Context<Self>) {
+        self.store = None;
+        self.peers.clear();
+        ctx.stop();
+    }
+}
+
+impl Handler<Inbound<NodeMsg>> for SyncActor {
+    type Result = ();
+
+    fn handle(&mut self, m: Inbound<NodeMsg>, _ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let peer = m.from.ip();
+        self.note_handle(&m.from, now);
+        let Some(store) = self.store.as_mut() else { return };
+        match m.msg {
+            NodeMsg::Announce { height, tip } => {
+                self.engine.on_announce(peer, height, tip, now, store);
+            }
+            NodeMsg::GetBlocks {
+                request_id,
+                from,
+                count,
+            } => {
+                if count == 0 || count > MAX_BLOCKS_PER_REQUEST {
+                    return misbehaving(&m.from, "GetBlocks count out of range");
+                }
+                if !self.cfg.serve {
+                    return;
+                }
+                match store.blocks(from, count as usize, self.cfg.max_response_bytes) {
+                    Ok(blocks) => {
+                        let _ = m.from.send(&NodeMsg::Blocks { request_id, blocks });
+                    }
+                    Err(e) => log::error!("cannot read blocks from {from}: {e}"),
+                }
+            }
+            NodeMsg::GetHashes {
+                request_id,
+                from,
+                count,
+            } => {
+                if count == 0 || count > MAX_HASHES_PER_REQUEST {
+                    return misbehaving(&m.from, "GetHashes count out of range");
+                }
+                if !self.cfg.serve {
+                    return;
+                }
+                let hashes = store
+                    .hashes(from, count as usize)
+                    .iter()
+                    .map(|h| WireHash(*h))
+                    .collect();
+                let _ = m.from.send(&NodeMsg::Hashes {
+                    request_id,
+                    from,
+                    hashes,
+                });
+            }
+            NodeMsg::Blocks { request_id, blocks } => {
+                self.engine.on_blocks(peer, request_id, blocks, now, store);
+            }
+            NodeMsg::Hashes {
+                request_id,
+                from,
+                hashes,
+            } => {
+                self.engine
+                    .on_hashes(peer, request_id, from, hashes, now, store);
+            }
+        }
+        self.after_engine();
+    }
+}
+
+impl Handler<PeerEvent> for SyncActor {
+    type Result = ();
+
+    fn handle(&mut self, event: PeerEvent, _ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        match event {
+            PeerEvent::Connected { info, handle } => {
+                let replaced = self
+                    .peers
+                    .get(&info.ip)
+                    .is_some_and(|h| h.conn_id() == handle.conn_id());
+                if !replaced {
+                    self.peers.insert(info.ip, handle.clone());
+                    self.announce_to(&handle);
+                }
+                if let Some(store) = self.store.as_mut() {
+                    self.engine
+                        .peer_connected(info.ip, info.best_height, now, store);
+                }
+            }
+            PeerEvent::Disconnected(record) => {
+                let current = self
+                    .peers
+                    .get(&record.ip)
+                    .is_some_and(|h| h.conn_id() == record.conn_id);
+                if current {
+                    self.peers.remove(&record.ip);
+                    if let Some(store) = self.store.as_mut() {
+                        self.engine.peer_disconnected(record.ip, now, store);
+                    }
+                }
+            }
+        }
+        self.after_engine();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+impl SyncActor {
+    /// Learns a peer's handle from its message when the Connected event has not arrived yet
+    /// (events and messages travel on different paths) or the connection was replaced.
+    fn note_handle(&mut self, handle: &PeerHandle, now: Instant) {
+        let known = self
+            .peers
+            .get(&handle.ip())
+            .is_some_and(|h| h.conn_id() == handle.conn_id());
+        if known {
+            return;
+        }
+        self.peers.insert(handle.ip(), handle.clone());
+        self.announce_to(handle);
+        if let Some(store) = self.store.as_mut() {
+            self.engine.peer_connected(handle.ip(), 0, now, store);
+        }
+    }
+
+    /// Carries out the engine's actions and announces a new tip.
+    fn after_engine(&mut self) {
+        for action in self.engine.take_actions() {
+            match action {
+                Action::Send { peer, msg } => {
+                    if let Some(h) = self.peers.get(&peer) {
+                        let _ = h.send(&msg);
+                    }
+                }
+                Action::Disconnect { peer, why } => {
+                    log::warn!("disconnecting {peer}: {why}");
+                    if let Some(h) = self.peers.get(&peer) {
+                        h.disconnect(DisconnectReason::Misbehaving);
+                    }
+                }
+            }
+        }
+        let Some(store) = self.store.as_ref() else { return };
+        let tip = store.tip_hash();
+        if self.last_announced != Some(tip) {
+            self.last_announced = Some(tip);
+            if let Some(net) = &self.net {
+                net.set_best_height(store.height());
+            }
+            let msg = NodeMsg::Announce {
+                height: store.height(),
+                tip,
+            };
+            for h in self.peers.values() {
+                let _ = h.send(&msg);
+            }
+        }
+    }
+
+    fn announce_to(&self, handle: &PeerHandle) {
+        if let Some(store) = &self.store {
+            let _ = handle.send(&NodeMsg::Announce {
+                height: store.height(),
+                tip: store.tip_hash(),
+            });
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        if let Some(store) = self.store.as_mut() {
+            self.engine.tick(now, store);
+        }
+        self.after_engine();
+        self.rate.sample(now, self.engine.stats().blocks_synced);
+        self.report_progress(now);
+    }
+
+    fn status(&self) -> SyncStatus {
+        let (height, tip) = self
+            .store
+            .as_ref()
+            .map_or((0, [0; 32]), |s| (s.height(), s.tip_hash()));
+        let best = self.engine.best_peer_height().unwrap_or(0).max(height);
+        let stats = self.engine.stats();
+        let behind = self
+            .store
+            .as_ref()
+            .is_some_and(|s| self.engine.knows_better_chain(s.height(), s.tip_hash()));
+        SyncStatus {
+            height,
+            tip,
+            best_peer_height: best,
+            state: if self.engine.is_syncing() || behind {
+                SyncState::Syncing
+            } else {
+                SyncState::Synced
+            },
+            blocks_synced: stats.blocks_synced,
+            sync_rate_blocks_per_s: self.rate.rate,
+            peers: self.engine.peer_count(),
+            reorgs: stats.reorgs,
+            stalls: stats.stalls,
+            misbehaving: stats.misbehaving,
+        }
+    }
+
+    /// Info lines (and the optional bar) while far behind.
+    fn report_progress(&mut self, now: Instant) {
+        let s = self.status();
+        let far = s.best_peer_height.saturating_sub(s.height) >= FAR_BEHIND_BLOCKS;
+        if far {
+            let due = self.last_progress_log.is_none_or(|t| {
+                now.duration_since(t) >= Duration::from_millis(self.cfg.progress_log_interval_ms)
+            });
+            if due {
+                self.last_progress_log = Some(now);
+                log::info!(
+                    "sync: height {} / {} ({:.0} blocks/s, {} peers)",
+                    s.height,
+                    s.best_peer_height,
+                    s.sync_rate_blocks_per_s,
+                    s.peers
+                );
+            }
+            if self.cfg.progress_bar && self.bar.is_none() && std::io::stderr().is_terminal() {
+                let bar = ProgressBar::new(s.best_peer_height);
+                if let Ok(style) = ProgressStyle::with_template(
+                    "sync {bar:40} {pos}/{len} blocks ({per_sec}, eta {eta})",
+                ) {
+                    bar.set_style(style);
+                }
+                self.bar = Some(bar);
+            }
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_length(s.best_peer_height);
+            bar.set_position(s.height);
+            if s.state == SyncState::Synced {
+                bar.finish();
+                self.bar = None;
+            }
+        }
+        if !far && s.state == SyncState::Synced && self.last_progress_log.take().is_some() {
+            log::info!("sync: caught up at height {} ({})", s.height, short_hex(&s.tip));
+        }
+    }
+}
+
+fn misbehaving(peer: &PeerHandle, why: &str) {
+    log::warn!("disconnecting {}: {why}", peer.ip());
+    peer.disconnect(DisconnectReason::Misbehaving);
+}
+
+/// Blocks per second over the last [`RATE_WINDOW`].
+#[derive(Debug, Default)]
+struct RateMeter {
+    last: Option<(Instant, u64)>,
+    rate: f64,
+}
+
+impl RateMeter {
+    fn sample(&mut self, now: Instant, total: u64) {
+        match self.last {
+            Some((t, n)) if now.duration_since(t) >= RATE_WINDOW => {
+                self.rate = (total - n) as f64 / now.duration_since(t).as_secs_f64();
+                self.last = Some((now, total));
+            }
+            Some(_) => {}
+            None => self.last = Some((now, total)),
+        }
+    }
+}
