@@ -116,7 +116,11 @@ mod tests {
         };
         assert_eq!(
             enc(&m),
-            format!("81a6426c6f636b73 9209 91 9401c420{}00c401ab", "00".repeat(32)).replace(' ', "")
+            format!(
+                "81a6426c6f636b73 9209 91 9401c420{}00c401ab",
+                "00".repeat(32)
+            )
+            .replace(' ', "")
         );
         let back: NodeMsg = rmp_serde::from_slice(&rmp_serde::to_vec(&m).unwrap()).unwrap();
         assert_eq!(back, m);

@@ -20,7 +20,10 @@ fn reopen_verifies_and_resumes() {
         s.tip_hash()
     };
     let mut s = ChainStore::open(dir.path(), NET).unwrap();
-    assert_eq!((s.height(), s.tip_hash(), s.repaired_from()), (300, tip, None));
+    assert_eq!(
+        (s.height(), s.tip_hash(), s.repaired_from()),
+        (300, tip, None)
+    );
     // Resumes: the next block links to the reopened tip.
     let b = random_block(&s, 10);
     assert_eq!(b.prev, tip);
@@ -64,8 +67,14 @@ fn no_block_is_stored_twice_and_bad_links_write_nothing() {
     next.timestamp_ms += 1;
     assert_eq!(s.append(&[next]).unwrap(), 1);
     // A conflicting block at a stored height needs a reorg.
-    let conflicting = Block { payload: vec![9], ..s.block(3).unwrap().unwrap() };
-    assert!(matches!(s.append(&[conflicting]), Err(ChainError::InvalidBlock { height: 3, .. })));
+    let conflicting = Block {
+        payload: vec![9],
+        ..s.block(3).unwrap().unwrap()
+    };
+    assert!(matches!(
+        s.append(&[conflicting]),
+        Err(ChainError::InvalidBlock { height: 3, .. })
+    ));
 }
 
 #[test]
@@ -77,7 +86,12 @@ fn reorg_switches_branches_atomically() {
     let mut branch = Vec::new();
     let mut prev = ancestor_hash;
     for h in 16..=22 {
-        let b = Block { height: h, prev, timestamp_ms: 7, payload: vec![0xbb] };
+        let b = Block {
+            height: h,
+            prev,
+            timestamp_ms: 7,
+            payload: vec![0xbb],
+        };
         prev = b.hash();
         branch.push(b);
     }
@@ -90,7 +104,10 @@ fn reorg_switches_branches_atomically() {
     assert_eq!((s.height(), s.tip_hash()), (22, prev));
     drop(s);
     let s = ChainStore::open(dir.path(), NET).unwrap();
-    assert_eq!((s.height(), s.tip_hash(), s.repaired_from()), (22, prev, None));
+    assert_eq!(
+        (s.height(), s.tip_hash(), s.repaired_from()),
+        (22, prev, None)
+    );
     assert_eq!(s.block(16).unwrap().unwrap().payload, vec![0xbb]);
 }
 
@@ -99,7 +116,9 @@ fn reorg_switches_branches_atomically() {
 #[test]
 #[ignore = "run as a child process by the SIGKILL test"]
 fn child_writer() {
-    let Ok(dir) = std::env::var("PEERLINK_CHAIN_CHILD_DIR") else { return };
+    let Ok(dir) = std::env::var("PEERLINK_CHAIN_CHILD_DIR") else {
+        return;
+    };
     let mut s = ChainStore::open(&dir, NET).unwrap();
     loop {
         produce(&mut s, 37, 200).unwrap();
@@ -114,7 +133,13 @@ fn a_writer_killed_with_sigkill_leaves_a_valid_prefix() {
     let mut last = 0;
     for round in 0..4 {
         let mut child = Command::new(&exe)
-            .args(["child_writer", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "child_writer",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("PEERLINK_CHAIN_CHILD_DIR", dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -135,7 +160,11 @@ fn a_writer_killed_with_sigkill_leaves_a_valid_prefix() {
         child.kill().unwrap(); // SIGKILL on Unix
         child.wait().unwrap();
         let s = ChainStore::open(dir.path(), NET).expect("reopens after kill -9");
-        assert_eq!(s.repaired_from(), None, "nothing to repair: commits are atomic");
+        assert_eq!(
+            s.repaired_from(),
+            None,
+            "nothing to repair: commits are atomic"
+        );
         assert!(s.height() >= committed, "every reported commit survived");
         assert!(s.height() > last);
         assert_eq!(s.height() % 37, 0, "whole batches only: {}", s.height());

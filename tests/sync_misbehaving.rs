@@ -41,14 +41,25 @@ impl Handler<Inbound<NodeMsg>> for FakePeer {
             (from..from + u64::from(count)).filter(|h| (*h as usize) < self.chain.len())
         };
         let reply = match m.msg {
-            NodeMsg::GetHashes { request_id, from, count } => NodeMsg::Hashes {
+            NodeMsg::GetHashes {
                 request_id,
                 from,
-                hashes: range(from, count).map(|h| WireHash(self.chain[h as usize].hash())).collect(),
+                count,
+            } => NodeMsg::Hashes {
+                request_id,
+                from,
+                hashes: range(from, count)
+                    .map(|h| WireHash(self.chain[h as usize].hash()))
+                    .collect(),
             },
-            NodeMsg::GetBlocks { request_id, from, count } => {
-                let mut blocks: Vec<Block> =
-                    range(from, count).map(|h| self.chain[h as usize].clone()).collect();
+            NodeMsg::GetBlocks {
+                request_id,
+                from,
+                count,
+            } => {
+                let mut blocks: Vec<Block> = range(from, count)
+                    .map(|h| self.chain[h as usize].clone())
+                    .collect();
                 for b in blocks.iter_mut().filter(|b| b.height == BAD_HEIGHT) {
                     match self.corruption {
                         Corruption::BadHash => b.payload[0] ^= 0xff,
@@ -74,7 +85,12 @@ fn fake_chain(n: u64) -> Vec<Block> {
     let mut chain = vec![genesis_for(NETWORK)];
     for h in 1..=n {
         let prev = chain.last().unwrap().hash();
-        chain.push(Block { height: h, prev, timestamp_ms: h, payload: vec![h as u8; 32] });
+        chain.push(Block {
+            height: h,
+            prev,
+            timestamp_ms: h,
+            payload: vec![h as u8; 32],
+        });
     }
     chain
 }
@@ -82,7 +98,12 @@ fn fake_chain(n: u64) -> Vec<Block> {
 async fn bad_blocks_disconnect(corruption: Corruption, fake_ip: u8, node_ip: u8) {
     let chain = fake_chain(20);
     let (tx, mut events) = mpsc::unbounded_channel();
-    let fake = FakePeer { chain: chain.clone(), corruption, events: tx }.start();
+    let fake = FakePeer {
+        chain: chain.clone(),
+        corruption,
+        events: tx,
+    }
+    .start();
     let mut cfg = net_config(fake_ip);
     cfg.genesis = genesis_hash(NETWORK);
     let net: Network<NodeMsg> = Network::start(cfg, fake.clone().recipient()).await.unwrap();
@@ -105,7 +126,11 @@ async fn bad_blocks_disconnect(corruption: Corruption, fake_ip: u8, node_ip: u8)
     assert!(record.by_peer, "the node closed the connection");
     let s = node.status().await;
     assert!(s.misbehaving >= 1);
-    assert!(s.height < BAD_HEIGHT, "nothing at or above the bad block is stored: {}", s.height);
+    assert!(
+        s.height < BAD_HEIGHT,
+        "nothing at or above the bad block is stored: {}",
+        s.height
+    );
     net.shutdown().await;
     node.node.shutdown().await;
     let store = ChainStore::open(node.dir.path(), NETWORK).unwrap();

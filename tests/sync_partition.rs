@@ -44,7 +44,10 @@ async fn split_then_heal(base: u8, left: u64, right: u64) -> ([u8; 32], u64, Vec
 async fn the_longer_branch_wins_after_healing() {
     let (_, _, nodes) = split_then_heal(31, 5, 8).await;
     let reorgs: u64 = futures_reorgs(&nodes).await;
-    assert!(reorgs >= 2, "both nodes of the short side switched branches");
+    assert!(
+        reorgs >= 2,
+        "both nodes of the short side switched branches"
+    );
     for n in &nodes {
         n.node.shutdown().await;
     }

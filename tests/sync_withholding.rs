@@ -38,7 +38,11 @@ async fn sync_completes_from_the_others_when_one_peer_withholds() {
     let started = Instant::now();
     // Bound: a few stall timeouts (600 ms) plus the transfer.
     let s = wait_tip(&fresh, 2_000, target.tip, Duration::from_secs(20)).await;
-    eprintln!("synced with a withholding peer in {:?}, {} stalls", started.elapsed(), s.stalls);
+    eprintln!(
+        "synced with a withholding peer in {:?}, {} stalls",
+        started.elapsed(),
+        s.stalls
+    );
     assert!(s.stalls >= 1, "the withholder was asked and stalled");
     assert_eq!(s.misbehaving, 0, "stalling is not misbehaviour");
     for n in [&fresh, &withholder, &h1, &h2] {

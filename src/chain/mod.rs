@@ -13,9 +13,9 @@ pub use store::{ChainStore, DB_FILE_NAME};
 /// Errors of the chain layer.
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
-    /// The database could not be opened, read or written.
+    /// The database could not be opened, read or written (boxed: redb's error is large).
     #[error("chain database: {0}")]
-    Db(#[from] redb::Error),
+    Db(Box<redb::Error>),
     /// The data directory could not be created.
     #[error("chain directory {path}: {source}")]
     Dir {
@@ -57,12 +57,13 @@ macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for ChainError {
             fn from(e: $t) -> Self {
-                ChainError::Db(e.into())
+                ChainError::Db(Box::new(e.into()))
             }
         }
     )*};
 }
 from_redb!(
+    redb::Error,
     redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,

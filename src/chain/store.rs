@@ -164,7 +164,12 @@ impl ChainStore {
 
     /// Blocks from `from` on: at most `count` of them, and no more than `max_bytes` of wire size
     /// ([`Block::wire_size`]) except that the first block is always included.
-    pub fn blocks(&self, from: u64, count: usize, max_bytes: usize) -> Result<Vec<Block>, ChainError> {
+    pub fn blocks(
+        &self,
+        from: u64,
+        count: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Block>, ChainError> {
         let mut out = Vec::new();
         if count == 0 || from > self.height() {
             return Ok(out);
@@ -291,7 +296,10 @@ impl ChainStore {
 /// Reads the whole chain in height order. Returns the hashes of the longest valid prefix and,
 /// if a record broke the chain, its height and what was wrong.
 #[allow(clippy::type_complexity)]
-fn verify(db: &Database, genesis: &Block) -> Result<(Vec<BlockHash>, Option<(u64, String)>), ChainError> {
+fn verify(
+    db: &Database,
+    genesis: &Block,
+) -> Result<(Vec<BlockHash>, Option<(u64, String)>), ChainError> {
     let tx = db.begin_read().map_err(redb::Error::from)?;
     let table = tx.open_table(BLOCKS)?;
     let mut hashes: Vec<BlockHash> = Vec::with_capacity(table.len()? as usize);
@@ -346,7 +354,10 @@ mod tests {
         let s = ChainStore::open(dir.path(), "t").unwrap();
         assert_eq!(s.height(), 5);
         assert_eq!(s.repaired_from(), Some(6));
-        assert!(s.block(7).unwrap().is_none(), "records above the break are gone");
+        assert!(
+            s.block(7).unwrap().is_none(),
+            "records above the break are gone"
+        );
         drop(s);
         let s = ChainStore::open(dir.path(), "t").unwrap();
         assert_eq!((s.height(), s.repaired_from()), (5, None));

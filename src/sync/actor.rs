@@ -217,7 +217,9 @@ impl Handler<Inbound<NodeMsg>> for SyncActor {
         let now = Instant::now();
         let peer = m.from.ip();
         self.note_handle(&m.from, now);
-        let Some(store) = self.store.as_mut() else { return };
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
         match m.msg {
             NodeMsg::Announce { height, tip } => {
                 self.engine.on_announce(peer, height, tip, now, store);
@@ -352,7 +354,9 @@ impl SyncActor {
                 }
             }
         }
-        let Some(store) = self.store.as_ref() else { return };
+        let Some(store) = self.store.as_ref() else {
+            return;
+        };
         let tip = store.tip_hash();
         if self.last_announced != Some(tip) {
             self.last_announced = Some(tip);
@@ -454,7 +458,11 @@ impl SyncActor {
             }
         }
         if !far && s.state == SyncState::Synced && self.last_progress_log.take().is_some() {
-            log::info!("sync: caught up at height {} ({})", s.height, short_hex(&s.tip));
+            log::info!(
+                "sync: caught up at height {} ({})",
+                s.height,
+                short_hex(&s.tip)
+            );
         }
     }
 }

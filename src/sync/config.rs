@@ -116,7 +116,10 @@ impl SyncConfig {
             );
         }
         if self.stall_timeout_ms == 0 || self.tick_ms == 0 {
-            return bad("stall_timeout_ms", "stall_timeout_ms and tick_ms must be positive".into());
+            return bad(
+                "stall_timeout_ms",
+                "stall_timeout_ms and tick_ms must be positive".into(),
+            );
         }
         Ok(())
     }

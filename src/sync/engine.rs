@@ -166,7 +166,9 @@ impl Round {
         if height <= self.ancestor {
             return None;
         }
-        self.expected.get((height - self.ancestor - 1) as usize).copied()
+        self.expected
+            .get((height - self.ancestor - 1) as usize)
+            .copied()
     }
 }
 
@@ -239,7 +241,8 @@ impl SyncEngine {
     /// Whether some peer claims a better chain than (`height`, `tip`) that is not ignored.
     pub fn knows_better_chain(&self, height: u64, tip: BlockHash) -> bool {
         self.peers.values().any(|p| {
-            is_better(p.height, p.tip, height, tip) && (p.ignored_tip.is_none() || p.ignored_tip != p.tip)
+            is_better(p.height, p.tip, height, tip)
+                && (p.ignored_tip.is_none() || p.ignored_tip != p.tip)
         })
     }
 
@@ -249,7 +252,13 @@ impl SyncEngine {
     }
 
     /// A peer connected (or its connection was replaced) with the height from its Hello.
-    pub fn peer_connected(&mut self, peer: IpAddr, height: u64, now: Instant, chain: &mut dyn Chain) {
+    pub fn peer_connected(
+        &mut self,
+        peer: IpAddr,
+        height: u64,
+        now: Instant,
+        chain: &mut dyn Chain,
+    ) {
         self.drop_peer_requests(peer);
         let p = self.peers.entry(peer).or_default();
         p.height = p.height.max(height);
@@ -306,7 +315,9 @@ impl SyncEngine {
             .map(|(id, _)| *id)
             .collect();
         for id in stalled {
-            let Some(req) = self.requests.remove(&id) else { continue };
+            let Some(req) = self.requests.remove(&id) else {
+                continue;
+            };
             self.stats.stalls += 1;
             if let Some(p) = self.peers.get_mut(&req.peer) {
                 p.in_flight = p.in_flight.saturating_sub(1);
@@ -351,9 +362,7 @@ impl SyncEngine {
         let current = self.round.as_ref().is_some_and(|r| r.id == req.round);
         if current {
             match req.kind {
-                RequestKind::Locate { deep } => {
-                    self.located(peer, &req, deep, &hashes, now, chain)
-                }
+                RequestKind::Locate { deep } => self.located(peer, &req, deep, &hashes, now, chain),
                 RequestKind::MoreHashes => self.more_hashes(&req, &hashes),
                 RequestKind::Blocks => {}
             }
@@ -447,11 +456,17 @@ impl SyncEngine {
             .min_by(|(ia, a), (ib, b)| {
                 b.height
                     .cmp(&a.height)
-                    .then(a.tip.unwrap_or([0xff; 32]).cmp(&b.tip.unwrap_or([0xff; 32])))
+                    .then(
+                        a.tip
+                            .unwrap_or([0xff; 32])
+                            .cmp(&b.tip.unwrap_or([0xff; 32])),
+                    )
                     .then(ia.cmp(ib))
             })
             .map(|(ip, p)| (*ip, p.epoch, p.height));
-        let Some((source, epoch, source_height)) = best else { return };
+        let Some((source, epoch, source_height)) = best else {
+            return;
+        };
         let id = self.next_round_id;
         self.next_round_id += 1;
         self.round = Some(Round {
@@ -472,7 +487,13 @@ impl SyncEngine {
         log::debug!("sync: round {id}: source {source} at {source_height}, we are at {height}");
         let from = height.max(1);
         let count = hash_count(from, source_height);
-        self.request(source, RequestKind::Locate { deep: false }, from, count, now);
+        self.request(
+            source,
+            RequestKind::Locate { deep: false },
+            from,
+            count,
+            now,
+        );
     }
 
     /// The answer to a locate request.
@@ -529,7 +550,9 @@ impl SyncEngine {
                 "sync: peer {peer} is on another branch from height {ancestor} (we are at {height})"
             );
         }
-        let Some(round) = self.round.as_mut() else { return };
+        let Some(round) = self.round.as_mut() else {
+            return;
+        };
         round.fetching = true;
         round.ancestor = ancestor;
         round.switched = ancestor == height;
@@ -539,7 +562,9 @@ impl SyncEngine {
     }
 
     fn more_hashes(&mut self, req: &Request, hashes: &[BlockHash]) {
-        let Some(round) = self.round.as_mut() else { return };
+        let Some(round) = self.round.as_mut() else {
+            return;
+        };
         round.more_hashes_in_flight = false;
         let last = round.expected.last().copied();
         if req.from != round.expected_end() || hashes.first().copied() != last {
@@ -553,8 +578,14 @@ impl SyncEngine {
 
     /// Writes contiguous verified blocks to the chain.
     fn apply_ready(&mut self, chain: &mut dyn Chain) {
-        let Some(round) = self.round.as_mut() else { return };
-        let base = if round.switched { chain.height() } else { round.ancestor };
+        let Some(round) = self.round.as_mut() else {
+            return;
+        };
+        let base = if round.switched {
+            chain.height()
+        } else {
+            round.ancestor
+        };
         let mut top = base;
         while round.downloaded.contains_key(&(top + 1)) {
             top += 1;
@@ -594,26 +625,39 @@ impl SyncEngine {
             );
         }
         self.stats.blocks_synced += blocks.len() as u64;
-        if self.all_hashes_known() && self.round.as_ref().is_some_and(|r| chain.height() >= r.expected_end()) {
+        if self.all_hashes_known()
+            && self
+                .round
+                .as_ref()
+                .is_some_and(|r| chain.height() >= r.expected_end())
+        {
             self.end_round("caught up with the source");
         }
     }
 
     /// Whether the expected hashes reach the end of the source's chain.
     fn all_hashes_known(&self) -> bool {
-        let Some(r) = self.round.as_ref() else { return true };
+        let Some(r) = self.round.as_ref() else {
+            return true;
+        };
         let source_height = self.peers.get(&r.source).map_or(0, |p| p.height);
         r.hashes_exhausted || r.expected_end() >= source_height
     }
 
     fn schedule(&mut self, now: Instant, chain: &dyn Chain) {
-        let Some(round) = self.round.as_ref() else { return };
+        let Some(round) = self.round.as_ref() else {
+            return;
+        };
         if !round.fetching {
             return;
         }
         let (source, round_id) = (round.source, round.id);
         // More hashes when the window would run past the known ones.
-        let apply_base = if round.switched { chain.height() } else { round.ancestor };
+        let apply_base = if round.switched {
+            chain.height()
+        } else {
+            round.ancestor
+        };
         let window_end = apply_base + self.cfg.window_blocks;
         let source_height = self.peers.get(&source).map_or(0, |p| p.height);
         if !round.hashes_exhausted
@@ -633,10 +677,16 @@ impl SyncEngine {
             if self.blocks_in_flight() >= self.cfg.max_in_flight {
                 return;
             }
-            let Some((from, count)) = self.next_range(chain) else { return };
+            let Some((from, count)) = self.next_range(chain) else {
+                return;
+            };
             let end = from + u64::from(count) - 1;
-            let Some(peer) = self.pick_peer(end, now) else { return };
-            let Some(round) = self.round.as_mut() else { return };
+            let Some(peer) = self.pick_peer(end, now) else {
+                return;
+            };
+            let Some(round) = self.round.as_mut() else {
+                return;
+            };
             if !round.requeued.remove(&(from, count)) {
                 round.next_unrequested = end + 1;
             }
@@ -651,7 +701,11 @@ impl SyncEngine {
         if let Some(&r) = round.requeued.iter().next() {
             return Some(r);
         }
-        let apply_base = if round.switched { chain.height() } else { round.ancestor };
+        let apply_base = if round.switched {
+            chain.height()
+        } else {
+            round.ancestor
+        };
         let limit = round
             .expected_end()
             .min(apply_base + self.cfg.window_blocks);
@@ -691,7 +745,9 @@ impl SyncEngine {
     }
 
     fn request(&mut self, peer: IpAddr, kind: RequestKind, from: u64, count: u32, now: Instant) {
-        let Some(round) = self.round.as_ref() else { return };
+        let Some(round) = self.round.as_ref() else {
+            return;
+        };
         let request_id = self.next_request_id;
         self.next_request_id += 1;
         let msg = match kind {
@@ -750,7 +806,9 @@ impl SyncEngine {
 
     /// Puts a failed request's work back.
     fn request_failed(&mut self, req: &Request) {
-        let Some(round) = self.round.as_mut().filter(|r| r.id == req.round) else { return };
+        let Some(round) = self.round.as_mut().filter(|r| r.id == req.round) else {
+            return;
+        };
         match req.kind {
             RequestKind::Blocks => {
                 round.requeued.insert((req.from, req.count));
@@ -792,7 +850,9 @@ impl SyncEngine {
     }
 
     fn ignore_source_chain(&mut self) {
-        let Some(round) = self.round.as_ref() else { return };
+        let Some(round) = self.round.as_ref() else {
+            return;
+        };
         if let Some(p) = self.peers.get_mut(&round.source) {
             p.ignored_tip = p.tip.or(Some([0; 32]));
         }
@@ -825,13 +885,25 @@ pub fn check_shape(req_from_count: &impl RangeLike, blocks: &[Block]) -> Result<
     }
     for (i, b) in blocks.iter().enumerate() {
         if b.height != from + i as u64 {
-            return Err(format!("block at position {i} has height {}, expected {}", b.height, from + i as u64));
+            return Err(format!(
+                "block at position {i} has height {}, expected {}",
+                b.height,
+                from + i as u64
+            ));
         }
         if b.payload.len() > MAX_BLOCK_PAYLOAD_BYTES {
-            return Err(format!("block {} payload of {} bytes", b.height, b.payload.len()));
+            return Err(format!(
+                "block {} payload of {} bytes",
+                b.height,
+                b.payload.len()
+            ));
         }
         if i > 0 && b.prev != blocks[i - 1].hash() {
-            return Err(format!("block {} does not link to block {}", b.height, b.height - 1));
+            return Err(format!(
+                "block {} does not link to block {}",
+                b.height,
+                b.height - 1
+            ));
         }
     }
     Ok(())

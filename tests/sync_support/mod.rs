@@ -101,16 +101,23 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 /// Waits until `node` has height `height` and tip `tip`.
 pub async fn wait_tip(node: &Node, height: u64, tip: [u8; 32], limit: Duration) -> SyncStatus {
-    wait_for(&format!("{} at height {height}", node.addr()), limit, || async {
-        let s = node.status().await;
-        (s.height == height && s.tip == tip).then_some(s)
-    })
+    wait_for(
+        &format!("{} at height {height}", node.addr()),
+        limit,
+        || async {
+            let s = node.status().await;
+            (s.height == height && s.tip == tip).then_some(s)
+        },
+    )
     .await
 }

@@ -88,7 +88,14 @@ impl Net {
         }
     }
 
-    fn add(&mut self, e: &mut SyncEngine, me: &mut MemChain, peer: IpAddr, chain: MemChain, now: Instant) {
+    fn add(
+        &mut self,
+        e: &mut SyncEngine,
+        me: &mut MemChain,
+        peer: IpAddr,
+        chain: MemChain,
+        now: Instant,
+    ) {
         let (h, tip) = (chain.height(), chain.tip_hash());
         self.chains.insert(peer, chain);
         e.peer_connected(peer, h, now, me);
@@ -112,14 +119,22 @@ impl Net {
                         }
                         let c = &self.chains[&peer];
                         match msg {
-                            NodeMsg::GetHashes { request_id, from, count } => {
+                            NodeMsg::GetHashes {
+                                request_id,
+                                from,
+                                count,
+                            } => {
                                 let hashes = (from..from + u64::from(count))
                                     .filter_map(|h| c.hash_at(h))
                                     .map(WireHash)
                                     .collect();
                                 e.on_hashes(peer, request_id, from, hashes, now, me);
                             }
-                            NodeMsg::GetBlocks { request_id, from, count } => {
+                            NodeMsg::GetBlocks {
+                                request_id,
+                                from,
+                                count,
+                            } => {
                                 let blocks = (from..from + u64::from(count))
                                     .filter_map(|h| c.0.get(h as usize).cloned())
                                     .collect();
@@ -176,10 +191,20 @@ fn in_flight_requests_respect_the_limits() {
     assert_eq!(e.in_flight(), 1);
     // Answer it by hand, then nothing answers blocks: the limits hold.
     let (peer, id, from, count) = match net.sent[0].clone() {
-        (p, NodeMsg::GetHashes { request_id, from, count }) => (p, request_id, from, count),
+        (
+            p,
+            NodeMsg::GetHashes {
+                request_id,
+                from,
+                count,
+            },
+        ) => (p, request_id, from, count),
         other => panic!("{other:?}"),
     };
-    let hashes = (from..from + u64::from(count)).filter_map(|h| remote.hash_at(h)).map(WireHash).collect();
+    let hashes = (from..from + u64::from(count))
+        .filter_map(|h| remote.hash_at(h))
+        .map(WireHash)
+        .collect();
     e.on_hashes(peer, id, from, hashes, now, &mut me);
     net.run(&mut e, &mut me, now);
     assert_eq!(e.blocks_in_flight(), 4);
@@ -214,7 +239,10 @@ fn a_stalled_request_goes_to_another_peer_and_the_staller_cools_down() {
         _ => unreachable!(),
     };
     e.on_hashes(ip(2), id, 1, vec![], later, &mut me);
-    assert!(e.take_actions().iter().all(|a| !matches!(a, Action::Disconnect { .. })));
+    assert!(e
+        .take_actions()
+        .iter()
+        .all(|a| !matches!(a, Action::Disconnect { .. })));
 }
 
 #[test]
@@ -240,26 +268,51 @@ fn corrupted_answer_is_refused(corrupt: impl Fn(&mut Vec<Block>)) {
     let mut remote = MemChain::new();
     remote.grow(30, 1);
     let mut me = MemChain::new();
-    let mut e = SyncEngine::new(SyncConfig { max_in_flight: 1, ..cfg() });
+    let mut e = SyncEngine::new(SyncConfig {
+        max_in_flight: 1,
+        ..cfg()
+    });
     let mut net = Net::new();
     net.silent.insert(ip(2));
     net.add(&mut e, &mut me, ip(2), remote.clone(), now);
     let (id, from, count) = match e.take_actions().pop() {
-        Some(Action::Send { msg: NodeMsg::GetHashes { request_id, from, count }, .. }) => (request_id, from, count),
+        Some(Action::Send {
+            msg:
+                NodeMsg::GetHashes {
+                    request_id,
+                    from,
+                    count,
+                },
+            ..
+        }) => (request_id, from, count),
         other => panic!("{other:?}"),
     };
-    let hashes = (from..from + u64::from(count)).filter_map(|h| remote.hash_at(h)).map(WireHash).collect();
+    let hashes = (from..from + u64::from(count))
+        .filter_map(|h| remote.hash_at(h))
+        .map(WireHash)
+        .collect();
     e.on_hashes(ip(2), id, from, hashes, now, &mut me);
     let (id, from, count) = match e.take_actions().pop() {
-        Some(Action::Send { msg: NodeMsg::GetBlocks { request_id, from, count }, .. }) => (request_id, from, count),
+        Some(Action::Send {
+            msg:
+                NodeMsg::GetBlocks {
+                    request_id,
+                    from,
+                    count,
+                },
+            ..
+        }) => (request_id, from, count),
         other => panic!("{other:?}"),
     };
-    let mut blocks: Vec<Block> = remote.0[from as usize..(from + u64::from(count)) as usize].to_vec();
+    let mut blocks: Vec<Block> =
+        remote.0[from as usize..(from + u64::from(count)) as usize].to_vec();
     corrupt(&mut blocks);
     e.on_blocks(ip(2), id, blocks, now, &mut me);
     let actions = e.take_actions();
     assert!(
-        actions.iter().any(|a| matches!(a, Action::Disconnect { peer, .. } if *peer == ip(2))),
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Disconnect { peer, .. } if *peer == ip(2))),
         "{actions:?}"
     );
     assert_eq!(me.height(), 0, "nothing of a bad answer is stored");
@@ -320,7 +373,11 @@ fn at_equal_height_the_lower_tip_hash_wins() {
     let (mut a, mut b) = (base.clone(), base.clone());
     a.grow(4, 1);
     b.grow(4, 2);
-    let (low, high) = if a.tip_hash() < b.tip_hash() { (a, b) } else { (b, a) };
+    let (low, high) = if a.tip_hash() < b.tip_hash() {
+        (a, b)
+    } else {
+        (b, a)
+    };
     // The node on the higher hash switches.
     let mut me = high.clone();
     let mut e = SyncEngine::new(cfg());
