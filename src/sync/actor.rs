@@ -287,17 +287,23 @@ impl Handler<PeerEvent> for SyncActor {
         let now = Instant::now();
         match event {
             PeerEvent::Connected { info, handle } => {
-                let replaced = self
+                // Its first message may have arrived before this event (different paths).
+                let known = self
                     .peers
                     .get(&info.ip)
                     .is_some_and(|h| h.conn_id() == handle.conn_id());
-                if !replaced {
+                if !known {
                     self.peers.insert(info.ip, handle.clone());
                     self.announce_to(&handle);
                 }
                 if let Some(store) = self.store.as_mut() {
-                    self.engine
-                        .peer_connected(info.ip, info.best_height, now, store);
+                    if known {
+                        self.engine
+                            .peer_height_hint(info.ip, info.best_height, now, store);
+                    } else {
+                        self.engine
+                            .peer_connected(info.ip, info.best_height, now, store);
+                    }
                 }
             }
             PeerEvent::Disconnected(record) => {

@@ -251,7 +251,8 @@ impl SyncEngine {
         self.round.is_some()
     }
 
-    /// A peer connected (or its connection was replaced) with the height from its Hello.
+    /// A new connection to `peer` (first, or replacing another) with the height from its Hello.
+    /// Requests sent on a replaced connection will never be answered: they go to other peers.
     pub fn peer_connected(
         &mut self,
         peer: IpAddr,
@@ -260,6 +261,20 @@ impl SyncEngine {
         chain: &mut dyn Chain,
     ) {
         self.drop_peer_requests(peer);
+        let p = self.peers.entry(peer).or_default();
+        p.height = p.height.max(height);
+        self.step(now, chain);
+    }
+
+    /// More news about the current connection of `peer`: the height from its Hello, learnt
+    /// after its first message (events and messages travel on different paths).
+    pub fn peer_height_hint(
+        &mut self,
+        peer: IpAddr,
+        height: u64,
+        now: Instant,
+        chain: &mut dyn Chain,
+    ) {
         let p = self.peers.entry(peer).or_default();
         p.height = p.height.max(height);
         self.step(now, chain);
@@ -828,6 +843,12 @@ impl SyncEngine {
         for id in ids {
             if let Some(req) = self.requests.remove(&id) {
                 self.request_failed(&req);
+            }
+            if let Some(p) = self.peers.get_mut(&peer) {
+                if p.expired.len() == EXPIRED_IDS_KEPT {
+                    p.expired.pop_front();
+                }
+                p.expired.push_back(id);
             }
         }
         if let Some(p) = self.peers.get_mut(&peer) {

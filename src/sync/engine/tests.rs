@@ -466,3 +466,57 @@ proptest! {
         prop_assert!(net.disconnected.is_empty());
     }
 }
+
+#[test]
+fn news_of_the_current_connection_keeps_its_requests() {
+    let now = Instant::now();
+    let mut remote = MemChain::new();
+    remote.grow(30, 1);
+    let mut me = MemChain::new();
+    let mut e = SyncEngine::new(cfg());
+    // First message (an announce) before the Connected event.
+    e.on_announce(ip(2), 30, remote.tip_hash(), now, &mut me);
+    let (id, from, count) = match e.take_actions().pop() {
+        Some(Action::Send {
+            msg:
+                NodeMsg::GetHashes {
+                    request_id,
+                    from,
+                    count,
+                },
+            ..
+        }) => (request_id, from, count),
+        other => panic!("{other:?}"),
+    };
+    e.peer_height_hint(ip(2), 30, now, &mut me);
+    let hashes = (from..from + u64::from(count))
+        .filter_map(|h| remote.hash_at(h))
+        .map(WireHash)
+        .collect();
+    e.on_hashes(ip(2), id, from, hashes, now, &mut me);
+    let actions = e.take_actions();
+    assert!(
+        actions
+            .iter()
+            .all(|a| !matches!(a, Action::Disconnect { .. })),
+        "{actions:?}"
+    );
+    // A replacing connection: the old requests are forgotten without punishing late answers.
+    let blocks_id = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Send {
+                msg: NodeMsg::GetBlocks { request_id, .. },
+                ..
+            } => Some(*request_id),
+            _ => None,
+        })
+        .unwrap();
+    e.peer_connected(ip(2), 30, now, &mut me);
+    e.take_actions();
+    e.on_blocks(ip(2), blocks_id, remote.0[1..3].to_vec(), now, &mut me);
+    assert!(e
+        .take_actions()
+        .iter()
+        .all(|a| !matches!(a, Action::Disconnect { .. })));
+}
