@@ -90,8 +90,19 @@ pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// to amortise the syscall, small enough to stay in cache.
 pub const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
-/// Initial read buffer of a session. Idle sessions stay small; the buffer grows for large frames.
-pub const READ_BUFFER_INITIAL_BYTES: usize = 2 * 1024;
+/// Initial read buffer of a session. Idle sessions stay small (a Hello with the longest user
+/// agent is under 400 bytes, so 1 KiB holds the handshake); the buffer doubles while reads fill
+/// it, up to [`READ_BUFFER_MAX_BYTES`], and grows further for large frames.
+pub const READ_BUFFER_INITIAL_BYTES: usize = 1024;
+
+/// Largest read buffer of a session: the buffer doubles from [`READ_BUFFER_INITIAL_BYTES`]
+/// each time a read fills it, up to this size, so that busy connections read in large chunks
+/// (one syscall per 64 KiB rather than per 2 KiB of small frames).
+pub const READ_BUFFER_MAX_BYTES: usize = 64 * 1024;
+
+/// Largest encode scratch buffer a thread keeps between messages (`protocol::encode_app`);
+/// a bigger one, left by a rare big message, is freed after use.
+pub const ENCODE_SCRATCH_MAX_BYTES: usize = 1024 * 1024;
 
 /// Number of recent disconnects the registry remembers for operators.
 pub const RECENT_DISCONNECTS: usize = 64;
@@ -111,4 +122,6 @@ const _: () = {
     assert!(DEFAULT_MAX_FRAME_BYTES + 4 <= DEFAULT_OUTBOUND_BUDGET_BYTES);
     assert!(DEFAULT_MAX_FRAME_BYTES <= DEFAULT_INBOUND_BUDGET_BYTES);
     assert!(READ_BUFFER_INITIAL_BYTES <= MAX_HANDSHAKE_FRAME_BYTES);
+    assert!(READ_BUFFER_INITIAL_BYTES < READ_BUFFER_MAX_BYTES);
+    assert!(READ_BUFFER_MAX_BYTES <= DEFAULT_MAX_FRAME_BYTES);
 };

@@ -7,6 +7,7 @@
 //! fields, structs as arrays). Application payloads are MessagePack `bin`; peerlink always emits
 //! `bin 32` for them so that it can encode a message straight into the frame buffer.
 
+use std::cell::RefCell;
 use std::io::Cursor;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,7 +17,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::Decoder;
 
-use crate::constants::{MAX_DECODE_DEPTH, MAX_USER_AGENT_BYTES, PROTOCOL_VERSION};
+use crate::constants::{
+    ENCODE_SCRATCH_MAX_BYTES, MAX_DECODE_DEPTH, MAX_USER_AGENT_BYTES, PROTOCOL_VERSION,
+    READ_BUFFER_INITIAL_BYTES, READ_BUFFER_MAX_BYTES,
+};
 use crate::error::CodecError;
 
 /// Length of the frame length prefix.
@@ -289,11 +293,46 @@ fn finish_app(mut buf: BytesMut) -> Bytes {
 
 /// Encodes an application message straight into a complete App frame (one allocation). The
 /// result is shared as is between all peers of a broadcast.
+///
+/// The message is serialized into a per-thread scratch buffer and copied once into a frame of
+/// exactly its size: growing a small buffer by doubling cost several reallocations per message
+/// (a 64 KiB message went through ten, the last one past the allocator's mmap threshold).
 pub fn encode_app<M: Serialize>(msg: &M) -> Result<Bytes, rmp_serde::encode::Error> {
-    let mut buf = BytesMut::with_capacity(128);
-    start_app(&mut buf);
-    rmp_serde::encode::write(&mut (&mut buf).writer(), msg)?;
-    Ok(finish_app(buf))
+    ENCODE_SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => {
+            let frame = encode_app_into(&mut scratch, msg);
+            if scratch.capacity() > ENCODE_SCRATCH_MAX_BYTES {
+                *scratch = Vec::new();
+            }
+            frame
+        }
+        // Only if a Serialize impl itself calls encode_app: use a fresh buffer.
+        Err(_) => encode_app_into(&mut Vec::new(), msg),
+    })
+}
+
+thread_local! {
+    /// Scratch buffer of [`encode_app`], reused by every message encoded on this thread.
+    static ENCODE_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Encodes the App frame into `scratch` (cleared first) and returns a copy of exactly its size.
+fn encode_app_into<M: Serialize>(
+    scratch: &mut Vec<u8>,
+    msg: &M,
+) -> Result<Bytes, rmp_serde::encode::Error> {
+    scratch.clear();
+    scratch.extend_from_slice(&[0; LENGTH_PREFIX_BYTES]);
+    scratch.extend_from_slice(&APP_PREFIX);
+    scratch.push(BIN32);
+    scratch.extend_from_slice(&[0; 4]);
+    rmp_serde::encode::write(scratch, msg)?;
+    let body_len = (scratch.len() - LENGTH_PREFIX_BYTES) as u32;
+    let payload_len = body_len - APP_HEADER_BYTES as u32;
+    scratch[..LENGTH_PREFIX_BYTES].copy_from_slice(&body_len.to_be_bytes());
+    let at = LENGTH_PREFIX_BYTES + APP_PREFIX.len() + 1;
+    scratch[at..at + 4].copy_from_slice(&payload_len.to_be_bytes());
+    Ok(Bytes::copy_from_slice(scratch))
 }
 
 /// Decodes an application message from an App payload, with the nesting depth capped and
@@ -360,6 +399,16 @@ impl Decoder for FrameCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, CodecError> {
+        // A read filled the whole buffer: the peer sends faster than one buffer per read.
+        // Double it (up to READ_BUFFER_MAX_BYTES) so that a busy connection needs fewer, larger
+        // reads while idle ones keep the small initial buffer. Growth follows bytes actually
+        // received (at most twice what is buffered), never a length prefix.
+        if src.len() == src.capacity()
+            && src.len() >= READ_BUFFER_INITIAL_BYTES
+            && src.len() < READ_BUFFER_MAX_BYTES
+        {
+            src.reserve(src.len());
+        }
         if src.len() < LENGTH_PREFIX_BYTES {
             return Ok(None);
         }

@@ -33,7 +33,7 @@ use crate::peer::{in_actix, Sink};
 use crate::raw::{connect_from, in_tokio};
 
 /// Handshakes the clients keep in flight at once.
-const CLIENT_WINDOW: usize = 128;
+const CLIENT_WINDOW: usize = 32;
 /// Bound of any wait for the child.
 const CHILD_WAIT: Duration = Duration::from_secs(90);
 
