@@ -211,15 +211,23 @@ fn run_once(sizes: Sizes, only: &str) -> RunOutput {
     }
     if want('d') {
         for (load, label) in [(false, "idle"), (true, "during c")] {
-            let b = raw::ping(sizes, load);
-            for (kind, what) in [
-                (Rtt::SessionPing, "session ping"),
-                (Rtt::AppEcho, "app echo"),
+            if let Some((s50, s99)) = out.check(
+                &format!("d (raw same-thread, {label})"),
+                raw::ping(sizes, load, false, false),
+            ) {
+                out.notes.push(format!(
+                    "d: raw echo, client and server on one runtime, back to back, {label}: p50 {s50:.1} us, p99 {s99:.1} us"
+                ));
+            }
+            for (kind, what, paced) in [
+                (Rtt::SessionPing, "session ping (1 ms cadence)", true),
+                (Rtt::AppEcho, "app echo (back to back)", false),
             ] {
+                let b = raw::ping(sizes, load, true, paced);
                 let p = peer::ping(sizes, load, kind);
                 let scenario = format!("d ({what}, {label})");
-                if let Some(((p50, p99), (b50, b99))) = out.check(&scenario, both(p, b.clone())) {
-                    let name = format!("d. RTT {what} vs raw echo");
+                if let Some(((p50, p99), (b50, b99))) = out.check(&scenario, both(p, b)) {
+                    let name = format!("d. RTT {what}");
                     out.row(
                         &format!("{name} p50, {label}"),
                         "us",

@@ -21,7 +21,7 @@ use crate::Sizes;
 /// Batch size of the baseline writers: the same as peerlink's `WRITE_BATCH_BYTES`.
 const BATCH_BYTES: usize = 64 * 1024;
 /// Most rounds of broadcasts run as load while (d) samples.
-const MAX_LOAD_ROUNDS: usize = 100;
+const MAX_LOAD_ROUNDS: usize = 1_000;
 /// Bound of any single wait.
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -208,11 +208,42 @@ pub fn broadcast(peers: usize, count: u64, size: usize) -> Result<(f64, CpuUse),
 }
 
 /// Scenario (d): raw echo round trip p50/p99 in microseconds, idle or under a broadcast.
-pub fn ping(sizes: Sizes, load: bool) -> Result<(f64, f64), String> {
+///
+/// With `cross_thread`, the echo server runs on a runtime of its own on another thread, as the
+/// other node would (peerlink's two nodes are on different threads too); otherwise it shares
+/// the client's runtime and usually its worker thread.
+///
+/// With `paced`, one ping per millisecond (the cadence of the session pings it is compared
+/// with, so that both sides see threads that go idle between pings); otherwise back to back.
+pub fn ping(
+    sizes: Sizes,
+    load: bool,
+    cross_thread: bool,
+    paced: bool,
+) -> Result<(f64, f64), String> {
     in_tokio(async move {
         let (client, server) =
             pair(Ipv4Addr::new(127, 0, 3, 2), Ipv4Addr::new(127, 0, 3, 1)).await?;
-        tokio::spawn(receive(server, Arc::new(Tally::default()), None));
+        let _echo_thread = if cross_thread {
+            let server = server.into_std().map_err(err)?;
+            let thread = std::thread::Builder::new()
+                .name("raw-echo".into())
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(err)?;
+                    rt.block_on(async move {
+                        let server = TcpStream::from_std(server).map_err(err)?;
+                        receive(server, Arc::new(Tally::default()), None).await
+                    })
+                })
+                .map_err(err)?;
+            Some(thread)
+        } else {
+            tokio::spawn(receive(server, Arc::new(Tally::default()), None));
+            None
+        };
         let done = Arc::new(AtomicBool::new(false));
         let bcast = if load {
             let tally = Arc::new(Tally::default());
@@ -243,6 +274,9 @@ pub fn ping(sizes: Sizes, load: bool) -> Result<(f64, f64), String> {
             let mut frames = FramedRead::new(rd, LengthDelimitedCodec::new());
             let mut samples = Vec::with_capacity(pings as usize);
             for id in 0..pings {
+                if paced {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
                 let t = Instant::now();
                 wr.write_all(&raw_frame(&BenchMsg::Ping { id })?)
                     .await
