@@ -47,6 +47,24 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// A failed admin request: an HTTP status, or no answer at all.
+#[derive(Debug)]
+enum HttpError {
+    /// The node answered with this non-2xx status.
+    Status(u16),
+    /// No HTTP answer (connection refused, timeout...).
+    Transport(#[allow(dead_code)] String),
+}
+
+impl From<ureq::Error> for HttpError {
+    fn from(e: ureq::Error) -> Self {
+        match e {
+            ureq::Error::Status(code, _) => HttpError::Status(code),
+            other => HttpError::Transport(other.to_string()),
+        }
+    }
+}
+
 /// A running `peerlink run` process; killed on drop.
 struct Node {
     child: Option<Child>,
@@ -119,8 +137,8 @@ impl Node {
         }
     }
 
-    /// GET `path` with the node's token; the body as JSON or text.
-    fn get(&self, path: &str) -> Result<String, ureq::Error> {
+    /// GET `path` with the node's token; the body as text.
+    fn get(&self, path: &str) -> Result<String, HttpError> {
         let mut req = ureq::get(&format!("{}{path}", self.admin)).timeout(Duration::from_secs(5));
         if let Some(t) = &self.token {
             req = req.set("Authorization", &format!("Bearer {t}"));
@@ -131,11 +149,11 @@ impl Node {
     fn get_json(&self, path: &str) -> Value {
         let body = self
             .get(path)
-            .unwrap_or_else(|e| panic!("GET {path} on {}: {e}\n{}", self.listen, self.log()));
+            .unwrap_or_else(|e| panic!("GET {path} on {}: {e:?}\n{}", self.listen, self.log()));
         serde_json::from_str(&body).expect("JSON body")
     }
 
-    fn post_json(&self, path: &str, body: Value) -> Result<Value, ureq::Error> {
+    fn post_json(&self, path: &str, body: Value) -> Result<Value, HttpError> {
         let resp = ureq::post(&format!("{}{path}", self.admin))
             .timeout(Duration::from_secs(5))
             .send_json(body)?;
@@ -341,7 +359,7 @@ fn admin_connect_and_disconnect() {
         (a.peers().len() == 1 && b.peers().len() == 1).then_some(())
     });
     match a.post_json("/connect", serde_json::json!({"addr": "not-an-address"})) {
-        Err(ureq::Error::Status(400, _)) => {}
+        Err(HttpError::Status(400)) => {}
         other => panic!("expected 400, got {other:?}"),
     }
     a.post_json(&format!("/peers/{b_ip}/disconnect"), Value::Null)
@@ -353,7 +371,7 @@ fn admin_connect_and_disconnect() {
             .then_some(())
     });
     match a.post_json("/peers/127.0.1.99/disconnect", Value::Null) {
-        Err(ureq::Error::Status(404, _)) => {}
+        Err(HttpError::Status(404)) => {}
         other => panic!("expected 404, got {other:?}"),
     }
 }
