@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use peerlink_actors::{DisconnectReason, Direction, SendOutcome};
+use peerlink_actors::{Direction, DisconnectReason, SendOutcome};
 
 #[actix::test]
 async fn a_dials_b_one_entry_each_and_messages_flow_both_ways_in_order() {
@@ -31,32 +31,72 @@ async fn a_dials_b_one_entry_each_and_messages_flow_both_ways_in_order() {
 
     const N: u64 = 500;
     for seq in 0..N {
-        let m = TestMsg::Text { seq, body: format!("a->b {seq}") };
+        let m = TestMsg::Text {
+            seq,
+            body: format!("a->b {seq}"),
+        };
         assert_eq!(a.net.send(b.ip(), &m).await.unwrap(), SendOutcome::Queued);
-        let m = TestMsg::Text { seq, body: format!("b->a {seq}") };
+        let m = TestMsg::Text {
+            seq,
+            body: format!("b->a {seq}"),
+        };
         assert_eq!(b.net.send(a.ip(), &m).await.unwrap(), SendOutcome::Queued);
     }
     for seq in 0..N {
         let (from, m) = b.next_msg().await;
         assert_eq!(from.ip(), a.ip());
-        assert_eq!(m, TestMsg::Text { seq, body: format!("a->b {seq}") });
+        assert_eq!(
+            m,
+            TestMsg::Text {
+                seq,
+                body: format!("a->b {seq}")
+            }
+        );
         let (from, m) = a.next_msg().await;
         assert_eq!(from.ip(), b.ip());
-        assert_eq!(m, TestMsg::Text { seq, body: format!("b->a {seq}") });
+        assert_eq!(
+            m,
+            TestMsg::Text {
+                seq,
+                body: format!("b->a {seq}")
+            }
+        );
     }
 
     // A reply through the inbound handle goes out on the socket the request came in on.
-    b.net.send(a.ip(), &TestMsg::Text { seq: 9999, body: "ping".into() }).await.unwrap();
+    b.net
+        .send(
+            a.ip(),
+            &TestMsg::Text {
+                seq: 9999,
+                body: "ping".into(),
+            },
+        )
+        .await
+        .unwrap();
     let (from, _) = a.next_msg().await;
     assert_eq!(from.conn_id(), on_a.conn_id);
-    from.send(&TestMsg::Text { seq: 10000, body: "reply".into() }).unwrap();
+    from.send(&TestMsg::Text {
+        seq: 10000,
+        body: "reply".into(),
+    })
+    .unwrap();
     let (from_b, m) = b.next_msg().await;
     assert_eq!(from_b.conn_id(), on_b.conn_id);
-    assert_eq!(m, TestMsg::Text { seq: 10000, body: "reply".into() });
+    assert_eq!(
+        m,
+        TestMsg::Text {
+            seq: 10000,
+            body: "reply".into()
+        }
+    );
 
     // Sending to an unknown IP says so.
     let unknown = "127.0.0.99".parse().unwrap();
-    assert_eq!(a.net.send(unknown, &TestMsg::Blob(vec![1])).await.unwrap(), SendOutcome::NotConnected);
+    assert_eq!(
+        a.net.send(unknown, &TestMsg::Blob(vec![1])).await.unwrap(),
+        SendOutcome::NotConnected
+    );
 
     a.net.shutdown().await;
     let gone = b.disconnected().await;
