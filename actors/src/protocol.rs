@@ -91,11 +91,15 @@ pub enum DisconnectReason {
     Misbehaving,
     /// The socket closed or failed without a Disconnect frame. Never sent.
     ConnectionLost,
+    /// A reason this build does not know, received from a newer peer. Decoding it never fails,
+    /// so new reasons can be added without breaking older nodes. Never sent.
+    #[serde(other)]
+    Unknown,
 }
 
 impl DisconnectReason {
     /// All reasons, for metrics and tests.
-    pub const ALL: [DisconnectReason; 19] = [
+    pub const ALL: [DisconnectReason; 20] = [
         Self::Requested,
         Self::Shutdown,
         Self::Duplicate,
@@ -115,6 +119,7 @@ impl DisconnectReason {
         Self::TooManyPeers,
         Self::Misbehaving,
         Self::ConnectionLost,
+        Self::Unknown,
     ];
 
     /// Short snake_case name for logs, metrics labels and the admin API.
@@ -139,12 +144,13 @@ impl DisconnectReason {
             Self::TooManyPeers => "too_many_peers",
             Self::Misbehaving => "misbehaving",
             Self::ConnectionLost => "connection_lost",
+            Self::Unknown => "unknown",
         }
     }
 
     /// Whether a Disconnect frame carrying this reason is worth sending (the socket may work).
     pub fn is_sent_on_wire(self) -> bool {
-        !matches!(self, Self::ConnectionLost | Self::SlowPeer)
+        !matches!(self, Self::ConnectionLost | Self::SlowPeer | Self::Unknown)
     }
 }
 
@@ -339,16 +345,23 @@ fn encode_app_into<M: Serialize>(
 /// trailing bytes refused. Collection lengths are bounded by the frame cap: serde never
 /// preallocates more than the data present can fill.
 pub fn decode_app<M: DeserializeOwned>(payload: &[u8]) -> Result<M, CodecError> {
-    let mut cursor = Cursor::new(payload);
-    let mut de = rmp_serde::Deserializer::new(&mut cursor);
+    // The borrowing reader reads `bin` and `str` data in place; the `Read` based one copied
+    // them through a fresh, repeatedly grown buffer for every message.
+    let mut de = rmp_serde::Deserializer::from_read_ref(payload);
     de.set_max_depth(RMP_MAX_DEPTH);
     let msg = M::deserialize(&mut de).map_err(|e| CodecError::Malformed(e.to_string()))?;
-    if cursor.position() as usize != payload.len() {
-        return Err(CodecError::Malformed(
+    // That reader does not tell its position: the message ended the payload exactly when not
+    // even one more marker can be read.
+    match serde::de::IgnoredAny::deserialize(&mut de) {
+        Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
+            if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            Ok(msg)
+        }
+        _ => Err(CodecError::Malformed(
             "trailing bytes after the message".into(),
-        ));
+        )),
     }
-    Ok(msg)
 }
 
 /// The values a received Hello is checked against.
