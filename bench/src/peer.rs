@@ -101,9 +101,10 @@ struct Node {
 /// The nodes of one scenario and the Arbiter their application actors run on.
 struct Cluster {
     app: Arbiter,
-    /// Application thread of the broadcast receivers, apart from `app` so that (d)'s echo is
-    /// not queued behind the load's deliveries (those peers stand for other machines).
-    load_app: Arbiter,
+    /// Application threads of the broadcast receivers (as many as the baseline's runtime has
+    /// workers), apart from `app` so that (d)'s echo is not queued behind the load's
+    /// deliveries: those peers stand for other machines.
+    load_apps: [Arbiter; 2],
     nodes: Vec<Node>,
     /// Ping interval of the nodes added from now on.
     ping_interval_ms: u64,
@@ -113,7 +114,7 @@ impl Cluster {
     fn new() -> Cluster {
         Cluster {
             app: Arbiter::new(),
-            load_app: Arbiter::new(),
+            load_apps: [Arbiter::new(), Arbiter::new()],
             nodes: Vec::new(),
             ping_interval_ms: DEFAULT_BENCH_PING_MS,
         }
@@ -139,7 +140,11 @@ impl Cluster {
         tally: Arc<Tally>,
         pongs: Option<mpsc::UnboundedSender<u64>>,
     ) -> Result<usize, String> {
-        let app = if load { &self.load_app } else { &self.app };
+        let app = if load {
+            &self.load_apps[self.nodes.len() % 2]
+        } else {
+            &self.app
+        };
         let sink = Sink::start_in_arbiter(&app.handle(), move |_| Sink { tally, pongs });
         let config = NetworkConfig {
             listen: SocketAddr::new(IpAddr::V4(ip), 0),
@@ -182,7 +187,9 @@ impl Cluster {
             n.net.shutdown().await;
         }
         self.app.stop();
-        self.load_app.stop();
+        for a in &self.load_apps {
+            a.stop();
+        }
     }
 }
 
