@@ -166,6 +166,12 @@ fn decode_only_frames() -> Vec<(String, Frame)> {
     vec![
         ("app-bin8".to_string(), app_123()),
         ("app-bin16".into(), app_123()),
+        (
+            "disconnect-newer-reason".into(),
+            Frame::Disconnect {
+                reason: DisconnectReason::Unknown,
+            },
+        ),
     ]
 }
 
@@ -329,7 +335,6 @@ fn vectors_reject_reasons() {
         DisconnectReason::FrameTooLarge
     );
     assert_eq!(reason("reject-max-length"), DisconnectReason::FrameTooLarge);
-    assert_eq!(reason("reject-unknown-reason"), DisconnectReason::BadFrame);
     assert_eq!(
         reason("reject-app-bin-longer-than-frame"),
         DisconnectReason::BadFrame
@@ -411,6 +416,7 @@ fn disconnect_reason_list_is_complete_and_distinct() {
             DisconnectReason::TooManyPeers => 16,
             DisconnectReason::Misbehaving => 17,
             DisconnectReason::ConnectionLost => 18,
+            DisconnectReason::Unknown => 19,
         }
     }
     let indices: BTreeSet<usize> = DisconnectReason::ALL.iter().map(|r| index(*r)).collect();
@@ -423,7 +429,11 @@ fn disconnect_reason_list_is_complete_and_distinct() {
         .collect();
     assert_eq!(
         not_sent,
-        [DisconnectReason::SlowPeer, DisconnectReason::ConnectionLost]
+        [
+            DisconnectReason::SlowPeer,
+            DisconnectReason::ConnectionLost,
+            DisconnectReason::Unknown
+        ]
     );
 }
 
