@@ -4,9 +4,9 @@
 //!
 //! | endpoint | what |
 //! |---|---|
-//! | `GET /status` | node nonce, network, listen address, height (if the application has one), peer counts, uptime |
+//! | `GET /status` | node nonce, network, listen address, chain height and tip, sync state, best peer height, peer counts, uptime |
 //! | `GET /peers` | one row per registered peer, plus the most recent disconnects and their reasons |
-//! | `GET /metrics` | Prometheus/OpenMetrics text: the subsystem's metrics and the node's, prefix `peerlink_` |
+//! | `GET /metrics` | Prometheus/OpenMetrics text: the subsystem's metrics, the node's and block sync's, prefix `peerlink_` |
 //! | `POST /peers/{ip}/disconnect` | closes the connection to `ip` (reason `requested`); 404 if none |
 //! | `POST /connect` | body `{"addr": "IP:PORT"}`: adds the address to the dial plan and dials it now |
 //!
@@ -18,7 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use actix::Recipient;
+use actix::Addr;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
@@ -29,7 +29,9 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 use crate::app::NodeMsg;
-use crate::node::{GetAppStatus, NodeMetrics};
+use crate::chain::to_hex;
+use crate::node::{NodeMetrics, SyncMetrics};
+use crate::sync::{GetSyncStatus, SyncActor};
 
 /// How long the admin server lets in-flight requests finish when it stops, in seconds.
 pub const ADMIN_SHUTDOWN_TIMEOUT_SECS: u64 = 1;
@@ -38,8 +40,8 @@ pub const ADMIN_SHUTDOWN_TIMEOUT_SECS: u64 = 1;
 pub struct AdminState {
     /// The node's networking.
     pub network: Network<NodeMsg>,
-    /// The application actor, asked for its height.
-    pub app: Recipient<GetAppStatus>,
+    /// The sync actor (the application), asked for the chain's status.
+    pub sync: Addr<SyncActor>,
     /// `[node] network`.
     pub network_name: String,
     /// User agent this node sends.
@@ -50,6 +52,8 @@ pub struct AdminState {
     pub registry: Registry,
     /// The node-level metrics inside `registry`, refreshed on scrape.
     pub node_metrics: Arc<NodeMetrics>,
+    /// The sync metrics inside `registry`, refreshed on scrape from the sync actor's status.
+    pub sync_metrics: Arc<SyncMetrics>,
     /// Required bearer token, if any.
     pub token: Option<String>,
 }
@@ -65,8 +69,16 @@ pub struct StatusReport {
     pub listen: SocketAddr,
     /// User agent this node sends.
     pub user_agent: String,
-    /// Best height, if the application keeps a chain.
-    pub height: Option<u64>,
+    /// Height of our chain tip.
+    pub height: u64,
+    /// Hash of our chain tip, 64 hex digits.
+    pub tip: String,
+    /// "synced" or "syncing".
+    pub sync_state: String,
+    /// Highest height a connected peer claims (our own if it is higher).
+    pub best_peer_height: u64,
+    /// Blocks per second stored by sync over the last second or so.
+    pub sync_rate_blocks_per_s: f64,
     /// Registered inbound peers.
     pub peers_inbound: usize,
     /// Registered outbound peers.
@@ -213,18 +225,25 @@ async fn status(state: web::Data<AdminState>) -> HttpResponse {
             )
         }
     };
-    let height = state
-        .app
-        .send(GetAppStatus)
-        .await
-        .ok()
-        .and_then(|s| s.height);
+    let sync = match state.sync.send(GetSyncStatus).await {
+        Ok(s) => s,
+        Err(_) => {
+            return error(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "block sync has stopped",
+            )
+        }
+    };
     HttpResponse::Ok().json(StatusReport {
         node_nonce: format!("{:016x}", state.network.node_nonce()),
         network: state.network_name.clone(),
         listen: state.network.local_addr(),
         user_agent: state.user_agent.clone(),
-        height,
+        height: sync.height,
+        tip: to_hex(&sync.tip),
+        sync_state: sync.state.as_str().to_string(),
+        best_peer_height: sync.best_peer_height,
+        sync_rate_blocks_per_s: sync.sync_rate_blocks_per_s,
         peers_inbound: stats.inbound,
         peers_outbound: stats.outbound,
         uptime_seconds: state.started.elapsed().as_secs(),
@@ -293,6 +312,9 @@ fn disconnect_row(d: &DisconnectRecord) -> DisconnectRow {
 
 async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
     state.node_metrics.refresh(state.started);
+    if let Ok(s) = state.sync.send(GetSyncStatus).await {
+        state.sync_metrics.refresh(&s);
+    }
     let mut body = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &state.registry) {
         return error(
@@ -341,16 +363,20 @@ async fn connect(state: web::Data<AdminState>, body: web::Json<ConnectRequest>) 
 
 /// `peerlink status` output.
 pub fn render_status(s: &StatusReport) -> String {
-    let height = s
-        .height
-        .map(|h| h.to_string())
-        .unwrap_or_else(|| "-".into());
     let rows = [
         ("node nonce", s.node_nonce.clone()),
         ("network", s.network.clone()),
         ("listen", s.listen.to_string()),
         ("user agent", s.user_agent.clone()),
-        ("height", height),
+        ("height", s.height.to_string()),
+        ("tip", s.tip.clone()),
+        (
+            "sync",
+            format!(
+                "{} (best peer height {}, {:.0} blocks/s)",
+                s.sync_state, s.best_peer_height, s.sync_rate_blocks_per_s
+            ),
+        ),
         (
             "peers",
             format!("{} in / {} out", s.peers_inbound, s.peers_outbound),

@@ -1,11 +1,14 @@
-//! The command line: `peerlink run` starts a node, `peerlink status` and `peerlink peers` ask a
-//! running one through its admin API. Parsing only; `main` carries the commands out.
+//! The command line: `peerlink run` starts a node, `peerlink produce` builds a chain offline,
+//! `peerlink devnet` runs several nodes in one process and reports on their sync, `peerlink
+//! status` and `peerlink peers` ask a running node through its admin API. Parsing only; `main`
+//! carries the commands out.
 //!
 //! To add a subcommand, add a variant to [`Command`] and a match arm in `main`. Subcommands that
 //! start a node reuse [`NodeArgs`] (config file plus overrides) by flattening it.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -28,6 +31,11 @@ pub struct Cli {
 pub enum Command {
     /// Run a node until SIGINT or SIGTERM.
     Run(RunArgs),
+    /// Append blocks with random payloads to a chain store, offline, and print the new tip.
+    Produce(ProduceArgs),
+    /// Run a devnet of several nodes in this process: one produces, the others sync the chain
+    /// across several hops; prints a live table and a final report.
+    Devnet(DevnetArgs),
     /// Show a running node's status (from its admin API).
     Status(QueryArgs),
     /// List a running node's peers and recent disconnects (from its admin API).
@@ -60,6 +68,12 @@ pub struct NodeArgs {
     /// Data directory (overrides [node] data_dir).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Produce a block this often, e.g. `100ms`, `2s` (overrides [node] produce_every_ms).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub produce_every: Option<Duration>,
+    /// Random payload bytes of each produced block (overrides [sync] payload_bytes).
+    #[arg(long, value_name = "BYTES")]
+    pub block_bytes: Option<usize>,
 }
 
 impl NodeArgs {
@@ -81,10 +95,58 @@ impl NodeArgs {
         if let Some(dir) = &self.data_dir {
             config.node.data_dir = dir.clone();
         }
+        if let Some(every) = self.produce_every {
+            // At least 1 ms: a zero duration would mean "off", which the flag never asks for.
+            config.node.produce_every_ms = u64::try_from(every.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1);
+        }
+        if let Some(bytes) = self.block_bytes {
+            config.sync.payload_bytes = bytes;
+        }
         // Flags may have changed what the file's validation saw (e.g. --admin 0.0.0.0:7701).
         config.validate()?;
         Ok(config)
     }
+}
+
+/// Arguments of `peerlink produce`.
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Blocks to append.
+    #[arg(long, value_name = "N")]
+    pub blocks: u64,
+    /// Data directory holding the chain store (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Network name (selects the genesis block; must match the store's).
+    #[arg(long, value_name = "NAME", default_value = crate::config::DEFAULT_NETWORK_NAME)]
+    pub network: String,
+    /// Random payload bytes per block.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024)]
+    pub block_bytes: usize,
+}
+
+/// Arguments of `peerlink devnet`.
+#[derive(Debug, Clone, Args)]
+pub struct DevnetArgs {
+    /// Nodes to run (at least 2). Node i listens on base-ip + i and dials node i + 1 only, so
+    /// blocks cross nodes - 1 hops to reach the last one.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub nodes: usize,
+    /// Length of the chain node 0 produces (the last few are produced live, the rest before
+    /// the nodes start).
+    #[arg(long, value_name = "N", default_value_t = 5000)]
+    pub blocks: u64,
+    /// Random payload bytes per block.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024)]
+    pub block_bytes: usize,
+    /// Give up (and exit non-zero) if the nodes have not all reached the tip by then.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// IPv4 loopback address of node 0; node i uses this address + i (all in 127.0.0.0/8).
+    #[arg(long, value_name = "IP", default_value = "127.0.0.2")]
+    pub base_ip: Ipv4Addr,
 }
 
 /// Arguments of the commands that query a running node.
@@ -115,6 +177,12 @@ pub fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
     s.trim().parse().map_err(|_| {
         format!("malformed address `{s}`: expected IP:PORT such as 127.0.0.1:7700 or [::1]:7700")
     })
+}
+
+/// A human duration such as `100ms`, `2s` or `1m 30s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("malformed duration `{s}`: {e} (examples: 100ms, 2s, 1m)"))
 }
 
 #[cfg(test)]
@@ -149,6 +217,37 @@ mod tests {
         assert_eq!(config.network.listen, "127.0.0.9:9000".parse().unwrap());
         assert_eq!(config.network.peers.len(), 2);
         assert_eq!(config.admin.bind, "127.0.0.9:9001".parse().unwrap());
+    }
+
+    #[test]
+    fn produce_every_and_block_bytes_override_the_file() {
+        let cli = Cli::try_parse_from([
+            "peerlink",
+            "run",
+            "--produce-every",
+            "100ms",
+            "--block-bytes",
+            "64",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        let config = run.node.load_config().unwrap();
+        assert_eq!(config.node.produce_every_ms, 100);
+        assert_eq!(config.sync.payload_bytes, 64);
+        assert!(Cli::try_parse_from(["peerlink", "run", "--produce-every", "soon"]).is_err());
+    }
+
+    #[test]
+    fn devnet_defaults() {
+        let cli = Cli::try_parse_from(["peerlink", "devnet"]).unwrap();
+        let Command::Devnet(d) = cli.command else {
+            panic!("not devnet")
+        };
+        assert_eq!((d.nodes, d.blocks, d.block_bytes), (8, 5000, 1024));
+        assert_eq!(d.timeout, Duration::from_secs(120));
+        assert!(d.base_ip.is_loopback());
     }
 
     #[test]

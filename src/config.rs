@@ -1,5 +1,6 @@
 //! The node's configuration file: one TOML document with the sections `[network]` (the
-//! networking subsystem's own [`NetworkConfig`], embedded as is), `[node]` and `[admin]`.
+//! networking subsystem's own [`NetworkConfig`], embedded as is), `[node]`, `[sync]` (block
+//! sync's [`SyncConfig`], embedded as is) and `[admin]`.
 //!
 //! Every section rejects unknown keys and falls back to built-in defaults for missing ones, so an
 //! empty file is a valid configuration. `config/node.toml` documents every key and equals
@@ -13,12 +14,14 @@ use std::path::{Path, PathBuf};
 use peerlink_actors::NetworkConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::sync::{SyncConfig, SyncError};
+
 /// Default address of the admin HTTP API: loopback only, so that a node started without a
 /// token exposes nothing to the network.
 pub const DEFAULT_ADMIN_BIND: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7701);
 
-/// Default network name; it selects the genesis (see [`crate::node::genesis_for`]).
+/// Default network name; it selects the genesis block (see [`crate::chain::genesis_for`]).
 pub const DEFAULT_NETWORK_NAME: &str = "devnet";
 
 /// Default data directory, relative to the working directory.
@@ -33,8 +36,10 @@ pub const BUILT_IN_USER_AGENT: &str = concat!("peerlink/", env!("CARGO_PKG_VERSI
 pub struct Config {
     /// `[network]`: listen address, peers, limits, timeouts, magic (see `peerlink-actors`).
     pub network: NetworkConfig,
-    /// `[node]`: network name, data directory, user agent.
+    /// `[node]`: network name, data directory, user agent, block production.
     pub node: NodeConfig,
+    /// `[sync]`: block sync tunables (see [`SyncConfig`]).
+    pub sync: SyncConfig,
     /// `[admin]`: the admin HTTP API.
     pub admin: AdminConfig,
 }
@@ -44,12 +49,15 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
     /// Network name ("devnet", ...). Nodes of different networks refuse each other: the genesis
-    /// hash sent in the Hello is derived from it.
+    /// block, whose hash is sent in the Hello, is derived from it.
     pub network: String,
-    /// Directory for the node's persistent data (created at start if missing).
+    /// Directory for the node's persistent data, the chain store (created at start if missing).
     pub data_dir: PathBuf,
     /// User agent sent in the Hello; empty means `peerlink/<version>`.
     pub user_agent: String,
+    /// Append a block with `[sync] payload_bytes` random bytes every this many milliseconds;
+    /// 0 (the default) produces nothing.
+    pub produce_every_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -58,6 +66,7 @@ impl Default for NodeConfig {
             network: DEFAULT_NETWORK_NAME.to_string(),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             user_agent: String::new(),
+            produce_every_ms: 0,
         }
     }
 }
@@ -226,6 +235,11 @@ impl Config {
             };
             return Err(invalid(section, e.key, e.reason));
         }
+        if let Err(SyncError::Config { key, reason }) =
+            self.sync.validate(self.network.max_frame_bytes)
+        {
+            return Err(invalid("sync", key, reason));
+        }
         if self.node.network.trim().is_empty() {
             return Err(invalid("node", "network", "must not be empty".into()));
         }
@@ -358,6 +372,18 @@ mod tests {
         assert!(err.contains("requires a token"), "{err}");
         config.admin.token = Some("secret".into());
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn sync_section_is_validated_with_its_key() {
+        let text = "[sync]\nblocks_per_request = 0\n";
+        let config = parse(text).unwrap();
+        let err = config
+            .validate_in(Some((Path::new("x.toml"), text)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("x.toml:2: "), "{err}");
+        assert!(err.contains("sync.blocks_per_request"), "{err}");
     }
 
     #[test]

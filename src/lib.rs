@@ -8,5 +8,6 @@ pub mod app;
 pub mod chain;
 pub mod cli;
 pub mod config;
+pub mod devnet;
 pub mod node;
 pub mod sync;

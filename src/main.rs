@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use peerlink::admin::{self, PeersReport, StatusReport};
-use peerlink::cli::{Cli, Command, QueryArgs};
+use peerlink::chain::{self, block::MAX_BLOCK_PAYLOAD_BYTES, to_hex, ChainStore};
+use peerlink::cli::{Cli, Command, ProduceArgs, QueryArgs};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -28,7 +29,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // The devnet prints its own table; its nodes' info lines would only scroll it away.
+    let default_level = match cli.command {
+        Command::Devnet(_) => "warn",
+        _ => "info",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .init();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -44,6 +51,18 @@ fn run(command: Command) -> Result<()> {
             let config = args.node.load_config()?;
             peerlink::node::run(config)?;
             Ok(())
+        }
+        Command::Produce(args) => produce(&args),
+        Command::Devnet(args) => {
+            let system = actix::System::new();
+            let mut out = std::io::stdout();
+            match system.block_on(async { peerlink::devnet::run(&args, &mut out).await }) {
+                Ok(_) => {
+                    println!("devnet: ok, every node reached the tip");
+                    Ok(())
+                }
+                Err(e) => Err(anyhow::anyhow!("devnet failed: {e}")),
+            }
         }
         Command::Status(q) => {
             let body = fetch(&q, "/status")?;
@@ -68,6 +87,27 @@ fn run(command: Command) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `peerlink produce`: appends blocks offline and prints the new height and tip.
+fn produce(args: &ProduceArgs) -> Result<()> {
+    if args.block_bytes > MAX_BLOCK_PAYLOAD_BYTES {
+        anyhow::bail!("--block-bytes must be at most {MAX_BLOCK_PAYLOAD_BYTES}");
+    }
+    let mut store = ChainStore::open(&args.data_dir, &args.network)
+        .with_context(|| format!("chain store in {}", args.data_dir.display()))?;
+    let started = std::time::Instant::now();
+    let height = chain::produce(&mut store, args.blocks, args.block_bytes)
+        .with_context(|| format!("producing into {}", store.path().display()))?;
+    log::info!(
+        "produced {} blocks of {} bytes in {:.1} s",
+        args.blocks,
+        args.block_bytes,
+        started.elapsed().as_secs_f64()
+    );
+    println!("height {height}");
+    println!("tip {}", to_hex(&store.tip_hash()));
+    Ok(())
 }
 
 /// GETs `path` from the admin API and returns the body.

@@ -1,37 +1,41 @@
-//! Running a node: [`run`] starts the networking subsystem with the application actor, the admin
-//! API and the signal handlers, and returns when the node has shut down.
+//! Running a node: [`run`] opens the chain store in the data directory, starts block sync and
+//! the networking subsystem together ([`crate::sync::start_node`]), the optional block producer,
+//! the admin API and the signal handlers, and returns when the node has shut down.
 //!
 //! ## Shutdown
 //!
 //! The first SIGINT or SIGTERM stops the node gracefully: the acceptor stops accepting, the
 //! connector stops dialling, every peer is sent `Disconnect{shutdown}` and its socket flushed
-//! ([`Network::shutdown`], bounded by [`NETWORK_SHUTDOWN_TIMEOUT`]), then the admin server stops
+//! ([`SyncNode::shutdown`], bounded by [`NETWORK_SHUTDOWN_TIMEOUT`], which then closes the chain
+//! store; every block already written stays committed), then the admin server stops
 //! (at most [`crate::admin::ADMIN_SHUTDOWN_TIMEOUT_SECS`]) and [`run`] returns `Ok`, so the
 //! process exits 0. The whole sequence is bounded by [`SHUTDOWN_DEADLINE`] (5 s): past it a
 //! watchdog thread exits with status 1. A second signal exits at once with 130 (SIGINT) or
 //! 143 (SIGTERM).
 //!
-//! ## The application seam
+//! ## The application
 //!
-//! The application actor receives every [`Inbound<NodeMsg>`] and answers [`GetAppStatus`]. For
-//! now it is [`NodeApp`], which only counts and logs; the chain layer replaces it in the one
-//! place marked `APPLICATION SEAM` in [`serve`].
+//! The application actor is the [`crate::sync::SyncActor`]: it receives every
+//! `Inbound<NodeMsg>` and every peer event, owns the [`ChainStore`], and answers the admin
+//! API's `GetSyncStatus`. The Hello carries the store's genesis hash
+//! ([`crate::chain::genesis_hash`] of `[node] network`) and height.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
-use peerlink_actors::{Inbound, Network, NetworkError};
+use peerlink_actors::NetworkError;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::admin::{self, AdminState};
-use crate::app::NodeMsg;
+use crate::chain::{short_hex, ChainError, ChainStore};
 use crate::config::{Config, ConfigError};
+use crate::sync::{self, SyncError, SyncNode, SyncState, SyncStatus};
 
 /// Longest wait for [`Network::shutdown`] (which itself waits at most the close flush timeout of
 /// 2 s plus 0.5 s for every socket to flush its `Disconnect{shutdown}`).
@@ -72,6 +76,18 @@ pub enum NodeError {
     /// The admin server failed to start.
     #[error("cannot start the admin API: {0}")]
     Admin(std::io::Error),
+    /// The chain store cannot be opened (another network's store, held by another process,
+    /// unreadable).
+    #[error("chain store in {}: {source}", path.display())]
+    Chain {
+        /// `[node] data_dir`.
+        path: PathBuf,
+        /// Why.
+        source: ChainError,
+    },
+    /// Block sync could not start (invalid `[sync]` value).
+    #[error("block sync: {0}")]
+    Sync(SyncError),
     /// The networking subsystem failed to start (for instance, the listen address is in use).
     #[error(transparent)]
     Network(#[from] NetworkError),
@@ -80,19 +96,11 @@ pub enum NodeError {
     Signals(std::io::Error),
 }
 
-/// The genesis hash sent in every Hello: blake3 of the network name, so that nodes of different
-/// networks refuse each other. Placeholder until the chain layer provides the real genesis block.
-pub fn genesis_for(network_name: &str) -> [u8; 32] {
-    *blake3::hash(network_name.as_bytes()).as_bytes()
-}
-
 /// Node-level metrics, registered beside the subsystem's under `peerlink_node_`.
 #[derive(Debug, Default)]
 pub struct NodeMetrics {
     /// Seconds since start; refreshed on every scrape.
     pub uptime_seconds: Gauge,
-    /// Application messages received from peers.
-    pub app_messages: Counter,
 }
 
 impl NodeMetrics {
@@ -103,11 +111,6 @@ impl NodeMetrics {
             "Seconds since the node started",
             self.uptime_seconds.clone(),
         );
-        registry.register(
-            "app_messages",
-            "Application messages received from peers",
-            self.app_messages.clone(),
-        );
     }
 
     /// Brings the gauges up to date before an encode.
@@ -117,72 +120,79 @@ impl NodeMetrics {
     }
 }
 
-/// Asks the application actor for what the admin API reports about it.
-#[derive(Debug, Message)]
-#[rtype(result = "AppStatus")]
-pub struct GetAppStatus;
-
-/// The application's answer to [`GetAppStatus`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, MessageResponse)]
-pub struct AppStatus {
-    /// Best chain height, if the application keeps a chain.
-    pub height: Option<u64>,
-    /// Application messages received since start.
-    pub messages_received: u64,
+/// Block sync metrics, registered beside the subsystem's under `peerlink_sync_`. Brought up to
+/// date from a [`SyncStatus`] at scrape time ([`SyncMetrics::refresh`]), so the sync actor
+/// never touches them.
+#[derive(Debug, Default)]
+pub struct SyncMetrics {
+    /// Our tip height.
+    pub height: Gauge,
+    /// Highest height a connected peer claims (our own if higher).
+    pub best_peer_height: Gauge,
+    /// Blocks written by sync since start.
+    pub blocks_synced: Counter,
+    /// Blocks written by sync per second, over the last second or so.
+    pub rate_blocks_per_second: Gauge<f64, AtomicU64>,
+    /// 1 while syncing, 0 when synced.
+    pub syncing: Gauge,
+    /// Branch switches since start.
+    pub reorgs: Counter,
+    /// Requests that stalled since start.
+    pub stalls: Counter,
 }
 
-/// The placeholder application actor: records and logs what peers send. The chain layer replaces
-/// it (see the `APPLICATION SEAM` in [`serve`]).
-pub struct NodeApp {
-    network: Network<NodeMsg>,
-    metrics: Arc<NodeMetrics>,
-    received: u64,
-}
-
-impl NodeApp {
-    /// An application on `network`, counting into `metrics`.
-    pub fn new(network: Network<NodeMsg>, metrics: Arc<NodeMetrics>) -> Self {
-        Self {
-            network,
-            metrics,
-            received: 0,
-        }
-    }
-}
-
-impl Actor for NodeApp {
-    type Context = Context<Self>;
-
-    fn started(&mut self, _ctx: &mut Context<Self>) {
-        log::info!(
-            "application ready on {} (no chain yet: messages are logged only)",
-            self.network.local_addr()
+impl SyncMetrics {
+    /// Registers the metrics in `registry` (give it a `sync` sub-registry).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register("height", "Height of our chain tip", self.height.clone());
+        registry.register(
+            "best_peer_height",
+            "Highest chain height a connected peer claims (ours if higher)",
+            self.best_peer_height.clone(),
+        );
+        registry.register(
+            "blocks_synced",
+            "Blocks downloaded from peers and stored since start",
+            self.blocks_synced.clone(),
+        );
+        registry.register(
+            "rate_blocks_per_second",
+            "Blocks stored by sync per second, over the last second or so",
+            self.rate_blocks_per_second.clone(),
+        );
+        registry.register(
+            "syncing",
+            "1 while a peer has a better chain than ours, 0 when synced",
+            self.syncing.clone(),
+        );
+        registry.register(
+            "reorgs",
+            "Switches to a better branch since start",
+            self.reorgs.clone(),
+        );
+        registry.register(
+            "stalls",
+            "Block or hash requests that went unanswered past the stall timeout",
+            self.stalls.clone(),
         );
     }
-}
 
-impl Handler<Inbound<NodeMsg>> for NodeApp {
-    type Result = ();
-
-    fn handle(&mut self, m: Inbound<NodeMsg>, _ctx: &mut Context<Self>) {
-        self.received += 1;
-        self.metrics.app_messages.inc();
-        log::debug!(
-            "message from {} (conn {}): {:?}",
-            m.from.ip(),
-            m.from.conn_id(),
-            m.msg
-        );
-    }
-}
-
-impl Handler<GetAppStatus> for NodeApp {
-    type Result = AppStatus;
-
-    fn handle(&mut self, _msg: GetAppStatus, _ctx: &mut Context<Self>) -> AppStatus {
-        AppStatus {
-            height: None,
-            messages_received: self.received,
+    /// Sets the metrics from the sync actor's status (counters only ever move up).
+    pub fn refresh(&self, s: &SyncStatus) {
+        let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.height.set(to_i64(s.height));
+        self.best_peer_height.set(to_i64(s.best_peer_height));
+        self.rate_blocks_per_second.set(s.sync_rate_blocks_per_s);
+        self.syncing.set(i64::from(s.state == SyncState::Syncing));
+        for (counter, total) in [
+            (&self.blocks_synced, s.blocks_synced),
+            (&self.reorgs, s.reorgs),
+            (&self.stalls, s.stalls),
+        ] {
+            let seen = counter.get();
+            if total > seen {
+                counter.inc_by(total - seen);
+            }
         }
     }
 }
@@ -203,12 +213,24 @@ pub fn run(config: Config) -> Result<(), NodeError> {
             addr: config.admin.bind,
             source,
         })?;
+    // Opened (and verified) before anything starts: a store of another network, or one that
+    // another process holds, aborts a clean start.
+    let store = ChainStore::open(&config.node.data_dir, &config.node.network).map_err(|source| {
+        NodeError::Chain {
+            path: config.node.data_dir.clone(),
+            source,
+        }
+    })?;
     let system = actix::System::new();
-    system.block_on(serve(config, admin_listener))
+    system.block_on(serve(config, store, admin_listener))
 }
 
 /// The node's life inside the actix system: start, wait for a signal, shut down.
-async fn serve(config: Config, admin_listener: std::net::TcpListener) -> Result<(), NodeError> {
+async fn serve(
+    config: Config,
+    store: ChainStore,
+    admin_listener: std::net::TcpListener,
+) -> Result<(), NodeError> {
     let started = Instant::now();
     // Installed first: from here on a signal means "shut down", never the default action.
     let mut sigint = signal(SignalKind::interrupt()).map_err(NodeError::Signals)?;
@@ -216,39 +238,47 @@ async fn serve(config: Config, admin_listener: std::net::TcpListener) -> Result<
 
     let mut net_config = config.network.clone();
     net_config.user_agent = config.node.effective_user_agent();
-    net_config.genesis = genesis_for(&config.node.network);
+    // The sync actor is the application; start_node sets the Hello's genesis from the store.
+    let node = sync::start_node(net_config, store, config.sync.clone())
+        .await
+        .map_err(|e| match e {
+            SyncError::Network(e) => NodeError::Network(e),
+            SyncError::Chain(source) => NodeError::Chain {
+                path: config.node.data_dir.clone(),
+                source,
+            },
+            other => NodeError::Sync(other),
+        })?;
+    let network = node.net.clone();
+    if config.node.produce_every_ms > 0 {
+        spawn_producer(
+            node.clone(),
+            Duration::from_millis(config.node.produce_every_ms),
+        );
+    }
+
     let node_metrics = Arc::new(NodeMetrics::default());
-
-    // ---- APPLICATION SEAM -------------------------------------------------------------------
-    // The application actor is created here, and only here. Its mailbox exists before the
-    // network starts (so no message is lost) and the actor itself is built with the network
-    // handle (so it can reply and broadcast). To replace it, swap `NodeApp` for any actor that
-    // handles `Inbound<NodeMsg>` and `GetAppStatus`.
-    let app_ctx = Context::<NodeApp>::new();
-    let app_addr = app_ctx.address();
-    let network = Network::<NodeMsg>::start(net_config, app_addr.clone().recipient()).await?;
-    app_ctx.run(NodeApp::new(network.clone(), node_metrics.clone()));
-    let app_status: Recipient<GetAppStatus> = app_addr.recipient();
-    // ---- END APPLICATION SEAM ---------------------------------------------------------------
-
+    let sync_metrics = Arc::new(SyncMetrics::default());
     let mut registry = Registry::with_prefix("peerlink");
     network.metrics().register(&mut registry);
     node_metrics.register(registry.sub_registry_with_prefix("node"));
+    sync_metrics.register(registry.sub_registry_with_prefix("sync"));
     let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.bind);
     let state = AdminState {
         network: network.clone(),
-        app: app_status,
+        sync: node.actor.clone(),
         network_name: config.node.network.clone(),
         user_agent: config.node.effective_user_agent(),
         started,
         registry,
         node_metrics,
+        sync_metrics,
         token: config.admin.token.clone(),
     };
     let server = match admin::start(admin_listener, state) {
         Ok(server) => server,
         Err(e) => {
-            network.shutdown().await;
+            node.shutdown().await;
             return Err(NodeError::Admin(e));
         }
     };
@@ -279,7 +309,7 @@ async fn serve(config: Config, admin_listener: std::net::TcpListener) -> Result<
     );
     arm_hard_exit(sigint, sigterm);
 
-    if tokio::time::timeout(NETWORK_SHUTDOWN_TIMEOUT, network.shutdown())
+    if tokio::time::timeout(NETWORK_SHUTDOWN_TIMEOUT, node.shutdown())
         .await
         .is_err()
     {
@@ -291,6 +321,28 @@ async fn serve(config: Config, admin_listener: std::net::TcpListener) -> Result<
     server_handle.stop(true).await;
     log::info!("node stopped");
     Ok(())
+}
+
+/// `--produce-every`: appends a block with random payload every `every` until the sync actor
+/// stops. Ticks missed while the actor was busy are skipped, not bunched up.
+fn spawn_producer(node: SyncNode, every: Duration) {
+    log::info!("producing a block every {}", humantime::format_duration(every));
+    actix_rt::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        interval.tick().await; // the first tick is immediate
+        loop {
+            interval.tick().await;
+            match node.produce().await {
+                Ok(b) => log::debug!("produced block {} {}", b.height, short_hex(&b.hash)),
+                Err(SyncError::Stopped) => break,
+                Err(e) => {
+                    log::error!("cannot produce a block: {e}; production stops");
+                    break;
+                }
+            }
+        }
+    });
 }
 
 /// After the first signal: a second one exits at once, and a watchdog bounds the shutdown.
@@ -319,9 +371,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn genesis_depends_on_the_network_name() {
-        assert_eq!(genesis_for("devnet"), genesis_for("devnet"));
-        assert_ne!(genesis_for("devnet"), genesis_for("testnet"));
+    fn sync_metrics_follow_the_status() {
+        let m = SyncMetrics::default();
+        let mut s = SyncStatus {
+            height: 10,
+            tip: [0; 32],
+            best_peer_height: 20,
+            state: SyncState::Syncing,
+            blocks_synced: 7,
+            sync_rate_blocks_per_s: 3.5,
+            peers: 1,
+            reorgs: 0,
+            stalls: 1,
+            misbehaving: 0,
+        };
+        m.refresh(&s);
+        m.refresh(&s);
+        assert_eq!((m.height.get(), m.blocks_synced.get(), m.stalls.get()), (10, 7, 1));
+        s.blocks_synced = 9;
+        s.state = SyncState::Synced;
+        m.refresh(&s);
+        assert_eq!((m.blocks_synced.get(), m.syncing.get()), (9, 0));
+        assert_eq!(m.rate_blocks_per_second.get(), 3.5);
     }
 
     #[test]

@@ -42,7 +42,8 @@ pub struct SyncConfig {
     pub payload_bytes: usize,
     /// Interval of the "sync: height x / y" info lines while behind, in milliseconds.
     pub progress_log_interval_ms: u64,
-    /// Show an indicatif progress bar while syncing (only when stderr is a terminal).
+    /// Show an indicatif progress bar while far behind, when stderr is a terminal (when it is
+    /// not, the periodic info lines are the only progress report).
     pub progress_bar: bool,
     /// Answer peers' `GetBlocks` / `GetHashes`. `false` makes a node that withholds every
     /// answer: for tests and diagnostics only.
@@ -62,7 +63,7 @@ impl Default for SyncConfig {
             tick_ms: 250,
             payload_bytes: 256,
             progress_log_interval_ms: 5_000,
-            progress_bar: false,
+            progress_bar: true,
             serve: true,
         }
     }

@@ -1,0 +1,674 @@
+//! `peerlink devnet`: several complete nodes (chain store, sync actor, network) in one process,
+//! wired in a line so that blocks must cross several hops, with one producer at one end; a live
+//! table while they sync and a final report that checks what the design promises (every node
+//! on the same tip, one connection per peer IP, pongs answered).
+//!
+//! ## What it does
+//!
+//! 1. Node 0's chain is built offline: `blocks - LIVE_BLOCKS` blocks of `block_bytes` random
+//!    bytes ([`crate::chain::produce`]), in a temporary directory that is deleted at the end.
+//! 2. `nodes` nodes start, each on its own Arbiter (so the sync actors use every core), each
+//!    with its own data directory under the temporary one, listening on `base_ip + i` port 0
+//!    (peers are keyed by IP, so every node needs its own loopback address). Node `i` dials
+//!    node `i + 1` only: the line 0 - 1 - ... - (n-1), so the last node is `n - 1` hops from
+//!    the producer and every block it gets was relayed by every node in between.
+//! 3. Phase "sync": the clock starts when the dials are issued; it stops for each node when
+//!    its tip is node 0's tip.
+//! 4. Phase "relay": node 0 produces the last [`LIVE_BLOCKS`] blocks live, one at a time; each
+//!    must reach every node through announces and requests, hop by hop.
+//! 5. Report; exit status 0 only if every node ends on node 0's tip hash and has exactly one
+//!    connection per neighbour IP.
+//!
+//! Pings run every [`DEVNET_PING_INTERVAL_MS`] so that the pong rate is measured even in a
+//! short run.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Arbiter;
+use futures_util::future::join_all;
+use peerlink_actors::{NetworkConfig, PeerInfo, RegistryStats};
+
+use crate::chain::block::MAX_BLOCK_PAYLOAD_BYTES;
+use crate::chain::{produce, short_hex, to_hex, BlockHash, ChainError, ChainStore};
+use crate::cli::DevnetArgs;
+use crate::sync::{start_node, SyncConfig, SyncError, SyncNode, SyncStatus};
+
+/// Network name of the devnet's chain.
+pub const DEVNET_NETWORK: &str = "devnet";
+
+/// Blocks node 0 produces live at the end (the rest is built before the nodes start): enough
+/// to see announce and relay cross every hop, few enough to keep the run short.
+pub const LIVE_BLOCKS: u64 = 5;
+
+/// Ping interval of every devnet connection, milliseconds: short, so that a run of a few
+/// seconds sends enough pings for a meaningful pong rate.
+pub const DEVNET_PING_INTERVAL_MS: u64 = 200;
+
+/// How often the live table is redrawn on a terminal.
+pub const TABLE_REFRESH: Duration = Duration::from_secs(1);
+
+/// How often the table is printed when stdout is not a terminal (a log file should not get a
+/// table every second).
+pub const PLAIN_TABLE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How often node statuses are polled while waiting for a tip.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Why a devnet run failed. Each message says what went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum DevnetError {
+    /// A flag is out of range.
+    #[error("invalid devnet argument: {0}")]
+    Args(String),
+    /// The temporary directory could not be created.
+    #[error("cannot create the devnet's temporary directory: {0}")]
+    TempDir(std::io::Error),
+    /// A chain store failed.
+    #[error("chain store: {0}")]
+    Chain(#[from] ChainError),
+    /// A node could not start or its sync actor stopped.
+    #[error("node: {0}")]
+    Sync(#[from] SyncError),
+    /// Writing the table failed.
+    #[error("cannot write the report: {0}")]
+    Output(#[from] std::io::Error),
+    /// Not every node reached the tip in time.
+    #[error("timed out after {}: {what}", humantime::format_duration(*after))]
+    Timeout {
+        /// The `--timeout`.
+        after: Duration,
+        /// Which nodes were missing what.
+        what: String,
+    },
+    /// Interrupted by Ctrl-C.
+    #[error("interrupted")]
+    Interrupted,
+    /// The run finished but a check failed (tips differ, duplicate or missing connections).
+    #[error("check failed: {0}")]
+    Check(String),
+}
+
+/// The network configuration of devnet node `i`: listens on `ip` port 0, short timeouts and
+/// pings, one session thread (several nodes share the machine).
+pub fn devnet_net_config(ip: Ipv4Addr) -> NetworkConfig {
+    NetworkConfig {
+        listen: SocketAddr::new(IpAddr::V4(ip), 0),
+        handshake_timeout_ms: 2_000,
+        ping_interval_ms: DEVNET_PING_INTERVAL_MS,
+        ping_timeout_ms: 5_000,
+        connect_timeout_ms: 1_000,
+        dial_tick_ms: 50,
+        backoff_base_ms: 100,
+        backoff_max_ms: 1_000,
+        session_threads: 1,
+        ..NetworkConfig::default()
+    }
+}
+
+/// The sync configuration of every devnet node: the defaults, with a short tick and stall
+/// timeout, and no progress bar or progress lines (the devnet prints its own table).
+pub fn devnet_sync_config(block_bytes: usize) -> SyncConfig {
+    SyncConfig {
+        payload_bytes: block_bytes,
+        tick_ms: 50,
+        stall_timeout_ms: 2_000,
+        progress_bar: false,
+        progress_log_interval_ms: u64::MAX / 2,
+        ..SyncConfig::default()
+    }
+}
+
+/// One node's line in the final report.
+#[derive(Debug, Clone)]
+pub struct NodeReport {
+    /// Index (0 = producer).
+    pub index: usize,
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// Final height.
+    pub height: u64,
+    /// Final tip.
+    pub tip: BlockHash,
+    /// Time from the dials until it had node 0's pre-built tip (None for node 0).
+    pub synced_after: Option<Duration>,
+    /// Registered connections.
+    pub connections: usize,
+    /// Distinct peer IPs among them.
+    pub distinct_ips: usize,
+    /// Neighbours in the line (1 or 2).
+    pub expected: usize,
+    /// Registrations beyond the initial ones.
+    pub reconnects: u64,
+    /// Pings sent over its current connections.
+    pub pings_sent: u64,
+    /// Pongs matched over its current connections.
+    pub pongs_matched: u64,
+}
+
+impl NodeReport {
+    /// Pongs matched per answerable ping: one ping per connection may be in flight when the
+    /// counters are read (sent less than a round trip ago), so it is not counted as missing.
+    pub fn pong_rate(&self) -> Option<f64> {
+        let answerable = self
+            .pings_sent
+            .saturating_sub(self.connections as u64)
+            .max(self.pongs_matched);
+        (answerable > 0).then(|| self.pongs_matched as f64 / answerable as f64)
+    }
+}
+
+/// The outcome of a successful run.
+#[derive(Debug, Clone)]
+pub struct DevnetReport {
+    /// Blocks built before the start.
+    pub prebuilt: u64,
+    /// Blocks produced live.
+    pub live: u64,
+    /// Payload bytes per block.
+    pub block_bytes: usize,
+    /// Time until the last node had the pre-built chain.
+    pub sync_time: Duration,
+    /// Longest time a live block took to reach every node.
+    pub relay_max: Duration,
+    /// The final tip.
+    pub tip: BlockHash,
+    /// Per node.
+    pub nodes: Vec<NodeReport>,
+}
+
+/// Runs the devnet described by `args` inside the current actix system, writing the live table
+/// and the report to `out`. `Ok` only when every check passed.
+pub async fn run(args: &DevnetArgs, out: &mut dyn Write) -> Result<DevnetReport, DevnetError> {
+    check_args(args)?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        actix_rt::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                flag.store(true, Ordering::SeqCst);
+            }
+        });
+    }
+    let root = tempfile::Builder::new()
+        .prefix("peerlink-devnet-")
+        .tempdir()
+        .map_err(DevnetError::TempDir)?;
+    let live = LIVE_BLOCKS.min(args.blocks);
+    let prebuilt = args.blocks - live;
+
+    let built = Instant::now();
+    let mut store0 = ChainStore::open(root.path().join("node-0"), DEVNET_NETWORK)?;
+    produce(&mut store0, prebuilt, args.block_bytes)?;
+    let target = (store0.height(), store0.tip_hash());
+    writeln!(
+        out,
+        "devnet: {} nodes in a line on {}..; node 0 built {prebuilt} blocks of {} bytes in {:.1} s \
+         (tip {}), {live} more will be produced live",
+        args.nodes,
+        args.base_ip,
+        args.block_bytes,
+        built.elapsed().as_secs_f64(),
+        short_hex(&target.1)
+    )?;
+
+    let mut nodes = Vec::with_capacity(args.nodes);
+    let mut arbiters = Vec::with_capacity(args.nodes);
+    let mut store0 = Some(store0);
+    for i in 0..args.nodes {
+        let store = match store0.take() {
+            Some(s) => s,
+            None => ChainStore::open(root.path().join(format!("node-{i}")), DEVNET_NETWORK)?,
+        };
+        let ip = node_ip(args.base_ip, i);
+        let (net, cfg) = (devnet_net_config(ip), devnet_sync_config(args.block_bytes));
+        let arbiter = Arbiter::new();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        arbiter.spawn(async move {
+            let _ = tx.send(start_node(net, store, cfg).await);
+        });
+        arbiters.push(arbiter);
+        let node = rx.await.map_err(|_| SyncError::Stopped)??;
+        nodes.push(node);
+    }
+    let result = drive(args, &nodes, target, prebuilt, live, &interrupted, out).await;
+    join_all(nodes.iter().map(|n| n.shutdown())).await;
+    for a in &arbiters {
+        a.stop();
+    }
+    drop(root);
+    result
+}
+
+fn check_args(args: &DevnetArgs) -> Result<(), DevnetError> {
+    if args.nodes < 2 {
+        return Err(DevnetError::Args("--nodes must be at least 2".into()));
+    }
+    let last = u32::from(args.base_ip) as u64 + args.nodes as u64 - 1;
+    if !args.base_ip.is_loopback() || last > u64::from(u32::from(Ipv4Addr::new(127, 255, 255, 254)))
+    {
+        return Err(DevnetError::Args(format!(
+            "--base-ip {} + {} nodes must stay inside 127.0.0.0/8",
+            args.base_ip, args.nodes
+        )));
+    }
+    if args.blocks == 0 {
+        return Err(DevnetError::Args("--blocks must be at least 1".into()));
+    }
+    if args.block_bytes > MAX_BLOCK_PAYLOAD_BYTES {
+        return Err(DevnetError::Args(format!(
+            "--block-bytes must be at most {MAX_BLOCK_PAYLOAD_BYTES}"
+        )));
+    }
+    Ok(())
+}
+
+/// Address of node `i`.
+pub fn node_ip(base: Ipv4Addr, i: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(base) + i as u32)
+}
+
+/// Connects the line, waits for both phases, checks and reports.
+async fn drive(
+    args: &DevnetArgs,
+    nodes: &[SyncNode],
+    target: (u64, BlockHash),
+    prebuilt: u64,
+    live: u64,
+    interrupted: &AtomicBool,
+    out: &mut dyn Write,
+) -> Result<DevnetReport, DevnetError> {
+    let started = Instant::now();
+    let deadline = started + args.timeout;
+    for pair in nodes.windows(2) {
+        pair[0].net.connect(pair[1].net.local_addr());
+    }
+    let mut table = Table::new(std::io::stdout().is_terminal());
+
+    // Phase 1: the pre-built chain reaches every node.
+    let mut synced_after: Vec<Option<Duration>> = vec![None; nodes.len()];
+    synced_after[0] = Some(Duration::ZERO);
+    loop {
+        let statuses = statuses(nodes).await?;
+        for (i, s) in statuses.iter().enumerate() {
+            if synced_after[i].is_none() && (s.height, s.tip) == target {
+                synced_after[i] = Some(started.elapsed());
+            }
+        }
+        if synced_after.iter().all(Option::is_some) {
+            break;
+        }
+        table.maybe_draw(nodes, &statuses, out).await?;
+        check_time(args, deadline, interrupted, &statuses, target)?;
+        tokio::time::sleep(POLL).await;
+    }
+    let sync_time = synced_after.iter().flatten().max().copied().unwrap_or_default();
+    let statuses_now = statuses(nodes).await?;
+    table.draw(nodes, &statuses_now, out).await?;
+    writeln!(
+        out,
+        "sync: every node has the {prebuilt} pre-built blocks after {:.2} s",
+        sync_time.as_secs_f64()
+    )?;
+
+    // Phase 2: blocks produced live cross every hop.
+    let mut relay_max = Duration::ZERO;
+    for _ in 0..live {
+        let produced = nodes[0].produce().await?;
+        let t = Instant::now();
+        let want = (produced.height, produced.hash);
+        loop {
+            let statuses = statuses(nodes).await?;
+            if statuses.iter().all(|s| (s.height, s.tip) == want) {
+                break;
+            }
+            table.maybe_draw(nodes, &statuses, out).await?;
+            check_time(args, deadline, interrupted, &statuses, want)?;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        relay_max = relay_max.max(t.elapsed());
+    }
+
+    // Final state.
+    let statuses = statuses(nodes).await?;
+    table.draw(nodes, &statuses, out).await?;
+    let mut reports = Vec::with_capacity(nodes.len());
+    for (i, (node, s)) in nodes.iter().zip(&statuses).enumerate() {
+        let peers = node.net.peers().await;
+        let stats = node.net.stats().await.map_err(SyncError::from)?;
+        reports.push(node_report(i, nodes.len(), node, s, &peers, &stats, synced_after[i]));
+    }
+    let report = DevnetReport {
+        prebuilt,
+        live,
+        block_bytes: args.block_bytes,
+        sync_time,
+        relay_max,
+        tip: statuses[0].tip,
+        nodes: reports,
+    };
+    write!(out, "{}", render_report(&report))?;
+    check_report(&report)?;
+    Ok(report)
+}
+
+fn node_report(
+    index: usize,
+    n: usize,
+    node: &SyncNode,
+    s: &SyncStatus,
+    peers: &[PeerInfo],
+    stats: &RegistryStats,
+    synced_after: Option<Duration>,
+) -> NodeReport {
+    let expected = if index == 0 || index == n - 1 { 1 } else { 2 };
+    NodeReport {
+        index,
+        addr: node.net.local_addr(),
+        height: s.height,
+        tip: s.tip,
+        synced_after: (index > 0).then_some(synced_after).flatten(),
+        connections: peers.len(),
+        distinct_ips: peers.iter().map(|p| p.ip).collect::<BTreeSet<_>>().len(),
+        expected,
+        reconnects: stats.connects.saturating_sub(expected as u64),
+        pings_sent: peers.iter().map(|p| p.pings_sent).sum(),
+        pongs_matched: peers.iter().map(|p| p.pongs_matched).sum(),
+    }
+}
+
+/// The checks behind the exit status.
+pub fn check_report(r: &DevnetReport) -> Result<(), DevnetError> {
+    let mut problems = Vec::new();
+    for n in &r.nodes {
+        if n.tip != r.tip {
+            problems.push(format!(
+                "node {} ends on tip {} at height {}, node 0 on {}",
+                n.index,
+                short_hex(&n.tip),
+                n.height,
+                short_hex(&r.tip)
+            ));
+        }
+        if n.distinct_ips != n.connections {
+            problems.push(format!(
+                "node {} has {} connections for {} peer IPs",
+                n.index, n.connections, n.distinct_ips
+            ));
+        }
+        if n.connections != n.expected {
+            problems.push(format!(
+                "node {} has {} connections, expected {} (its neighbours in the line)",
+                n.index, n.connections, n.expected
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(DevnetError::Check(problems.join("; ")))
+    }
+}
+
+/// The final report as text.
+pub fn render_report(r: &DevnetReport) -> String {
+    let mut s = String::new();
+    let secs = r.sync_time.as_secs_f64().max(1e-9);
+    let bytes = r.prebuilt as f64 * r.block_bytes as f64;
+    let first = r
+        .nodes
+        .get(1)
+        .and_then(|n| n.synced_after)
+        .unwrap_or_default()
+        .as_secs_f64()
+        .max(1e-9);
+    let _ = writeln!(s, "\n== devnet report");
+    let _ = writeln!(
+        s,
+        "chain: height {} tip {}",
+        r.nodes.first().map_or(0, |n| n.height),
+        to_hex(&r.tip)
+    );
+    let _ = writeln!(
+        s,
+        "sync: {} blocks of {} bytes; node 1 (1 hop) had them after {:.2} s ({:.0} blocks/s, {:.1} MB/s); \
+         every node after {:.2} s ({:.0} blocks/s, {:.1} MB/s end to end over {} hops)",
+        r.prebuilt,
+        r.block_bytes,
+        first,
+        r.prebuilt as f64 / first,
+        bytes / first / 1e6,
+        secs,
+        r.prebuilt as f64 / secs,
+        bytes / secs / 1e6,
+        r.nodes.len().saturating_sub(1)
+    );
+    let _ = writeln!(
+        s,
+        "relay: {} live blocks, each reached all {} nodes within {:.1} ms",
+        r.live,
+        r.nodes.len(),
+        r.relay_max.as_secs_f64() * 1000.0
+    );
+    let _ = writeln!(
+        s,
+        "{:<5} {:<22} {:>10} {:>10} {:>12} {:>11} {:>10} {:>14}",
+        "NODE", "ADDR", "HEIGHT", "TIP", "SYNCED (s)", "CONNS/IPS", "RECONNECTS", "PONGS/PINGS"
+    );
+    for n in &r.nodes {
+        let synced = n
+            .synced_after
+            .map_or("-".to_string(), |d| format!("{:.2}", d.as_secs_f64()));
+        let rate = n
+            .pong_rate()
+            .map_or("-".to_string(), |r| format!("{:.1} %", r * 100.0));
+        let _ = writeln!(
+            s,
+            "{:<5} {:<22} {:>10} {:>10} {:>12} {:>11} {:>10} {:>14}",
+            n.index,
+            n.addr.to_string(),
+            n.height,
+            short_hex(&n.tip),
+            synced,
+            format!("{}/{}", n.connections, n.distinct_ips),
+            n.reconnects,
+            format!("{rate} ({}/{})", n.pongs_matched, n.pings_sent)
+        );
+    }
+    s
+}
+
+async fn statuses(nodes: &[SyncNode]) -> Result<Vec<SyncStatus>, DevnetError> {
+    join_all(nodes.iter().map(|n| n.status()))
+        .await
+        .into_iter()
+        .map(|r| r.map_err(DevnetError::from))
+        .collect()
+}
+
+fn check_time(
+    args: &DevnetArgs,
+    deadline: Instant,
+    interrupted: &AtomicBool,
+    statuses: &[SyncStatus],
+    want: (u64, BlockHash),
+) -> Result<(), DevnetError> {
+    if interrupted.load(Ordering::SeqCst) {
+        return Err(DevnetError::Interrupted);
+    }
+    if Instant::now() < deadline {
+        return Ok(());
+    }
+    let missing: Vec<String> = statuses
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| (s.height, s.tip) != want)
+        .map(|(i, s)| format!("node {i} at height {}", s.height))
+        .collect();
+    Err(DevnetError::Timeout {
+        after: args.timeout,
+        what: format!(
+            "{} of {} nodes did not reach height {} ({})",
+            missing.len(),
+            statuses.len(),
+            want.0,
+            missing.join(", ")
+        ),
+    })
+}
+
+/// The live table: redrawn in place on a terminal, printed now and then otherwise.
+struct Table {
+    terminal: bool,
+    last: Option<Instant>,
+    lines: usize,
+}
+
+impl Table {
+    fn new(terminal: bool) -> Self {
+        Self {
+            terminal,
+            last: None,
+            lines: 0,
+        }
+    }
+
+    async fn maybe_draw(
+        &mut self,
+        nodes: &[SyncNode],
+        statuses: &[SyncStatus],
+        out: &mut dyn Write,
+    ) -> std::io::Result<()> {
+        let every = if self.terminal {
+            TABLE_REFRESH
+        } else {
+            PLAIN_TABLE_INTERVAL
+        };
+        if self.last.is_some_and(|t| t.elapsed() < every) {
+            return Ok(());
+        }
+        self.draw(nodes, statuses, out).await
+    }
+
+    async fn draw(
+        &mut self,
+        nodes: &[SyncNode],
+        statuses: &[SyncStatus],
+        out: &mut dyn Write,
+    ) -> std::io::Result<()> {
+        self.last = Some(Instant::now());
+        let peers = join_all(nodes.iter().map(|n| n.net.peers())).await;
+        let mut text = format!(
+            "{:<5} {:<22} {:>5} {:>10} {:>8} {:>12} {:>14}\n",
+            "NODE", "ADDR", "PEERS", "HEIGHT", "STATE", "BLOCKS/S", "PONGS/PINGS"
+        );
+        for (i, (s, p)) in statuses.iter().zip(&peers).enumerate() {
+            let pings: u64 = p.iter().map(|p| p.pings_sent).sum();
+            let pongs: u64 = p.iter().map(|p| p.pongs_matched).sum();
+            let rate = if pings == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.0} %", 100.0 * pongs as f64 / pings as f64)
+            };
+            let _ = writeln!(
+                text,
+                "{:<5} {:<22} {:>5} {:>10} {:>8} {:>12.0} {:>14}",
+                i,
+                nodes[i].net.local_addr().to_string(),
+                p.len(),
+                s.height,
+                s.state.as_str(),
+                s.sync_rate_blocks_per_s,
+                rate
+            );
+        }
+        if self.terminal {
+            if self.lines > 0 {
+                // Back to the first line of the previous table, then overwrite it line by line.
+                write!(out, "\x1b[{}F", self.lines)?;
+            }
+            for line in text.lines() {
+                writeln!(out, "\x1b[2K{line}")?;
+            }
+            self.lines = text.lines().count();
+        } else {
+            write!(out, "{text}")?;
+        }
+        out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(tip: u8) -> NodeReport {
+        NodeReport {
+            index: 1,
+            addr: "127.0.0.3:1".parse().unwrap(),
+            height: 5,
+            tip: [tip; 32],
+            synced_after: Some(Duration::from_secs(1)),
+            connections: 2,
+            distinct_ips: 2,
+            expected: 2,
+            reconnects: 0,
+            pings_sent: 12,
+            pongs_matched: 10,
+        }
+    }
+
+    #[test]
+    fn pong_rate_forgives_one_ping_in_flight_per_connection() {
+        assert_eq!(report(0).pong_rate(), Some(1.0));
+        let mut r = report(0);
+        r.pongs_matched = 5;
+        assert_eq!(r.pong_rate(), Some(0.5));
+        r.pings_sent = 0;
+        r.pongs_matched = 0;
+        assert_eq!(r.pong_rate(), None);
+    }
+
+    #[test]
+    fn checks_catch_a_different_tip_and_duplicate_connections() {
+        let ok = DevnetReport {
+            prebuilt: 1,
+            live: 0,
+            block_bytes: 1,
+            sync_time: Duration::from_secs(1),
+            relay_max: Duration::ZERO,
+            tip: [1; 32],
+            nodes: vec![report(1)],
+        };
+        check_report(&ok).unwrap();
+        let mut bad = ok.clone();
+        bad.nodes[0].tip = [2; 32];
+        assert!(check_report(&bad).is_err());
+        let mut dup = ok.clone();
+        dup.nodes[0].distinct_ips = 1;
+        assert!(check_report(&dup).is_err());
+        assert!(render_report(&ok).contains("devnet report"));
+    }
+
+    #[test]
+    fn node_addresses_stay_in_loopback() {
+        assert_eq!(node_ip(Ipv4Addr::new(127, 0, 0, 2), 3), Ipv4Addr::new(127, 0, 0, 5));
+        let mut args = crate::cli::DevnetArgs {
+            nodes: 2,
+            blocks: 1,
+            block_bytes: 1,
+            timeout: Duration::from_secs(1),
+            base_ip: Ipv4Addr::new(127, 255, 255, 254),
+        };
+        assert!(check_args(&args).is_err());
+        args.base_ip = Ipv4Addr::new(10, 0, 0, 1);
+        assert!(check_args(&args).is_err());
+        args.base_ip = Ipv4Addr::new(127, 0, 0, 2);
+        check_args(&args).unwrap();
+    }
+}
