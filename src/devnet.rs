@@ -15,7 +15,8 @@
 //! 3. Phase "sync": the clock starts when the dials are issued; it stops for each node when
 //!    its tip is node 0's tip.
 //! 4. Phase "relay": node 0 produces the last [`LIVE_BLOCKS`] blocks live, one at a time; each
-//!    must reach every node through announces and requests, hop by hop.
+//!    must reach every node through announces and requests, hop by hop, before the next one
+//!    is produced ([`LIVE_BLOCK_INTERVAL`] apart).
 //! 5. Report; exit status 0 only if every node ends on node 0's tip hash and has exactly one
 //!    connection per neighbour IP.
 //!
@@ -45,6 +46,10 @@ pub const DEVNET_NETWORK: &str = "devnet";
 /// Blocks node 0 produces live at the end (the rest is built before the nodes start): enough
 /// to see announce and relay cross every hop, few enough to keep the run short.
 pub const LIVE_BLOCKS: u64 = 5;
+
+/// Interval between the live blocks: a producer's pace, and time for a few pings per
+/// connection, so that the pong rate means something even when the sync phase is short.
+pub const LIVE_BLOCK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Ping interval of every devnet connection, milliseconds: short, so that a run of a few
 /// seconds sends enough pings for a meaningful pong rate.
@@ -318,7 +323,10 @@ async fn drive(
 
     // Phase 2: blocks produced live cross every hop.
     let mut relay_max = Duration::ZERO;
-    for _ in 0..live {
+    for k in 0..live {
+        if k > 0 {
+            tokio::time::sleep(LIVE_BLOCK_INTERVAL.saturating_sub(relay_max)).await;
+        }
         let produced = nodes[0].produce().await?;
         let t = Instant::now();
         let want = (produced.height, produced.hash);

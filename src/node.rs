@@ -88,6 +88,14 @@ pub enum NodeError {
     /// Block sync could not start (invalid `[sync]` value).
     #[error("block sync: {0}")]
     Sync(SyncError),
+    /// The peer listen address cannot be bound (in use, not local, no permission).
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// `[network] listen`.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The networking subsystem failed to start (for instance, the listen address is in use).
     #[error(transparent)]
     Network(#[from] NetworkError),
@@ -213,6 +221,14 @@ pub fn run(config: Config) -> Result<(), NodeError> {
             addr: config.admin.bind,
             source,
         })?;
+    // The network binds its listener later, after the store is open (and logged): check the
+    // address first so that a busy port is one clear error, like the admin port.
+    drop(
+        std::net::TcpListener::bind(config.network.listen).map_err(|source| NodeError::Listen {
+            addr: config.network.listen,
+            source,
+        })?,
+    );
     // Opened (and verified) before anything starts: a store of another network, or one that
     // another process holds, aborts a clean start.
     let store = ChainStore::open(&config.node.data_dir, &config.node.network).map_err(|source| {

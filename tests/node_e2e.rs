@@ -3,287 +3,19 @@
 //! conditions awaited by polling the admin API with a bounded deadline, never fixed sleeps.
 //! Every child process is killed when its guard drops, so a failing test leaves nothing running.
 
+mod common;
+
 use std::io::Read;
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::*;
 use serde_json::Value;
-
-/// How long any awaited condition may take.
-const DEADLINE: Duration = Duration::from_secs(15);
 
 /// The documented shutdown bound (`peerlink::node::SHUTDOWN_DEADLINE`).
 const SHUTDOWN_BOUND: Duration = peerlink::node::SHUTDOWN_DEADLINE;
-
-/// Short liveness timings so that pongs move within a test.
-const FAST_PINGS: &str = "[network]\nping_interval_ms = 200\nping_timeout_ms = 3000\n\
-                          dial_tick_ms = 50\nbackoff_base_ms = 100\nsession_threads = 1\n";
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("valid test IP")
-}
-
-/// A port that was free on `ip` a moment ago.
-fn free_port(ip: IpAddr) -> u16 {
-    TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("cannot bind {ip}:0: {e}"))
-}
-
-/// Polls `f` until it returns `Some`, for at most [`DEADLINE`].
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {DEADLINE:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A failed admin request: an HTTP status, or no answer at all.
-#[derive(Debug)]
-enum HttpError {
-    /// The node answered with this non-2xx status.
-    Status(u16),
-    /// No HTTP answer (connection refused, timeout...).
-    Transport(#[allow(dead_code)] String),
-}
-
-impl From<ureq::Error> for HttpError {
-    fn from(e: ureq::Error) -> Self {
-        match e {
-            ureq::Error::Status(code, _) => HttpError::Status(code),
-            other => HttpError::Transport(other.to_string()),
-        }
-    }
-}
-
-/// A running `peerlink run` process; killed on drop.
-struct Node {
-    child: Option<Child>,
-    listen: SocketAddr,
-    admin: String,
-    token: Option<String>,
-    dir: tempfile::TempDir,
-}
-
-impl Node {
-    /// Starts a node listening on `ip` (fresh ports), dialling `peers`, with `config` as its
-    /// config file.
-    fn start(ip: IpAddr, listen_port: u16, peers: &[SocketAddr], config: &str) -> Node {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config_path = dir.path().join("node.toml");
-        std::fs::write(&config_path, config).expect("write config");
-        let listen = SocketAddr::new(ip, listen_port);
-        let admin = SocketAddr::new(ip, free_port(ip));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_peerlink"));
-        cmd.arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--listen")
-            .arg(listen.to_string())
-            .arg("--admin")
-            .arg(admin.to_string())
-            .arg("--data-dir")
-            .arg(dir.path().join("data"));
-        for p in peers {
-            cmd.arg("--peer").arg(p.to_string());
-        }
-        let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .env("RUST_LOG", "info");
-        let child = cmd.spawn().expect("spawn peerlink");
-        let token = config
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("token = "))
-            .map(|t| t.trim_matches('"').to_string());
-        let mut node = Node {
-            child: Some(child),
-            listen,
-            admin: format!("http://{admin}"),
-            token,
-            dir,
-        };
-        wait_for(&format!("admin API of {listen}"), || {
-            node.assert_running();
-            node.get("/status").ok()
-        });
-        node
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
-    }
-
-    /// Panics with the node's log if the process has exited.
-    fn assert_running(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "node {} exited early ({status}):\n{}",
-                    self.listen,
-                    self.log()
-                );
-            }
-        }
-    }
-
-    /// GET `path` with the node's token; the body as text.
-    fn get(&self, path: &str) -> Result<String, HttpError> {
-        let mut req = ureq::get(&format!("{}{path}", self.admin)).timeout(Duration::from_secs(5));
-        if let Some(t) = &self.token {
-            req = req.set("Authorization", &format!("Bearer {t}"));
-        }
-        Ok(req.call()?.into_string().expect("utf-8 body"))
-    }
-
-    fn get_json(&self, path: &str) -> Value {
-        let body = self
-            .get(path)
-            .unwrap_or_else(|e| panic!("GET {path} on {}: {e:?}\n{}", self.listen, self.log()));
-        serde_json::from_str(&body).expect("JSON body")
-    }
-
-    fn post_json(&self, path: &str, body: Value) -> Result<Value, HttpError> {
-        let resp = ureq::post(&format!("{}{path}", self.admin))
-            .timeout(Duration::from_secs(5))
-            .send_json(body)?;
-        Ok(resp.into_json().expect("JSON body"))
-    }
-
-    fn peers(&self) -> Vec<Value> {
-        self.get_json("/peers")["peers"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    fn recent_disconnects(&self) -> Vec<Value> {
-        self.get_json("/peers")["recent_disconnects"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// Sends SIGTERM and waits (bounded) for the exit status; returns it and the time it took.
-    fn terminate(&mut self) -> (ExitStatus, Duration) {
-        let mut child = self.child.take().expect("running");
-        let started = Instant::now();
-        let sent = Command::new("sh")
-            .arg("-c")
-            .arg(format!("kill -TERM {}", child.id()))
-            .status()
-            .expect("run kill");
-        assert!(sent.success());
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                return (status, started.elapsed());
-            }
-            if started.elapsed() > DEADLINE {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("node did not exit after SIGTERM:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("---- log of node {} ----\n{}", self.listen, self.log());
-        }
-    }
-}
-
-/// Starts two nodes on `a` and `b`, each told to dial the other, and waits until each lists
-/// exactly the other as its only peer.
-fn connected_pair(a: &str, b: &str) -> (Node, Node) {
-    let (a, b) = (ip(a), ip(b));
-    let (pa, pb) = (free_port(a), free_port(b));
-    let na = Node::start(a, pa, &[SocketAddr::new(b, pb)], FAST_PINGS);
-    let nb = Node::start(b, pb, &[SocketAddr::new(a, pa)], FAST_PINGS);
-    wait_for("each node to list exactly the other", || {
-        let (peers_a, peers_b) = (na.peers(), nb.peers());
-        let ok = peers_a.len() == 1
-            && peers_b.len() == 1
-            && peers_a[0]["ip"] == b.to_string()
-            && peers_b[0]["ip"] == a.to_string()
-            && peers_a[0]["direction"] != peers_b[0]["direction"];
-        ok.then_some(())
-    });
-    (na, nb)
-}
-
-/// One `name{labels} value` sample of Prometheus text.
-#[derive(Debug)]
-struct Sample {
-    name: String,
-    value: f64,
-}
-
-/// Parses Prometheus/OpenMetrics text line by line; panics on any malformed sample line.
-fn parse_metrics(text: &str) -> Vec<Sample> {
-    let mut samples = Vec::new();
-    for line in text.lines() {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (series, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("no value in metrics line `{line}`"));
-        let value: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("value not a float in `{line}`"));
-        let name = match series.split_once('{') {
-            Some((name, labels)) => {
-                assert!(labels.ends_with('}'), "unclosed labels in `{line}`");
-                for pair in labels[..labels.len() - 1]
-                    .split(',')
-                    .filter(|p| !p.is_empty())
-                {
-                    let (k, v) = pair
-                        .split_once('=')
-                        .unwrap_or_else(|| panic!("bad label in `{line}`"));
-                    assert!(!k.is_empty(), "empty label name in `{line}`");
-                    assert!(
-                        v.len() >= 2 && v.starts_with('"') && v.ends_with('"'),
-                        "unquoted label value in `{line}`"
-                    );
-                }
-                name
-            }
-            None => series,
-        };
-        assert!(
-            !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-                && !name.starts_with(|c: char| c.is_ascii_digit()),
-            "bad metric name in `{line}`"
-        );
-        samples.push(Sample {
-            name: name.to_string(),
-            value,
-        });
-    }
-    samples
-}
 
 fn pongs(node: &Node) -> f64 {
     let text = node.get("/metrics").expect("GET /metrics");
@@ -319,7 +51,11 @@ fn two_nodes_keep_one_connection_and_export_metrics() {
             + status["peers_outbound"].as_u64().unwrap_or(0),
         1
     );
-    assert!(status["height"].is_null());
+    // A fresh chain: genesis only, the same on both ends (same network, same genesis).
+    assert_eq!(status["height"], 0);
+    assert_eq!(status["sync_state"], "synced");
+    assert_eq!(status["tip"].as_str().map(str::len), Some(64));
+    assert_eq!(status["tip"], b.get_json("/status")["tip"]);
 }
 
 #[test]
