@@ -67,6 +67,8 @@ pub struct SessionsResult {
     pub server_cores: f64,
     /// Server threads busy at least a quarter of that time.
     pub busy_threads: usize,
+    /// CPU seconds per wall second of this (client) process meanwhile.
+    pub client_cores: f64,
 }
 
 /// Runs one child server, connects `n` clients from the 127.`block`.x.y block, and collects
@@ -119,8 +121,10 @@ fn measure_with(child: &mut Child, n: usize, block: u8) -> Result<SessionsResult
         .parse()
         .map_err(|e| format!("bad addr: {e}"))?;
     let start_ns = monotonic_ns();
+    let meter = CpuMeter::start();
     let clients = run_clients(addr, n, block);
     let result = line("result ");
+    let (_, client_cpu) = meter.stop();
     drop(clients);
     let fields: HashMap<String, f64> = result?
         .split_whitespace()
@@ -135,6 +139,7 @@ fn measure_with(child: &mut Child, n: usize, block: u8) -> Result<SessionsResult
         handshakes_per_sec: n as f64 / secs.max(1e-9),
         server_cores: get("cores")?,
         busy_threads: get("busy")? as usize,
+        client_cores: client_cpu.cores,
     })
 }
 

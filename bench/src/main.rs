@@ -268,16 +268,9 @@ fn run_once(sizes: Sizes, only: &str) -> RunOutput {
                 (p.handshakes_per_sec, b.handshakes_per_sec),
                 Target::AbsAtLeast(10_000.0),
             );
-            out.notes.push(cpu_note(
-                "f (server process)",
-                CpuUse {
-                    cores: p.server_cores,
-                    busy_threads: p.busy_threads,
-                },
-                CpuUse {
-                    cores: b.server_cores,
-                    busy_threads: b.busy_threads,
-                },
+            out.notes.push(format!(
+                "f: server process peerlink {:.2} cores ({} threads busy >25%), baseline {:.2} cores; client process {:.2} / {:.2} cores",
+                p.server_cores, p.busy_threads, b.server_cores, p.client_cores, b.client_cores
             ));
         }
     }
