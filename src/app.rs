@@ -2,8 +2,9 @@
 //! protocol (see PROTOCOL.md). The networking crate is generic over this type and never looks
 //! inside it. Owned by the block sync layer (`crate::sync`), which documents the exchange.
 //!
-//! Encoding (rmp-serde defaults, frozen by the tests below): the enum is a one-entry map from
-//! the variant name to its fields as an array; hashes and payloads are MessagePack `bin`.
+//! Encoding (rmp-serde defaults): the enum is a one-entry map from the variant name to its
+//! fields as an array; hashes and payloads are MessagePack `bin`. Frozen by PROTOCOL.md
+//! section 11, whose hex vectors the tests below read from the document itself.
 
 use serde::{Deserialize, Serialize};
 
@@ -76,53 +77,136 @@ pub enum NodeMsg {
 mod tests {
     use super::*;
 
+    /// The specification: every `nodemsg` vector in it is checked below.
+    const SPEC: &str = include_str!("../PROTOCOL.md");
+
+    /// Every "```nodemsg name=..." block of PROTOCOL.md as (name, bytes); on each line,
+    /// everything after `#` is a comment.
+    fn spec_vectors() -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut lines = SPEC.lines();
+        while let Some(line) = lines.next() {
+            let Some(info) = line.trim().strip_prefix("```nodemsg") else {
+                continue;
+            };
+            let name = info
+                .trim()
+                .strip_prefix("name=")
+                .unwrap_or_else(|| panic!("PROTOCOL.md: nodemsg vector without name: {line}"))
+                .to_string();
+            let mut digits = String::new();
+            for body in lines.by_ref() {
+                if body.trim() == "```" {
+                    break;
+                }
+                let data = body.split('#').next().unwrap_or("");
+                digits.extend(data.chars().filter(|c| !c.is_whitespace()));
+            }
+            assert!(
+                digits.len() % 2 == 0 && digits.chars().all(|c| c.is_ascii_hexdigit()),
+                "PROTOCOL.md: vector {name} is not whole hex bytes"
+            );
+            let bytes = (0..digits.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).unwrap())
+                .collect();
+            out.push((name, bytes));
+        }
+        out
+    }
+
+    /// The message each vector of the spec encodes.
+    fn expected() -> Vec<(&'static str, NodeMsg)> {
+        let hash = [0x11; 32];
+        vec![
+            ("announce", NodeMsg::Announce { height: 5, tip: hash }),
+            (
+                "get-blocks",
+                NodeMsg::GetBlocks {
+                    request_id: 1,
+                    from: 2,
+                    count: 3,
+                },
+            ),
+            (
+                "get-blocks-wide-integers",
+                NodeMsg::GetBlocks {
+                    request_id: 1 << 32,
+                    from: 1000,
+                    count: MAX_BLOCKS_PER_REQUEST,
+                },
+            ),
+            (
+                "blocks",
+                NodeMsg::Blocks {
+                    request_id: 9,
+                    blocks: vec![Block {
+                        height: 1,
+                        prev: [0; 32],
+                        timestamp_ms: 0,
+                        payload: vec![0xab],
+                    }],
+                },
+            ),
+            (
+                "blocks-empty",
+                NodeMsg::Blocks {
+                    request_id: 9,
+                    blocks: vec![],
+                },
+            ),
+            (
+                "get-hashes",
+                NodeMsg::GetHashes {
+                    request_id: 1,
+                    from: 2,
+                    count: 3,
+                },
+            ),
+            (
+                "hashes",
+                NodeMsg::Hashes {
+                    request_id: 1,
+                    from: 2,
+                    hashes: vec![WireHash(hash)],
+                },
+            ),
+        ]
+    }
+
     fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        bytes.iter().map(|b| format!("{b:02x} ")).collect()
     }
 
     #[test]
-    fn wire_vectors() {
-        let enc = |m: &NodeMsg| hex(&rmp_serde::to_vec(m).unwrap());
-        let tip = [0x11; 32];
-        assert_eq!(
-            enc(&NodeMsg::Announce { height: 5, tip }),
-            format!("81a8416e6e6f756e636592 05c420{}", hex(&tip)).replace(' ', "")
-        );
-        assert_eq!(
-            enc(&NodeMsg::GetBlocks {
-                request_id: 1,
-                from: 2,
-                count: 3
-            }),
-            "81a9476574426c6f636b7393010203"
-        );
-        assert_eq!(
-            enc(&NodeMsg::Hashes {
-                request_id: 1,
-                from: 2,
-                hashes: vec![WireHash(tip)]
-            }),
-            format!("81a6486173686573930102 91c420{}", hex(&tip)).replace(' ', "")
-        );
-        let block = Block {
-            height: 1,
-            prev: [0; 32],
-            timestamp_ms: 0,
-            payload: vec![0xab],
-        };
-        let m = NodeMsg::Blocks {
-            request_id: 9,
-            blocks: vec![block],
-        };
-        assert_eq!(
-            enc(&m),
-            format!(
-                "81a6426c6f636b73 9209 91 9401c420{}00c401ab",
-                "00".repeat(32)
-            )
-            .replace(' ', "")
-        );
-        let back: NodeMsg = rmp_serde::from_slice(&rmp_serde::to_vec(&m).unwrap()).unwrap();
-        assert_eq!(back, m);
+    fn spec_vectors_match_the_encoder_and_decoder() {
+        let spec = spec_vectors();
+        let mut names: Vec<&str> = spec.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort_unstable();
+        let mut want: Vec<&str> = expected().iter().map(|(n, _)| *n).collect();
+        want.sort_unstable();
+        assert_eq!(names, want, "PROTOCOL.md lists exactly the checked vectors, once each");
+        for (name, msg) in expected() {
+            let bytes = &spec.iter().find(|(n, _)| n == name).unwrap().1;
+            let encoded = rmp_serde::to_vec(&msg).unwrap();
+            assert_eq!(hex(&encoded), hex(bytes), "vector {name}");
+            let decoded: NodeMsg = rmp_serde::from_slice(bytes).unwrap();
+            assert_eq!(decoded, msg, "vector {name}");
+        }
+    }
+
+    #[test]
+    fn every_variant_has_a_vector() {
+        let covered: std::collections::BTreeSet<&str> = expected()
+            .iter()
+            .map(|(_, m)| match m {
+                NodeMsg::Announce { .. } => "Announce",
+                NodeMsg::GetBlocks { .. } => "GetBlocks",
+                NodeMsg::Blocks { .. } => "Blocks",
+                NodeMsg::GetHashes { .. } => "GetHashes",
+                NodeMsg::Hashes { .. } => "Hashes",
+            })
+            .collect();
+        assert_eq!(covered.len(), 5);
     }
 }
