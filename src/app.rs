@@ -119,7 +119,13 @@ mod tests {
     fn expected() -> Vec<(&'static str, NodeMsg)> {
         let hash = [0x11; 32];
         vec![
-            ("announce", NodeMsg::Announce { height: 5, tip: hash }),
+            (
+                "announce",
+                NodeMsg::Announce {
+                    height: 5,
+                    tip: hash,
+                },
+            ),
             (
                 "get-blocks",
                 NodeMsg::GetBlocks {
@@ -185,7 +191,10 @@ mod tests {
         names.sort_unstable();
         let mut want: Vec<&str> = expected().iter().map(|(n, _)| *n).collect();
         want.sort_unstable();
-        assert_eq!(names, want, "PROTOCOL.md lists exactly the checked vectors, once each");
+        assert_eq!(
+            names, want,
+            "PROTOCOL.md lists exactly the checked vectors, once each"
+        );
         for (name, msg) in expected() {
             let bytes = &spec.iter().find(|(n, _)| n == name).unwrap().1;
             let encoded = rmp_serde::to_vec(&msg).unwrap();

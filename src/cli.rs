@@ -97,9 +97,8 @@ impl NodeArgs {
         }
         if let Some(every) = self.produce_every {
             // At least 1 ms: a zero duration would mean "off", which the flag never asks for.
-            config.node.produce_every_ms = u64::try_from(every.as_millis())
-                .unwrap_or(u64::MAX)
-                .max(1);
+            config.node.produce_every_ms =
+                u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(1);
         }
         if let Some(bytes) = self.block_bytes {
             config.sync.payload_bytes = bytes;

@@ -312,7 +312,12 @@ async fn drive(
         check_time(args, deadline, interrupted, &statuses, target)?;
         tokio::time::sleep(POLL).await;
     }
-    let sync_time = synced_after.iter().flatten().max().copied().unwrap_or_default();
+    let sync_time = synced_after
+        .iter()
+        .flatten()
+        .max()
+        .copied()
+        .unwrap_or_default();
     let statuses_now = statuses(nodes).await?;
     table.draw(nodes, &statuses_now, out).await?;
     writeln!(
@@ -349,7 +354,15 @@ async fn drive(
     for (i, (node, s)) in nodes.iter().zip(&statuses).enumerate() {
         let peers = node.net.peers().await;
         let stats = node.net.stats().await.map_err(SyncError::from)?;
-        reports.push(node_report(i, nodes.len(), node, s, &peers, &stats, synced_after[i]));
+        reports.push(node_report(
+            i,
+            nodes.len(),
+            node,
+            s,
+            &peers,
+            &stats,
+            synced_after[i],
+        ));
     }
     let report = DevnetReport {
         prebuilt,
@@ -665,7 +678,10 @@ mod tests {
 
     #[test]
     fn node_addresses_stay_in_loopback() {
-        assert_eq!(node_ip(Ipv4Addr::new(127, 0, 0, 2), 3), Ipv4Addr::new(127, 0, 0, 5));
+        assert_eq!(
+            node_ip(Ipv4Addr::new(127, 0, 0, 2), 3),
+            Ipv4Addr::new(127, 0, 0, 5)
+        );
         let mut args = crate::cli::DevnetArgs {
             nodes: 2,
             blocks: 1,

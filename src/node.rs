@@ -231,12 +231,13 @@ pub fn run(config: Config) -> Result<(), NodeError> {
     );
     // Opened (and verified) before anything starts: a store of another network, or one that
     // another process holds, aborts a clean start.
-    let store = ChainStore::open(&config.node.data_dir, &config.node.network).map_err(|source| {
-        NodeError::Chain {
-            path: config.node.data_dir.clone(),
-            source,
-        }
-    })?;
+    let store =
+        ChainStore::open(&config.node.data_dir, &config.node.network).map_err(|source| {
+            NodeError::Chain {
+                path: config.node.data_dir.clone(),
+                source,
+            }
+        })?;
     let system = actix::System::new();
     system.block_on(serve(config, store, admin_listener))
 }
@@ -342,7 +343,10 @@ async fn serve(
 /// `--produce-every`: appends a block with random payload every `every` until the sync actor
 /// stops. Ticks missed while the actor was busy are skipped, not bunched up.
 fn spawn_producer(node: SyncNode, every: Duration) {
-    log::info!("producing a block every {}", humantime::format_duration(every));
+    log::info!(
+        "producing a block every {}",
+        humantime::format_duration(every)
+    );
     actix_rt::spawn(async move {
         let mut interval = tokio::time::interval(every);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -403,7 +407,10 @@ mod tests {
         };
         m.refresh(&s);
         m.refresh(&s);
-        assert_eq!((m.height.get(), m.blocks_synced.get(), m.stalls.get()), (10, 7, 1));
+        assert_eq!(
+            (m.height.get(), m.blocks_synced.get(), m.stalls.get()),
+            (10, 7, 1)
+        );
         s.blocks_synced = 9;
         s.state = SyncState::Synced;
         m.refresh(&s);

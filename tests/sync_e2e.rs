@@ -117,11 +117,18 @@ fn a_node_killed_mid_sync_resumes_from_its_stored_height() {
 
     // SIGKILL B once it holds between 10 % and 90 % of the chain.
     let (low, high) = (KILL_TEST_BLOCKS / 10, KILL_TEST_BLOCKS * 9 / 10);
-    let seen = wait_within("B to be between 10 % and 90 % of the chain", SYNC_LIMIT, || {
-        let h = height(&b);
-        assert!(h < high, "B synced past 90 % ({h}) before the test could kill it");
-        (h >= low).then_some(h)
-    });
+    let seen = wait_within(
+        "B to be between 10 % and 90 % of the chain",
+        SYNC_LIMIT,
+        || {
+            let h = height(&b);
+            assert!(
+                h < high,
+                "B synced past 90 % ({h}) before the test could kill it"
+            );
+            (h >= low).then_some(h)
+        },
+    );
     b.kill9();
 
     // The store B left behind opens cleanly: a verified prefix, nothing repaired.
@@ -136,13 +143,19 @@ fn a_node_killed_mid_sync_resumes_from_its_stored_height() {
     // Restarted on the same data dir, B resumes from there and downloads only the rest.
     let mut b = Node::start_with(b_ip, b_port, &[a.listen], &b_config, Some(&b_dir), &[]);
     let first = height(&b);
-    assert!(first >= committed, "restarted at {first}, below the stored {committed}");
+    assert!(
+        first >= committed,
+        "restarted at {first}, below the stored {committed}"
+    );
     let started = Instant::now();
     wait_within("B to reach A's tip after the restart", SYNC_LIMIT, || {
         let s = b.status();
         (s["height"] == KILL_TEST_BLOCKS && s["tip"] == tip.as_str()).then_some(())
     });
-    eprintln!("B resumed from {first} and finished in {:?}", started.elapsed());
+    eprintln!(
+        "B resumed from {first} and finished in {:?}",
+        started.elapsed()
+    );
     assert_eq!(
         metric(&b, "peerlink_sync_blocks_synced_total"),
         (KILL_TEST_BLOCKS - committed) as f64,
@@ -176,11 +189,14 @@ fn produce_every_grows_a_chain_that_a_peer_follows() {
         &["--produce-every", "50ms", "--block-bytes", "64"],
     );
     let d = Node::start(d_ip, free_port(d_ip), &[c.listen], FAST_PINGS);
-    wait_for("D to follow C to height 10 or more, on the same tip", || {
-        let (sc, sd) = (c.status(), d.status());
-        let same = sc["tip"] == sd["tip"] && sc["height"] == sd["height"];
-        (same && sd["height"].as_u64().unwrap_or(0) >= 10).then_some(())
-    });
+    wait_for(
+        "D to follow C to height 10 or more, on the same tip",
+        || {
+            let (sc, sd) = (c.status(), d.status());
+            let same = sc["tip"] == sd["tip"] && sc["height"] == sd["height"];
+            (same && sd["height"].as_u64().unwrap_or(0) >= 10).then_some(())
+        },
+    );
     assert!(metric(&c, "peerlink_sync_height") >= 10.0);
     assert!(metric(&d, "peerlink_sync_blocks_synced_total") >= 10.0);
     assert_eq!(metric(&c, "peerlink_sync_blocks_synced_total"), 0.0);

@@ -320,4 +320,3 @@ pub fn parse_metrics(text: &str) -> Vec<Sample> {
     }
     samples
 }
-
