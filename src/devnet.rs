@@ -478,7 +478,7 @@ pub fn render_report(r: &DevnetReport) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<5} {:<22} {:>10} {:>10} {:>12} {:>11} {:>10} {:>14}",
+        "{:<5} {:<22} {:>10} {:>12} {:>10} {:>9} {:>10} {:>17}",
         "NODE", "ADDR", "HEIGHT", "TIP", "SYNCED (s)", "CONNS/IPS", "RECONNECTS", "PONGS/PINGS"
     );
     for n in &r.nodes {
@@ -490,7 +490,7 @@ pub fn render_report(r: &DevnetReport) -> String {
             .map_or("-".to_string(), |r| format!("{:.1} %", r * 100.0));
         let _ = writeln!(
             s,
-            "{:<5} {:<22} {:>10} {:>10} {:>12} {:>11} {:>10} {:>14}",
+            "{:<5} {:<22} {:>10} {:>12} {:>10} {:>9} {:>10} {:>17}",
             n.index,
             n.addr.to_string(),
             n.height,
