@@ -191,11 +191,14 @@ pub struct DevnetReport {
 /// and the report to `out`. `Ok` only when every check passed.
 pub async fn run(args: &DevnetArgs, out: &mut dyn Write) -> Result<DevnetReport, DevnetError> {
     check_args(args)?;
+    // Registered now (not at the task's first poll), so that Ctrl-C while the chain is built
+    // still ends in the clean shutdown below, which also deletes the temporary directory.
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupted.clone();
         actix_rt::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if sigint.recv().await.is_some() {
                 flag.store(true, Ordering::SeqCst);
             }
         });
