@@ -345,23 +345,73 @@ fn encode_app_into<M: Serialize>(
 /// trailing bytes refused. Collection lengths are bounded by the frame cap: serde never
 /// preallocates more than the data present can fill.
 pub fn decode_app<M: DeserializeOwned>(payload: &[u8]) -> Result<M, CodecError> {
+    match msgpack_value_len(payload) {
+        Some(n) if n == payload.len() => {}
+        Some(_) => {
+            return Err(CodecError::Malformed(
+                "trailing bytes after the message".into(),
+            ))
+        }
+        None => return Err(CodecError::Malformed("truncated message".into())),
+    }
     // The borrowing reader reads `bin` and `str` data in place; the `Read` based one copied
     // them through a fresh, repeatedly grown buffer for every message.
     let mut de = rmp_serde::Deserializer::from_read_ref(payload);
     de.set_max_depth(RMP_MAX_DEPTH);
-    let msg = M::deserialize(&mut de).map_err(|e| CodecError::Malformed(e.to_string()))?;
-    // That reader does not tell its position: the message ended the payload exactly when not
-    // even one more marker can be read.
-    match serde::de::IgnoredAny::deserialize(&mut de) {
-        Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
-            if e.kind() == std::io::ErrorKind::UnexpectedEof =>
-        {
-            Ok(msg)
+    M::deserialize(&mut de).map_err(|e| CodecError::Malformed(e.to_string()))
+}
+
+/// Length in bytes of the first MessagePack value in `buf`; `None` if it is truncated or uses
+/// the reserved marker 0xc1. Iterative, counting the items still to read, so nesting costs no
+/// stack; every item consumes at least one byte, so it ends within `buf.len()` steps.
+pub(crate) fn msgpack_value_len(buf: &[u8]) -> Option<usize> {
+    let be = |at: usize, n: usize| -> Option<u64> {
+        let bytes = buf.get(at..at.checked_add(n)?)?;
+        Some(bytes.iter().fold(0u64, |acc, b| acc << 8 | u64::from(*b)))
+    };
+    let mut pos = 0usize;
+    let mut pending: u64 = 1;
+    while pending > 0 {
+        let marker = *buf.get(pos)?;
+        pos += 1;
+        pending -= 1;
+        // (bytes to skip after the marker, nested items that follow)
+        let (skip, items): (u64, u64) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0x80..=0x8f => (0, 2 * u64::from(marker & 0x0f)),
+            0x90..=0x9f => (0, u64::from(marker & 0x0f)),
+            0xa0..=0xbf => (u64::from(marker & 0x1f), 0),
+            0xc1 => return None,
+            // bin8/16/32 and str8/16/32: length, then data
+            0xc4 | 0xd9 => (1 + be(pos, 1)?, 0),
+            0xc5 | 0xda => (2 + be(pos, 2)?, 0),
+            0xc6 | 0xdb => (4 + be(pos, 4)?, 0),
+            // ext8/16/32: length, type byte, data
+            0xc7 => (1 + 1 + be(pos, 1)?, 0),
+            0xc8 => (2 + 1 + be(pos, 2)?, 0),
+            0xc9 => (4 + 1 + be(pos, 4)?, 0),
+            0xca | 0xce | 0xd2 => (4, 0),
+            0xcb | 0xcf | 0xd3 => (8, 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            // fixext 1/2/4/8/16: type byte, data
+            0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xd6 => (5, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            0xdc => (2, be(pos, 2)?),
+            0xdd => (4, be(pos, 4)?),
+            0xde => (2, 2 * be(pos, 2)?),
+            0xdf => (4, 2 * be(pos, 4)?),
+        };
+        pos = pos.checked_add(usize::try_from(skip).ok()?)?;
+        if pos > buf.len() {
+            return None;
         }
-        _ => Err(CodecError::Malformed(
-            "trailing bytes after the message".into(),
-        )),
+        pending = pending.checked_add(items)?;
     }
+    Some(pos)
 }
 
 /// The values a received Hello is checked against.

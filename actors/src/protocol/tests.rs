@@ -1070,3 +1070,41 @@ proptest! {
         prop_assert!(Frame::decode(body).is_err());
     }
 }
+
+/// A trailing value that is itself truncated (an array header with no elements) is still
+/// trailing data, not the end of the payload.
+#[test]
+fn decode_app_refuses_truncated_trailing_values() {
+    let mut payload = rmp_serde::to_vec(&(1u8, 2u8)).unwrap();
+    assert_eq!(decode_app::<(u8, u8)>(&payload).unwrap(), (1, 2));
+    payload.push(0x9f); // fixarray of 15, no elements
+    assert!(decode_app::<(u8, u8)>(&payload).is_err());
+    payload.pop();
+    payload.extend_from_slice(&[0xc6, 0xff, 0xff, 0xff, 0xff]); // bin32 with no data
+    assert!(decode_app::<(u8, u8)>(&payload).is_err());
+}
+
+proptest! {
+    /// The value length the decoder relies on agrees with rmp-serde's encoder for any value
+    /// shape, and never panics or reads past the buffer on random bytes.
+    #[test]
+    fn msgpack_value_len_matches_the_encoder(
+        v in proptest::collection::vec((any::<u64>(), any::<i32>(), ".{0,40}", proptest::collection::vec(any::<u8>(), 0..100), any::<Option<f64>>()), 0..8),
+        junk in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        #[derive(serde::Serialize)]
+        struct W<'a>(&'a [(u64, i32, String, Vec<u8>, Option<f64>)], #[serde(with = "serde_bytes")] &'a [u8]);
+        let bytes = rmp_serde::to_vec(&W(&v, &junk)).unwrap();
+        prop_assert_eq!(msgpack_value_len(&bytes), Some(bytes.len()));
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(&junk);
+        prop_assert_eq!(msgpack_value_len(&longer), Some(bytes.len()));
+        let step = (bytes.len() / 64).max(1);
+        for cut in (0..bytes.len()).step_by(step) {
+            prop_assert_eq!(msgpack_value_len(&bytes[..cut]), None);
+        }
+        if let Some(n) = msgpack_value_len(&junk) {
+            prop_assert!(n <= junk.len());
+        }
+    }
+}
