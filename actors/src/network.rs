@@ -55,9 +55,29 @@ impl<M: 'static> Message for Inbound<M> {
     type Result = ();
 }
 
+/// Application messages received from one peer in one burst (the frames one read of the socket
+/// yielded, up to 16), delivered in order as a single actor message. Opt in with
+/// [`Network::start_batched`] when per-message mailbox hops dominate (high message rates).
+#[derive(Debug)]
+pub struct InboundBatch<M> {
+    /// The connection they came in on; reply through it.
+    pub from: PeerHandle,
+    /// The decoded messages, in arrival order.
+    pub msgs: Vec<M>,
+    /// Returned to the session's inbound budget when this batch is dropped.
+    _credits: Vec<Credit>,
+}
+
+impl<M: 'static> Message for InboundBatch<M> {
+    type Result = ();
+}
+
 /// Decodes an App payload and hands it to the application.
+/// Decodes a burst of App payloads from one peer and hands them to the application; an error
+/// (a payload that is not a valid message) closes the connection. Nothing is delivered from a
+/// burst that holds an invalid payload.
 pub(crate) type Deliver =
-    Box<dyn Fn(&PeerHandle, Bytes, Credit) -> Result<(), CodecError> + Send + Sync>;
+    Box<dyn Fn(&PeerHandle, Vec<(Bytes, Credit)>) -> Result<(), CodecError> + Send + Sync>;
 
 /// Everything a session needs that is the same for all sessions of a node.
 pub(crate) struct SessionEnv {
@@ -204,6 +224,47 @@ impl<M: AppMessage> Network<M> {
         config: NetworkConfig,
         app: Recipient<Inbound<M>>,
     ) -> Result<Self, NetworkError> {
+        let deliver: Deliver = Box::new(move |from: &PeerHandle, burst: Vec<(Bytes, Credit)>| {
+            let msgs = burst
+                .into_iter()
+                .map(|(payload, credit)| Ok((decode_app::<M>(&payload)?, credit)))
+                .collect::<Result<Vec<_>, CodecError>>()?;
+            for (msg, credit) in msgs {
+                app.do_send(Inbound {
+                    from: from.clone(),
+                    msg,
+                    _credit: credit,
+                });
+            }
+            Ok(())
+        });
+        Self::start_with(config, deliver).await
+    }
+
+    /// Like [`Network::start`], but delivers each burst of messages from a peer as one
+    /// [`InboundBatch`]: one mailbox hop per burst instead of per message.
+    pub async fn start_batched(
+        config: NetworkConfig,
+        app: Recipient<InboundBatch<M>>,
+    ) -> Result<Self, NetworkError> {
+        let deliver: Deliver = Box::new(move |from: &PeerHandle, burst: Vec<(Bytes, Credit)>| {
+            let mut msgs = Vec::with_capacity(burst.len());
+            let mut credits = Vec::with_capacity(burst.len());
+            for (payload, credit) in burst {
+                msgs.push(decode_app::<M>(&payload)?);
+                credits.push(credit);
+            }
+            app.do_send(InboundBatch {
+                from: from.clone(),
+                msgs,
+                _credits: credits,
+            });
+            Ok(())
+        });
+        Self::start_with(config, deliver).await
+    }
+
+    async fn start_with(config: NetworkConfig, deliver: Deliver) -> Result<Self, NetworkError> {
         config.validate()?;
         let listener =
             TcpListener::bind(config.listen)
@@ -224,16 +285,6 @@ impl<M: AppMessage> Network<M> {
             max_outbound: config.target_outbound,
         };
         let registry = PeerRegistry::new(policy, metrics.clone()).start();
-        let deliver: Deliver =
-            Box::new(move |from: &PeerHandle, payload: Bytes, credit: Credit| {
-                let msg: M = decode_app(&payload)?;
-                app.do_send(Inbound {
-                    from: from.clone(),
-                    msg,
-                    _credit: credit,
-                });
-                Ok(())
-            });
         let env = Arc::new(SessionEnv {
             hello_policy: HelloPolicy {
                 magic: config.magic.to_be_bytes(),

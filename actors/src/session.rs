@@ -25,7 +25,7 @@ use crate::connector::DialEvent;
 use crate::constants::{
     CLOSE_FLUSH_TIMEOUT, MAX_HANDSHAKE_FRAME_BYTES, PROTOCOL_VERSION, READ_BUFFER_INITIAL_BYTES,
 };
-use crate::credit::InboundCredit;
+use crate::credit::{Credit, InboundCredit};
 use crate::error::CodecError;
 use crate::handle::{spawn_writer, PeerHandle, WriterClose};
 use crate::metrics::NetMetrics;
@@ -103,6 +103,7 @@ pub struct PeerSession {
     ping: Option<(u64, Instant)>,
     stats: Arc<SessionStats>,
     credit: Arc<InboundCredit>,
+    burst: Vec<(Bytes, Credit)>,
     closed: Option<(DisconnectReason, bool)>,
     inbound_permit: Option<Permit>,
     pending_permit: Option<Permit>,
@@ -118,6 +119,11 @@ pub struct Close {
     /// Why.
     pub reason: DisconnectReason,
 }
+
+/// Deliver the application messages collected from the current burst of frames.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct FlushInbound;
 
 /// The writer task failed to write; the connection is gone.
 #[derive(Message)]
@@ -160,6 +166,7 @@ impl PeerSession {
             ping: None,
             stats: Arc::new(SessionStats::default()),
             credit,
+            burst: Vec::new(),
             closed: None,
             inbound_permit,
             pending_permit,
@@ -302,6 +309,19 @@ impl Handler<Close> for PeerSession {
     }
 }
 
+impl Handler<FlushInbound> for PeerSession {
+    type Result = ();
+
+    fn handle(&mut self, _msg: FlushInbound, ctx: &mut Context<Self>) {
+        if !self.flush_inbound(ctx) {
+            self.close(DisconnectReason::BadFrame, false, ctx);
+        } else if self.credit.is_over() {
+            // The application is behind: stop reading from this peer until it catches up.
+            ctx.wait(self.credit.clone().drained().into_actor(self));
+        }
+    }
+}
+
 impl Handler<WriterFailed> for PeerSession {
     type Result = ();
 
@@ -353,22 +373,12 @@ impl PeerSession {
                 }
             }
             (Phase::Active, Frame::App(payload)) => {
+                // Collected and delivered once the stream yields (after at most 16 frames):
+                // one hand-over per burst instead of per message.
                 let credit = self.credit.take(payload.len());
-                if let Err(e) = (self.env.deliver)(self.peer_handle(), payload, credit) {
-                    log::debug!(
-                        "peer {} conn {}: bad application message: {e}",
-                        self.ip,
-                        self.conn_id
-                    );
-                    self.env
-                        .metrics
-                        .frames_rejected
-                        .get_or_create(&NetMetrics::reason(DisconnectReason::BadFrame))
-                        .inc();
-                    self.close(DisconnectReason::BadFrame, false, ctx);
-                } else if self.credit.is_over() {
-                    // The application is behind: stop reading from this peer until it catches up.
-                    ctx.wait(self.credit.clone().drained().into_actor(self));
+                self.burst.push((payload, credit));
+                if self.burst.len() == 1 {
+                    ctx.notify(FlushInbound);
                 }
             }
             (Phase::Active, Frame::Hello(_)) => self.close(DisconnectReason::BadHello, false, ctx),
@@ -478,11 +488,40 @@ impl PeerSession {
         });
     }
 
+    /// Hands the collected burst to the application. Returns false (and counts the rejected
+    /// frame) if a payload was not a valid application message.
+    fn flush_inbound(&mut self, _ctx: &mut Context<Self>) -> bool {
+        if self.burst.is_empty() {
+            return true;
+        }
+        let burst = std::mem::take(&mut self.burst);
+        match (self.env.deliver)(self.peer_handle(), burst) {
+            Ok(()) => true,
+            Err(e) => {
+                log::debug!(
+                    "peer {} conn {}: bad application message: {e}",
+                    self.ip,
+                    self.conn_id
+                );
+                self.env
+                    .metrics
+                    .frames_rejected
+                    .get_or_create(&NetMetrics::reason(DisconnectReason::BadFrame))
+                    .inc();
+                false
+            }
+        }
+    }
+
     /// The one way a session ends: record the reason, tell the peer when the socket works,
     /// let the writer flush (or drop a slow peer's queue), stop the actor.
     fn close(&mut self, reason: DisconnectReason, by_peer: bool, ctx: &mut Context<Self>) {
         if self.phase == Phase::Closing {
             return;
+        }
+        // Messages that arrived before the close still reach the application, in order.
+        if !self.flush_inbound(ctx) && reason != DisconnectReason::BadFrame {
+            return self.close(DisconnectReason::BadFrame, false, ctx);
         }
         self.phase = Phase::Closing;
         self.closed = Some((reason, by_peer));

@@ -1,0 +1,94 @@
+//! Burst delivery: messages a session reads in one burst are handed over together (as one
+//! `InboundBatch` with `Network::start_batched`), in order, and a close that follows data in the
+//! same burst still delivers that data first.
+
+mod common;
+
+use actix::prelude::*;
+use common::*;
+use peerlink_actors::{DisconnectReason, InboundBatch, Network, PeerHandle, SendOutcome};
+use tokio::sync::mpsc;
+
+struct BatchCollector {
+    batches: mpsc::UnboundedSender<(PeerHandle, Vec<TestMsg>)>,
+}
+
+impl Actor for BatchCollector {
+    type Context = Context<Self>;
+}
+
+impl Handler<InboundBatch<TestMsg>> for BatchCollector {
+    type Result = ();
+    fn handle(&mut self, b: InboundBatch<TestMsg>, _: &mut Context<Self>) {
+        let _ = self.batches.send((b.from, b.msgs));
+    }
+}
+
+fn text(seq: u64) -> TestMsg {
+    TestMsg::Text {
+        seq,
+        body: format!("message {seq}"),
+    }
+}
+
+#[actix::test]
+async fn batched_delivery_keeps_order_and_groups_bursts() {
+    let (tx, mut batches) = mpsc::unbounded_channel();
+    let app = BatchCollector { batches: tx }.start();
+    let a: Network<TestMsg> = Network::start_batched(test_config(40), app.recipient())
+        .await
+        .expect("network starts");
+    let mut b = TestNode::on(41).await;
+    b.net.connect(a.local_addr());
+    b.connected().await;
+    let to_a = eventually("b has a handle to a", || {
+        let net = b.net.clone();
+        let ip = a.local_addr().ip();
+        async move { net.handle(ip).await }
+    })
+    .await;
+
+    const N: u64 = 2_000;
+    for seq in 0..N {
+        assert_eq!(to_a.send(&text(seq)).unwrap(), SendOutcome::Queued);
+    }
+    let mut next = 0;
+    let mut largest = 0;
+    while next < N {
+        let (from, msgs) = tokio::time::timeout(WAIT, batches.recv())
+            .await
+            .expect("batch within the wait bound")
+            .expect("channel open");
+        assert_eq!(from.ip(), b.ip());
+        assert!(!msgs.is_empty(), "no empty batches");
+        largest = largest.max(msgs.len());
+        for m in msgs {
+            assert_eq!(m, text(next), "in order, exactly once");
+            next += 1;
+        }
+    }
+    assert!(largest > 1, "2,000 back-to-back messages arrive in bursts");
+    a.shutdown().await;
+}
+
+#[actix::test]
+async fn data_before_a_disconnect_in_the_same_burst_is_delivered() {
+    let mut a = TestNode::on(42).await;
+    let mut b = TestNode::on(43).await;
+    b.net.connect(a.addr());
+    b.connected().await;
+    a.connected().await;
+    let to_a = b.net.handle(a.ip()).await.expect("connected");
+    // Ten messages and the Disconnect go out in one write, so A reads them in one burst.
+    for seq in 0..10 {
+        to_a.send(&text(seq)).unwrap();
+    }
+    to_a.disconnect(DisconnectReason::Requested);
+    for seq in 0..10 {
+        let (_, m) = a.next_msg().await;
+        assert_eq!(m, text(seq));
+    }
+    let gone = a.disconnected().await;
+    assert_eq!(gone.reason, DisconnectReason::Requested);
+    assert!(gone.by_peer);
+}
