@@ -1071,6 +1071,9 @@ proptest! {
     }
 }
 
+/// A record of every MessagePack shape the value-length scanner must walk.
+type Row = (u64, i32, String, Vec<u8>, Option<f64>);
+
 /// A trailing value that is itself truncated (an array header with no elements) is still
 /// trailing data, not the end of the payload.
 #[test]
@@ -1093,7 +1096,7 @@ proptest! {
         junk in proptest::collection::vec(any::<u8>(), 0..64),
     ) {
         #[derive(serde::Serialize)]
-        struct W<'a>(&'a [(u64, i32, String, Vec<u8>, Option<f64>)], #[serde(with = "serde_bytes")] &'a [u8]);
+        struct W<'a>(&'a [Row], #[serde(with = "serde_bytes")] &'a [u8]);
         let bytes = rmp_serde::to_vec(&W(&v, &junk)).unwrap();
         prop_assert_eq!(msgpack_value_len(&bytes), Some(bytes.len()));
         let mut longer = bytes.clone();
