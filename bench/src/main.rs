@@ -19,7 +19,7 @@ use std::process::ExitCode;
 
 use common::{median, CpuUse};
 use conns::Server;
-use peer::{Path, Rtt};
+use peer::{Delivery, Path, Rtt};
 
 /// Sizes of every scenario; `--smoke` shrinks them.
 #[derive(Debug, Clone, Copy)]
@@ -164,7 +164,12 @@ fn run_once(sizes: Sizes, only: &str) -> RunOutput {
     let want = |s: char| only.is_empty() || only.contains(s);
     if want('a') {
         let base = raw::one_connection(sizes.a_msgs, SMALL_BYTES);
-        let handle = peer::one_connection(Path::Handle, sizes.a_msgs, SMALL_BYTES);
+        let handle = peer::one_connection(
+            Path::Handle,
+            Delivery::PerMessage,
+            sizes.a_msgs,
+            SMALL_BYTES,
+        );
         if let Some((p, b)) = out.check("a (PeerHandle)", both(handle, base.clone())) {
             out.row(
                 "a. 256 B msgs, 1 conn, PeerHandle",
@@ -173,7 +178,22 @@ fn run_once(sizes: Sizes, only: &str) -> RunOutput {
                 Target::RatioAtLeast(0.8),
             );
         }
-        let reg = peer::one_connection(Path::Registry, sizes.a_registry_msgs, SMALL_BYTES);
+        let batched =
+            peer::one_connection(Path::Handle, Delivery::Batched, sizes.a_msgs, SMALL_BYTES);
+        if let Some((p, b)) = out.check("a (PeerHandle, batched)", both(batched, base.clone())) {
+            out.row(
+                "a. 256 B msgs, 1 conn, PeerHandle, InboundBatch",
+                "msg/s",
+                (p, b),
+                Target::RatioAtLeast(0.8),
+            );
+        }
+        let reg = peer::one_connection(
+            Path::Registry,
+            Delivery::PerMessage,
+            sizes.a_registry_msgs,
+            SMALL_BYTES,
+        );
         if let Some((p, b)) = out.check("a (Network::send)", both(reg, base)) {
             out.row(
                 "a. 256 B msgs, 1 conn, Network::send",
@@ -188,6 +208,7 @@ fn run_once(sizes: Sizes, only: &str) -> RunOutput {
         let b = mb(raw::one_connection(sizes.b_msgs, LARGE_BYTES));
         let p = mb(peer::one_connection(
             Path::Handle,
+            Delivery::PerMessage,
             sizes.b_msgs,
             LARGE_BYTES,
         ));
@@ -202,11 +223,16 @@ fn run_once(sizes: Sizes, only: &str) -> RunOutput {
     }
     if want('c') {
         let b = raw::broadcast(sizes.c_peers, sizes.c_msgs, SMALL_BYTES);
-        let p = peer::broadcast(sizes.c_peers, sizes.c_msgs, SMALL_BYTES);
-        if let Some(((p, pc), (b, bc))) = out.check("c", both(p, b)) {
-            let name = format!("c. broadcast 256 B to {} peers", sizes.c_peers);
-            out.row(&name, "deliveries/s", (p, b), Target::RatioAtLeast(0.8));
-            out.notes.push(cpu_note("c", pc, bc));
+        for (delivery, suffix) in [
+            (Delivery::PerMessage, ""),
+            (Delivery::Batched, ", InboundBatch"),
+        ] {
+            let p = peer::broadcast(delivery, sizes.c_peers, sizes.c_msgs, SMALL_BYTES);
+            if let Some(((p, pc), (b, bc))) = out.check("c", both(p, b.clone())) {
+                let name = format!("c. broadcast 256 B to {} peers{suffix}", sizes.c_peers);
+                out.row(&name, "deliveries/s", (p, b), Target::RatioAtLeast(0.8));
+                out.notes.push(cpu_note(&format!("c{suffix}"), pc, bc));
+            }
         }
     }
     if want('d') {

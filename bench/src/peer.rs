@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_rt::Arbiter;
-use peerlink_actors::{Inbound, Network, NetworkConfig, PeerHandle, SendOutcome};
+use peerlink_actors::{Inbound, InboundBatch, Network, NetworkConfig, PeerHandle, SendOutcome};
 use tokio::sync::mpsc;
 
 use crate::common::{percentile, BenchMsg, CpuMeter, CpuUse, Tally};
@@ -37,6 +37,15 @@ pub enum Path {
     Handle,
 }
 
+/// How the receiving application gets its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// One `Inbound` actor message per application message (`Network::start`).
+    PerMessage,
+    /// One `InboundBatch` per burst read from the socket (`Network::start_batched`).
+    Batched,
+}
+
 /// The application actor of every bench node: counts data, echoes pings, forwards pongs.
 pub struct Sink {
     tally: Arc<Tally>,
@@ -58,10 +67,26 @@ impl Handler<Inbound<BenchMsg>> for Sink {
     type Result = ();
 
     fn handle(&mut self, m: Inbound<BenchMsg>, _ctx: &mut Context<Self>) {
-        match m.msg {
+        self.on_msg(&m.from, m.msg);
+    }
+}
+
+impl Handler<InboundBatch<BenchMsg>> for Sink {
+    type Result = ();
+
+    fn handle(&mut self, b: InboundBatch<BenchMsg>, _ctx: &mut Context<Self>) {
+        for msg in b.msgs {
+            self.on_msg(&b.from, msg);
+        }
+    }
+}
+
+impl Sink {
+    fn on_msg(&mut self, from: &PeerHandle, msg: BenchMsg) {
+        match msg {
             BenchMsg::Data { .. } => self.tally.hit(),
             BenchMsg::Ping { id } => {
-                let _ = m.from.send(&BenchMsg::Pong { id });
+                let _ = from.send(&BenchMsg::Pong { id });
             }
             BenchMsg::Pong { id } => {
                 if let Some(tx) = &self.pongs {
@@ -108,6 +133,8 @@ struct Cluster {
     nodes: Vec<Node>,
     /// Ping interval of the nodes added from now on.
     ping_interval_ms: u64,
+    /// How the nodes' applications receive messages.
+    delivery: Delivery,
 }
 
 impl Cluster {
@@ -117,6 +144,7 @@ impl Cluster {
             load_apps: [Arbiter::new(), Arbiter::new()],
             nodes: Vec::new(),
             ping_interval_ms: DEFAULT_BENCH_PING_MS,
+            delivery: Delivery::PerMessage,
         }
     }
 
@@ -156,9 +184,11 @@ impl Cluster {
             handshake_timeout_ms: 10_000,
             ..NetworkConfig::default()
         };
-        let net = Network::start(config, sink.recipient())
-            .await
-            .map_err(|e| format!("node {ip}: {e}"))?;
+        let net = match self.delivery {
+            Delivery::PerMessage => Network::start(config, sink.recipient()).await,
+            Delivery::Batched => Network::start_batched(config, sink.recipient()).await,
+        }
+        .map_err(|e| format!("node {ip}: {e}"))?;
         self.nodes.push(Node {
             net,
             ip: IpAddr::V4(ip),
@@ -222,10 +252,16 @@ fn queued(outcome: SendOutcome) -> Result<(), String> {
 
 /// Scenarios (a) and (b): `count` messages of `size` bytes over one connection. Returns
 /// messages per second received and decoded by the other node's application.
-pub fn one_connection(path: Path, count: u64, size: usize) -> Result<f64, String> {
+pub fn one_connection(
+    path: Path,
+    delivery: Delivery,
+    count: u64,
+    size: usize,
+) -> Result<f64, String> {
     in_actix(move || async move {
         let tally = Arc::new(Tally::default());
         let mut c = Cluster::new();
+        c.delivery = delivery;
         let a = c
             .add(Ipv4Addr::new(127, 0, 1, 2), 0, tally.clone(), None)
             .await?;
@@ -313,10 +349,16 @@ async fn broadcast_run(
 }
 
 /// Scenario (c): deliveries per second of `count` broadcasts to `peers` peers, and the CPU use.
-pub fn broadcast(peers: usize, count: u64, size: usize) -> Result<(f64, CpuUse), String> {
+pub fn broadcast(
+    delivery: Delivery,
+    peers: usize,
+    count: u64,
+    size: usize,
+) -> Result<(f64, CpuUse), String> {
     in_actix(move || async move {
         let tally = Arc::new(Tally::default());
         let mut c = Cluster::new();
+        c.delivery = delivery;
         let (x, handles) = broadcast_cluster(&mut c, peers, &tally).await?;
         let net = c.nodes[x].net.clone();
         broadcast_run(&net, &handles, &tally, (count / 10).max(1), size).await?;
