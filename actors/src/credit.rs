@@ -62,8 +62,8 @@ impl InboundCredit {
         }
     }
 
-    #[cfg(test)]
-    fn outstanding(&self) -> usize {
+    /// Bytes delivered and not yet consumed.
+    pub(crate) fn outstanding(&self) -> usize {
         self.bytes.load(Ordering::Acquire)
     }
 }

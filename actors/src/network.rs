@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::NetworkConfig;
 use crate::connector::{AddPeer, Connector, DialEvent, GetAddressBook, StopDialing};
-use crate::credit::Credit;
+use crate::credit::{Credit, InboundCredit};
 use crate::dial_plan::AddrStatus;
 use crate::error::{CodecError, NetworkError};
 use crate::handle::{PeerHandle, SendOutcome};
@@ -65,7 +65,7 @@ pub struct InboundBatch<M> {
     /// The decoded messages, in arrival order.
     pub msgs: Vec<M>,
     /// Returned to the session's inbound budget when this batch is dropped.
-    _credits: Vec<Credit>,
+    _credit: Credit,
 }
 
 impl<M: 'static> Message for InboundBatch<M> {
@@ -76,8 +76,9 @@ impl<M: 'static> Message for InboundBatch<M> {
 /// Decodes a burst of App payloads from one peer and hands them to the application; an error
 /// (a payload that is not a valid message) closes the connection. Nothing is delivered from a
 /// burst that holds an invalid payload.
-pub(crate) type Deliver =
-    Box<dyn Fn(&PeerHandle, Vec<(Bytes, Credit)>) -> Result<(), CodecError> + Send + Sync>;
+pub(crate) type Deliver = Box<
+    dyn Fn(&PeerHandle, Vec<Bytes>, &Arc<InboundCredit>) -> Result<(), CodecError> + Send + Sync,
+>;
 
 /// Everything a session needs that is the same for all sessions of a node.
 pub(crate) struct SessionEnv {
@@ -224,20 +225,22 @@ impl<M: AppMessage> Network<M> {
         config: NetworkConfig,
         app: Recipient<Inbound<M>>,
     ) -> Result<Self, NetworkError> {
-        let deliver: Deliver = Box::new(move |from: &PeerHandle, burst: Vec<(Bytes, Credit)>| {
-            let msgs = burst
-                .into_iter()
-                .map(|(payload, credit)| Ok((decode_app::<M>(&payload)?, credit)))
-                .collect::<Result<Vec<_>, CodecError>>()?;
-            for (msg, credit) in msgs {
-                app.do_send(Inbound {
-                    from: from.clone(),
-                    msg,
-                    _credit: credit,
-                });
-            }
-            Ok(())
-        });
+        let deliver: Deliver = Box::new(
+            move |from: &PeerHandle, burst: Vec<Bytes>, credit: &Arc<InboundCredit>| {
+                let msgs = burst
+                    .iter()
+                    .map(|payload| Ok((decode_app::<M>(payload)?, payload.len())))
+                    .collect::<Result<Vec<_>, CodecError>>()?;
+                for (msg, len) in msgs {
+                    app.do_send(Inbound {
+                        from: from.clone(),
+                        msg,
+                        _credit: credit.take(len),
+                    });
+                }
+                Ok(())
+            },
+        );
         Self::start_with(config, deliver).await
     }
 
@@ -247,20 +250,21 @@ impl<M: AppMessage> Network<M> {
         config: NetworkConfig,
         app: Recipient<InboundBatch<M>>,
     ) -> Result<Self, NetworkError> {
-        let deliver: Deliver = Box::new(move |from: &PeerHandle, burst: Vec<(Bytes, Credit)>| {
-            let mut msgs = Vec::with_capacity(burst.len());
-            let mut credits = Vec::with_capacity(burst.len());
-            for (payload, credit) in burst {
-                msgs.push(decode_app::<M>(&payload)?);
-                credits.push(credit);
-            }
-            app.do_send(InboundBatch {
-                from: from.clone(),
-                msgs,
-                _credits: credits,
-            });
-            Ok(())
-        });
+        let deliver: Deliver = Box::new(
+            move |from: &PeerHandle, burst: Vec<Bytes>, credit: &Arc<InboundCredit>| {
+                let msgs = burst
+                    .iter()
+                    .map(|payload| decode_app::<M>(payload))
+                    .collect::<Result<Vec<_>, CodecError>>()?;
+                let bytes = burst.iter().map(Bytes::len).sum();
+                app.do_send(InboundBatch {
+                    from: from.clone(),
+                    msgs,
+                    _credit: credit.take(bytes),
+                });
+                Ok(())
+            },
+        );
         Self::start_with(config, deliver).await
     }
 

@@ -25,7 +25,7 @@ use crate::connector::DialEvent;
 use crate::constants::{
     CLOSE_FLUSH_TIMEOUT, MAX_HANDSHAKE_FRAME_BYTES, PROTOCOL_VERSION, READ_BUFFER_INITIAL_BYTES,
 };
-use crate::credit::{Credit, InboundCredit};
+use crate::credit::InboundCredit;
 use crate::error::CodecError;
 use crate::handle::{spawn_writer, PeerHandle, WriterClose};
 use crate::metrics::NetMetrics;
@@ -103,7 +103,8 @@ pub struct PeerSession {
     ping: Option<(u64, Instant)>,
     stats: Arc<SessionStats>,
     credit: Arc<InboundCredit>,
-    burst: Vec<(Bytes, Credit)>,
+    burst: Vec<Bytes>,
+    burst_bytes: usize,
     closed: Option<(DisconnectReason, bool)>,
     inbound_permit: Option<Permit>,
     pending_permit: Option<Permit>,
@@ -167,6 +168,7 @@ impl PeerSession {
             stats: Arc::new(SessionStats::default()),
             credit,
             burst: Vec::new(),
+            burst_bytes: 0,
             closed: None,
             inbound_permit,
             pending_permit,
@@ -313,12 +315,7 @@ impl Handler<FlushInbound> for PeerSession {
     type Result = ();
 
     fn handle(&mut self, _msg: FlushInbound, ctx: &mut Context<Self>) {
-        if !self.flush_inbound(ctx) {
-            self.close(DisconnectReason::BadFrame, false, ctx);
-        } else if self.credit.is_over() {
-            // The application is behind: stop reading from this peer until it catches up.
-            ctx.wait(self.credit.clone().drained().into_actor(self));
-        }
+        self.deliver_burst(ctx);
     }
 }
 
@@ -375,10 +372,17 @@ impl PeerSession {
             (Phase::Active, Frame::App(payload)) => {
                 // Collected and delivered once the stream yields (after at most 16 frames):
                 // one hand-over per burst instead of per message.
-                let credit = self.credit.take(payload.len());
-                self.burst.push((payload, credit));
+                self.burst_bytes += payload.len();
+                self.burst.push(payload);
                 if self.burst.len() == 1 {
                     ctx.notify(FlushInbound);
+                }
+                if self.credit.outstanding() + self.burst_bytes
+                    >= self.env.config.inbound_budget_bytes
+                {
+                    // The application would hold the budget with this burst: hand it over now
+                    // (and stop reading), so it never holds more than budget + one frame.
+                    self.deliver_burst(ctx);
                 }
             }
             (Phase::Active, Frame::Hello(_)) => self.close(DisconnectReason::BadHello, false, ctx),
@@ -488,6 +492,20 @@ impl PeerSession {
         });
     }
 
+    /// Hands the collected burst over; closes on an invalid payload; stops reading while the
+    /// application holds more than the inbound budget.
+    fn deliver_burst(&mut self, ctx: &mut Context<Self>) {
+        if self.phase == Phase::Closing {
+            return;
+        }
+        if !self.flush_inbound(ctx) {
+            self.close(DisconnectReason::BadFrame, false, ctx);
+        } else if self.credit.is_over() {
+            // The application is behind: stop reading from this peer until it catches up.
+            ctx.wait(self.credit.clone().drained().into_actor(self));
+        }
+    }
+
     /// Hands the collected burst to the application. Returns false (and counts the rejected
     /// frame) if a payload was not a valid application message.
     fn flush_inbound(&mut self, _ctx: &mut Context<Self>) -> bool {
@@ -495,7 +513,8 @@ impl PeerSession {
             return true;
         }
         let burst = std::mem::take(&mut self.burst);
-        match (self.env.deliver)(self.peer_handle(), burst) {
+        self.burst_bytes = 0;
+        match (self.env.deliver)(self.peer_handle(), burst, &self.credit) {
             Ok(()) => true,
             Err(e) => {
                 log::debug!(
