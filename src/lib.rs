@@ -2,6 +2,19 @@
 //!
 //! The node that launches the `peerlink-actors` networking subsystem: configuration, CLI,
 //! admin API, chain store, block sync and the devnet.
+//!
+//! ## Layout
+//!
+//! - `config`, `cli`: the TOML config (`[network]` is `peerlink_actors::NetworkConfig`) and the
+//!   command line; flags override the file.
+//! - `node`: `peerlink run`: opens the chain store, starts block sync and the admin API, handles
+//!   signals for a graceful shutdown.
+//! - `admin`: the HTTP admin API (status, peers, Prometheus metrics, connect/disconnect).
+//! - `app`: `NodeMsg`, the node's application messages inside App frames.
+//! - `chain`: blocks, genesis per network and the redb chain store.
+//! - `sync`: the block sync policy (`SyncEngine`) and the actor that carries it out.
+//! - `devnet`: N nodes in one process, the main demo and end-to-end check.
+#![deny(missing_docs)]
 
 pub mod admin;
 pub mod app;
