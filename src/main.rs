@@ -9,11 +9,6 @@ use peerlink::admin::{self, PeersReport, StatusReport};
 use peerlink::chain::{self, block::MAX_BLOCK_PAYLOAD_BYTES, to_hex, ChainStore};
 use peerlink::cli::{Cli, Command, ProduceArgs, QueryArgs};
 
-/// mimalloc: sessions hand messages and blocks between threads, and glibc's malloc serializes
-/// frees of memory allocated on another thread on its arena locks (see BENCHMARKS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

@@ -14,11 +14,6 @@ mod conns;
 mod peer;
 mod raw;
 
-/// Both sides of every scenario run on mimalloc, the allocator a node would pick: peerlink hands
-/// messages between threads, and glibc malloc serializes cross-thread frees on arena locks.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
