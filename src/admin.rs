@@ -215,15 +215,20 @@ fn error(status: actix_web::http::StatusCode, message: impl Into<String>) -> Htt
     HttpResponse::build(status).json(serde_json::json!({"error": message.into()}))
 }
 
+/// The registry's counters, or a 503 response when the network has stopped.
+async fn registry_stats(state: &AdminState) -> Result<RegistryStats, HttpResponse> {
+    state.network.stats().await.map_err(|e| {
+        error(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            e.to_string(),
+        )
+    })
+}
+
 async fn status(state: web::Data<AdminState>) -> HttpResponse {
-    let stats = match state.network.stats().await {
+    let stats = match registry_stats(&state).await {
         Ok(s) => s,
-        Err(e) => {
-            return error(
-                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                e.to_string(),
-            )
-        }
+        Err(unavailable) => return unavailable,
     };
     let sync = match state.sync.send(GetSyncStatus).await {
         Ok(s) => s,
@@ -252,14 +257,9 @@ async fn status(state: web::Data<AdminState>) -> HttpResponse {
 
 async fn peers(state: web::Data<AdminState>) -> HttpResponse {
     let peers = state.network.peers().await;
-    let stats = match state.network.stats().await {
+    let stats = match registry_stats(&state).await {
         Ok(s) => s,
-        Err(e) => {
-            return error(
-                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                e.to_string(),
-            )
-        }
+        Err(unavailable) => return unavailable,
     };
     HttpResponse::Ok().json(peers_report(&peers, &stats))
 }

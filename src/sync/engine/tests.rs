@@ -156,6 +156,42 @@ impl Net {
     }
 }
 
+/// The last action must be a request (`GetHashes` or `GetBlocks`, named by `kind`): returns
+/// its id, first height and count.
+fn next_request(e: &mut SyncEngine, kind: &str) -> (u64, u64, u32) {
+    match e.take_actions().pop() {
+        Some(Action::Send {
+            msg:
+                NodeMsg::GetHashes {
+                    request_id,
+                    from,
+                    count,
+                },
+            ..
+        }) if kind == "GetHashes" => (request_id, from, count),
+        Some(Action::Send {
+            msg:
+                NodeMsg::GetBlocks {
+                    request_id,
+                    from,
+                    count,
+                },
+            ..
+        }) if kind == "GetBlocks" => (request_id, from, count),
+        other => panic!("expected {kind}, got {other:?}"),
+    }
+}
+
+/// Takes the engine's `GetHashes` to ip(2) and answers it honestly from `remote`.
+fn answer_hashes(e: &mut SyncEngine, remote: &MemChain, now: Instant, me: &mut MemChain) {
+    let (id, from, count) = next_request(e, "GetHashes");
+    let hashes = (from..from + u64::from(count))
+        .filter_map(|h| remote.hash_at(h))
+        .map(WireHash)
+        .collect();
+    e.on_hashes(ip(2), id, from, hashes, now, me);
+}
+
 #[test]
 fn a_fresh_node_syncs_from_peers_ahead_spreading_requests() {
     let now = Instant::now();
@@ -275,35 +311,8 @@ fn corrupted_answer_is_refused(corrupt: impl Fn(&mut Vec<Block>)) {
     let mut net = Net::new();
     net.silent.insert(ip(2));
     net.add(&mut e, &mut me, ip(2), remote.clone(), now);
-    let (id, from, count) = match e.take_actions().pop() {
-        Some(Action::Send {
-            msg:
-                NodeMsg::GetHashes {
-                    request_id,
-                    from,
-                    count,
-                },
-            ..
-        }) => (request_id, from, count),
-        other => panic!("{other:?}"),
-    };
-    let hashes = (from..from + u64::from(count))
-        .filter_map(|h| remote.hash_at(h))
-        .map(WireHash)
-        .collect();
-    e.on_hashes(ip(2), id, from, hashes, now, &mut me);
-    let (id, from, count) = match e.take_actions().pop() {
-        Some(Action::Send {
-            msg:
-                NodeMsg::GetBlocks {
-                    request_id,
-                    from,
-                    count,
-                },
-            ..
-        }) => (request_id, from, count),
-        other => panic!("{other:?}"),
-    };
+    answer_hashes(&mut e, &remote, now, &mut me);
+    let (id, from, count) = next_request(&mut e, "GetBlocks");
     let mut blocks: Vec<Block> =
         remote.0[from as usize..(from + u64::from(count)) as usize].to_vec();
     corrupt(&mut blocks);
@@ -476,18 +485,7 @@ fn news_of_the_current_connection_keeps_its_requests() {
     let mut e = SyncEngine::new(cfg());
     // First message (an announce) before the Connected event.
     e.on_announce(ip(2), 30, remote.tip_hash(), now, &mut me);
-    let (id, from, count) = match e.take_actions().pop() {
-        Some(Action::Send {
-            msg:
-                NodeMsg::GetHashes {
-                    request_id,
-                    from,
-                    count,
-                },
-            ..
-        }) => (request_id, from, count),
-        other => panic!("{other:?}"),
-    };
+    let (id, from, count) = next_request(&mut e, "GetHashes");
     e.peer_height_hint(ip(2), 30, now, &mut me);
     let hashes = (from..from + u64::from(count))
         .filter_map(|h| remote.hash_at(h))
