@@ -99,6 +99,7 @@ impl Acceptor {
                 act.accept_next(ctx);
             }
             Err(e) => {
+                act.env.metrics.accept_errors.inc();
                 log::warn!("accept failed: {e}; pausing {ACCEPT_ERROR_PAUSE:?}");
                 ctx.run_later(ACCEPT_ERROR_PAUSE, |act, ctx| act.accept_next(ctx));
             }

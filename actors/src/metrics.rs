@@ -49,6 +49,8 @@ pub struct NetMetrics {
     pub dials: Counter,
     /// Dials that failed before a TCP connection existed.
     pub dial_failures: Counter,
+    /// Accept calls that failed (EMFILE, ENFILE, ...); each pauses the accept loop briefly.
+    pub accept_errors: Counter,
     /// Writer tasks alive (sockets still open on our side).
     pub writers_alive: Gauge,
 }
@@ -73,6 +75,7 @@ impl Default for NetMetrics {
             accepts_refused: Family::default(),
             dials: Counter::default(),
             dial_failures: Counter::default(),
+            accept_errors: Counter::default(),
             writers_alive: Gauge::default(),
         }
     }
@@ -143,6 +146,11 @@ impl NetMetrics {
             "dial_failures",
             "Outbound dials that failed to connect",
             self.dial_failures.clone(),
+        );
+        registry.register(
+            "accept_errors",
+            "Accept calls that failed (the loop pauses after each)",
+            self.accept_errors.clone(),
         );
         registry.register(
             "open_sockets",

@@ -5,6 +5,12 @@
 //! Sessions `Register` after their handshake and `Unregister` when they stop; an `Unregister`
 //! whose conn id is not the stored one is stale and ignored. Applications send through
 //! `SendToPeer` / `Broadcast`, or fetch a [`PeerHandle`] once and send without this hop.
+//!
+//! Replacement is not a separate request: when the policy decides that a registering connection
+//! replaces the stored one (a restart, or the winning side of a simultaneous open), `Register`
+//! swaps the entry, closes the old session and answers `Replaced { old }` in one handler. A
+//! separate `Replace` round trip would leave a window between the decision and the swap in which
+//! another registration could interleave.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
