@@ -1,0 +1,99 @@
+//! The acceptor's limits and bans: above the inbound limit, above the pending-handshake limit,
+//! or from a banned IP, a connection gets Disconnect{reason} instead of a Hello and is closed;
+//! freed slots and other IPs are served again.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use peerlink_actors::{DisconnectReason, NetworkConfig};
+
+async fn refused(from_last: u8, node: &TestNode, reason: DisconnectReason) {
+    let mut p = RawPeer::connect(from_last, node.addr()).await;
+    p.expect_disconnect(reason).await;
+    p.expect_closed().await;
+}
+
+#[actix::test]
+async fn above_the_inbound_limit_connections_are_refused_until_a_slot_frees() {
+    let config = NetworkConfig {
+        max_inbound: 2,
+        ..test_config(70)
+    };
+    let node = TestNode::start(config.clone()).await;
+    let mut p1 = RawPeer::connect(71, node.addr()).await;
+    p1.handshake(&config).await;
+    let mut p2 = RawPeer::connect(72, node.addr()).await;
+    p2.handshake(&config).await;
+    eventually("two peers registered", || {
+        let net = node.net.clone();
+        async move { (net.peers().await.len() == 2).then_some(()) }
+    })
+    .await;
+
+    refused(73, &node, DisconnectReason::TooManyPeers).await;
+    assert_eq!(node.net.peers().await.len(), 2);
+
+    drop(p1);
+    eventually("p1's slot is free", || {
+        let net = node.net.clone();
+        async move { (net.peers().await.len() == 1).then_some(()) }
+    })
+    .await;
+    let mut p4 = RawPeer::connect(74, node.addr()).await;
+    p4.handshake(&config).await;
+    eventually("p4 registered", || {
+        let net = node.net.clone();
+        async move { (net.peers().await.len() == 2).then_some(()) }
+    })
+    .await;
+}
+
+#[actix::test]
+async fn above_the_pending_handshake_limit_connections_are_refused() {
+    let config = NetworkConfig {
+        max_pending_handshakes: 1,
+        ..test_config(80)
+    };
+    let node = TestNode::start(config.clone()).await;
+    // p1 is accepted (it reads the node's Hello) but does not answer yet: it holds the slot.
+    let mut p1 = RawPeer::connect(81, node.addr()).await;
+    p1.expect_hello().await;
+    refused(82, &node, DisconnectReason::TooManyPeers).await;
+
+    // p1 completes its handshake: the slot frees and the next peer is served.
+    p1.send(&peerlink_actors::Frame::Hello(hello_for(
+        &config,
+        rand::random(),
+    )))
+    .await;
+    eventually("p1 registered", || {
+        let net = node.net.clone();
+        async move { (net.peers().await.len() == 1).then_some(()) }
+    })
+    .await;
+    let mut p3 = RawPeer::connect(83, node.addr()).await;
+    p3.handshake(&config).await;
+}
+
+#[actix::test]
+async fn a_banned_ip_is_disconnected_and_refused_while_others_are_served() {
+    let config = test_config(90);
+    let node = TestNode::start(config.clone()).await;
+    let mut p1 = RawPeer::connect(91, node.addr()).await;
+    p1.handshake(&config).await;
+    eventually("p1 registered", || {
+        let net = node.net.clone();
+        async move { (net.peers().await.len() == 1).then_some(()) }
+    })
+    .await;
+
+    node.net.ban(lo(91), Duration::from_secs(60)).await;
+    p1.expect_disconnect(DisconnectReason::Banned).await;
+    p1.expect_closed().await;
+    refused(91, &node, DisconnectReason::Banned).await;
+
+    let mut other = RawPeer::connect(92, node.addr()).await;
+    other.handshake(&config).await;
+}
