@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::constants::WRITE_BATCH_BYTES;
 use crate::metrics::NetMetrics;
-use crate::protocol::{encode_app, DisconnectReason};
+use crate::protocol::{encode_app, encode_apps, DisconnectReason};
 use crate::session::{PeerSession, WriterFailed};
 use crate::ConnId;
 
@@ -131,6 +131,16 @@ impl PeerHandle {
     /// Encodes and queues one application message.
     pub fn send<M: Serialize>(&self, msg: &M) -> Result<SendOutcome, rmp_serde::encode::Error> {
         Ok(self.send_frame(encode_app(msg)?))
+    }
+
+    /// Encodes several messages into one buffer and queues them together: one allocation and
+    /// one hand-over to the writer for all of them, in order. They count against the outbound
+    /// budget as one unit, so keep a batch far below it (a few dozen KiB).
+    pub fn send_many<'a, M: Serialize + 'a>(
+        &self,
+        msgs: impl IntoIterator<Item = &'a M>,
+    ) -> Result<SendOutcome, rmp_serde::encode::Error> {
+        Ok(self.send_frame(encode_apps(msgs)?))
     }
 
     /// Asks the session to close with `reason` (sent to the peer when the socket works).

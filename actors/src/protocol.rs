@@ -304,16 +304,25 @@ fn finish_app(mut buf: BytesMut) -> Bytes {
 /// exactly its size: growing a small buffer by doubling cost several reallocations per message
 /// (a 64 KiB message went through ten, the last one past the allocator's mmap threshold).
 pub fn encode_app<M: Serialize>(msg: &M) -> Result<Bytes, rmp_serde::encode::Error> {
+    encode_apps(std::iter::once(msg))
+}
+
+/// Encodes several application messages as consecutive App frames in one buffer (one
+/// allocation for all of them). Queued with one [`crate::PeerHandle::send_frame`], they cost one
+/// hand-over to the writer instead of one each; the peer receives ordinary frames.
+pub fn encode_apps<'a, M: Serialize + 'a>(
+    msgs: impl IntoIterator<Item = &'a M>,
+) -> Result<Bytes, rmp_serde::encode::Error> {
     ENCODE_SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut scratch) => {
-            let frame = encode_app_into(&mut scratch, msg);
+            let frames = encode_apps_into(&mut scratch, msgs);
             if scratch.capacity() > ENCODE_SCRATCH_MAX_BYTES {
                 *scratch = Vec::new();
             }
-            frame
+            frames
         }
         // Only if a Serialize impl itself calls encode_app: use a fresh buffer.
-        Err(_) => encode_app_into(&mut Vec::new(), msg),
+        Err(_) => encode_apps_into(&mut Vec::new(), msgs),
     })
 }
 
@@ -322,22 +331,26 @@ thread_local! {
     static ENCODE_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Encodes the App frame into `scratch` (cleared first) and returns a copy of exactly its size.
-fn encode_app_into<M: Serialize>(
+/// Encodes App frames into `scratch` (cleared first), one per message, and returns a copy of
+/// exactly their size.
+fn encode_apps_into<'a, M: Serialize + 'a>(
     scratch: &mut Vec<u8>,
-    msg: &M,
+    msgs: impl IntoIterator<Item = &'a M>,
 ) -> Result<Bytes, rmp_serde::encode::Error> {
     scratch.clear();
-    scratch.extend_from_slice(&[0; LENGTH_PREFIX_BYTES]);
-    scratch.extend_from_slice(&APP_PREFIX);
-    scratch.push(BIN32);
-    scratch.extend_from_slice(&[0; 4]);
-    rmp_serde::encode::write(scratch, msg)?;
-    let body_len = (scratch.len() - LENGTH_PREFIX_BYTES) as u32;
-    let payload_len = body_len - APP_HEADER_BYTES as u32;
-    scratch[..LENGTH_PREFIX_BYTES].copy_from_slice(&body_len.to_be_bytes());
-    let at = LENGTH_PREFIX_BYTES + APP_PREFIX.len() + 1;
-    scratch[at..at + 4].copy_from_slice(&payload_len.to_be_bytes());
+    for msg in msgs {
+        let start = scratch.len();
+        scratch.extend_from_slice(&[0; LENGTH_PREFIX_BYTES]);
+        scratch.extend_from_slice(&APP_PREFIX);
+        scratch.push(BIN32);
+        scratch.extend_from_slice(&[0; 4]);
+        rmp_serde::encode::write(scratch, msg)?;
+        let body_len = (scratch.len() - start - LENGTH_PREFIX_BYTES) as u32;
+        let payload_len = body_len - APP_HEADER_BYTES as u32;
+        scratch[start..start + LENGTH_PREFIX_BYTES].copy_from_slice(&body_len.to_be_bytes());
+        let at = start + LENGTH_PREFIX_BYTES + APP_PREFIX.len() + 1;
+        scratch[at..at + 4].copy_from_slice(&payload_len.to_be_bytes());
+    }
     Ok(Bytes::copy_from_slice(scratch))
 }
 

@@ -92,3 +92,21 @@ async fn data_before_a_disconnect_in_the_same_burst_is_delivered() {
     assert_eq!(gone.reason, DisconnectReason::Requested);
     assert!(gone.by_peer);
 }
+
+#[actix::test]
+async fn send_many_arrives_as_ordinary_frames_in_order() {
+    let mut a = TestNode::on(44).await;
+    let mut b = TestNode::on(45).await;
+    b.net.connect(a.addr());
+    b.connected().await;
+    a.connected().await;
+    let to_a = b.net.handle(a.ip()).await.expect("connected");
+    let msgs: Vec<TestMsg> = (0..1_000).map(text).collect();
+    for chunk in msgs.chunks(64) {
+        assert_eq!(to_a.send_many(chunk).unwrap(), SendOutcome::Queued);
+    }
+    for seq in 0..1_000 {
+        let (_, m) = a.next_msg().await;
+        assert_eq!(m, text(seq));
+    }
+}

@@ -178,6 +178,20 @@ fn run_once(sizes: Sizes, only: &str) -> RunOutput {
                 Target::RatioAtLeast(0.8),
             );
         }
+        let many = peer::one_connection(
+            Path::HandleMany,
+            Delivery::Batched,
+            sizes.a_msgs,
+            SMALL_BYTES,
+        );
+        if let Some((p, b)) = out.check("a (send_many, batched)", both(many, base.clone())) {
+            out.row(
+                "a. 256 B msgs, 1 conn, PeerHandle::send_many(64), InboundBatch",
+                "msg/s",
+                (p, b),
+                Target::RatioAtLeast(0.8),
+            );
+        }
         let batched =
             peer::one_connection(Path::Handle, Delivery::Batched, sizes.a_msgs, SMALL_BYTES);
         if let Some((p, b)) = out.check("a (PeerHandle, batched)", both(batched, base.clone())) {

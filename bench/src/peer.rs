@@ -25,6 +25,8 @@ const MAX_IN_FLIGHT: u64 = 100_000;
 const DEFAULT_BENCH_PING_MS: u64 = 120_000;
 /// Most rounds of broadcasts run as load while (d) samples.
 const MAX_LOAD_ROUNDS: usize = 1_000;
+/// Messages per `PeerHandle::send_many` call in [`Path::HandleMany`].
+pub const SEND_MANY_BATCH: u64 = 64;
 /// Bound of any single wait.
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -35,6 +37,9 @@ pub enum Path {
     Registry,
     /// `PeerHandle::send`: no registry hop.
     Handle,
+    /// `PeerHandle::send_many`, [`SEND_MANY_BATCH`] messages per call (the sender batches, as
+    /// the raw baseline's sender does).
+    HandleMany,
 }
 
 /// How the receiving application gets its messages.
@@ -277,17 +282,32 @@ pub fn one_connection(
         let mut elapsed = Duration::ZERO;
         for (round, n) in [warmup, count].into_iter().enumerate() {
             let start = Instant::now();
-            for i in 0..n {
+            let mut i = 0;
+            while i < n {
                 if i % 64 == 0 {
                     flow_control(&handles, sent, &tally, start).await?;
                 }
-                let msg = BenchMsg::data(i, size);
                 match path {
-                    Path::Handle => queued(ab.send(&msg).map_err(|e| e.to_string())?)?,
-                    Path::Registry => {
-                        queued(net.send(b_ip, &msg).await.map_err(|e| e.to_string())?)?
+                    Path::Handle => queued(
+                        ab.send(&BenchMsg::data(i, size))
+                            .map_err(|e| e.to_string())?,
+                    )?,
+                    Path::HandleMany => {
+                        let k = SEND_MANY_BATCH.min(n - i);
+                        let msgs: Vec<BenchMsg> =
+                            (i..i + k).map(|j| BenchMsg::data(j, size)).collect();
+                        queued(ab.send_many(&msgs).map_err(|e| e.to_string())?)?;
+                        i += k;
+                        sent += k;
+                        continue;
                     }
+                    Path::Registry => queued(
+                        net.send(b_ip, &BenchMsg::data(i, size))
+                            .await
+                            .map_err(|e| e.to_string())?,
+                    )?,
                 }
+                i += 1;
                 sent += 1;
             }
             tally.wait_for(sent, WAIT).await?;

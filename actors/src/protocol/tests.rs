@@ -1111,3 +1111,16 @@ proptest! {
         }
     }
 }
+
+/// Several messages encoded together are exactly the frames encoded one by one, back to back.
+#[test]
+fn encode_apps_is_the_concatenation_of_single_frames() {
+    let msgs: Vec<(u64, String)> = (0..5).map(|i| (i, "x".repeat(i as usize * 7))).collect();
+    let together = encode_apps(&msgs).unwrap();
+    let one_by_one: Vec<u8> = msgs
+        .iter()
+        .flat_map(|m| encode_app(m).unwrap().to_vec())
+        .collect();
+    assert_eq!(&together[..], &one_by_one[..]);
+    assert!(encode_apps::<(u64, String)>(&[]).unwrap().is_empty());
+}
