@@ -504,5 +504,41 @@ impl Decoder for FrameCodec {
     }
 }
 
+/// [`FrameCodec`] yielding every complete frame in the buffer at once: one stream item per read
+/// instead of per frame. A frame that fails after good ones stays in the buffer and is examined
+/// again on the next call, after the good ones were handled: so a cap raised by the Hello
+/// applies to the frames that follow it in the same read.
+#[derive(Debug, Clone)]
+pub struct FrameBatchCodec {
+    inner: FrameCodec,
+}
+
+impl FrameBatchCodec {
+    /// A batching codec with the given shared cap.
+    pub fn new(max_body: Arc<AtomicUsize>) -> Self {
+        Self {
+            inner: FrameCodec::new(max_body),
+        }
+    }
+}
+
+impl Decoder for FrameBatchCodec {
+    type Item = Vec<Bytes>;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Vec<Bytes>>, CodecError> {
+        let mut frames = Vec::new();
+        loop {
+            match self.inner.decode(src) {
+                Ok(Some(frame)) => frames.push(frame),
+                Ok(None) => break,
+                Err(e) if frames.is_empty() => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok((!frames.is_empty()).then_some(frames))
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -31,7 +31,7 @@ use crate::handle::{spawn_writer, PeerHandle, WriterClose};
 use crate::metrics::NetMetrics;
 use crate::network::SessionEnv;
 use crate::policy::ConnFacts;
-use crate::protocol::{DisconnectReason, Frame, FrameCodec, Hello};
+use crate::protocol::{DisconnectReason, Frame, FrameBatchCodec, Hello};
 use crate::registry::{PeerMeta, Register, RegisterOutcome, Unregister};
 use crate::{canonical_ip, ConnId, Direction};
 
@@ -209,7 +209,7 @@ impl Actor for PeerSession {
         handle.send_control(Frame::Hello(self.our_hello()).encode());
         self.handle = Some(handle);
         self.writer_close = Some(close);
-        let codec = FrameCodec::new(self.max_frame.clone());
+        let codec = FrameBatchCodec::new(self.max_frame.clone());
         ctx.add_stream(FramedRead::with_capacity(
             read_half,
             codec,
@@ -268,17 +268,35 @@ impl Actor for PeerSession {
     }
 }
 
-impl StreamHandler<Result<Bytes, CodecError>> for PeerSession {
-    fn handle(&mut self, item: Result<Bytes, CodecError>, ctx: &mut Context<Self>) {
+impl StreamHandler<Result<Vec<Bytes>, CodecError>> for PeerSession {
+    fn handle(&mut self, item: Result<Vec<Bytes>, CodecError>, ctx: &mut Context<Self>) {
+        match item {
+            Ok(bodies) => {
+                for body in bodies {
+                    if self.phase == Phase::Closing {
+                        return;
+                    }
+                    let n = (body.len() + crate::protocol::LENGTH_PREFIX_BYTES) as u64;
+                    self.stats.bytes_in.fetch_add(n, Ordering::Relaxed);
+                    self.env.metrics.bytes_in.inc_by(n);
+                    self.on_body(Frame::decode(body), ctx);
+                }
+            }
+            Err(e) => self.on_body(Err(e), ctx),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.close(DisconnectReason::ConnectionLost, true, ctx);
+    }
+}
+
+impl PeerSession {
+    /// One decoded frame, or the error that ends the connection.
+    fn on_body(&mut self, frame: Result<Frame, CodecError>, ctx: &mut Context<Self>) {
         if self.phase == Phase::Closing {
             return;
         }
-        let frame = item.and_then(|body| {
-            let n = (body.len() + crate::protocol::LENGTH_PREFIX_BYTES) as u64;
-            self.stats.bytes_in.fetch_add(n, Ordering::Relaxed);
-            self.env.metrics.bytes_in.inc_by(n);
-            Frame::decode(body)
-        });
         match frame {
             Ok(frame) => self.on_frame(frame, ctx),
             Err(CodecError::Io(e)) => {
@@ -296,10 +314,6 @@ impl StreamHandler<Result<Bytes, CodecError>> for PeerSession {
                 self.close(reason, false, ctx);
             }
         }
-    }
-
-    fn finished(&mut self, ctx: &mut Context<Self>) {
-        self.close(DisconnectReason::ConnectionLost, true, ctx);
     }
 }
 

@@ -110,3 +110,21 @@ async fn send_many_arrives_as_ordinary_frames_in_order() {
         assert_eq!(m, text(seq));
     }
 }
+
+/// The Hello and a frame larger than the handshake cap arrive in one read: the cap is raised
+/// by the Hello before the next frame is measured, so the large frame is accepted.
+#[actix::test]
+async fn a_large_frame_right_after_the_hello_is_accepted() {
+    let config = test_config(46);
+    let mut node = TestNode::start(config.clone()).await;
+    let mut peer = RawPeer::connect(47, node.addr()).await;
+    let big = TestMsg::Blob(vec![9; 10_000]);
+    let mut bytes = peerlink_actors::Frame::Hello(hello_for(&config, 7))
+        .encode()
+        .to_vec();
+    bytes.extend_from_slice(&peerlink_actors::protocol::encode_app(&big).unwrap());
+    peer.send_raw(&bytes).await;
+    peer.expect_hello().await;
+    let (_, got) = node.next_msg().await;
+    assert_eq!(got, big);
+}
