@@ -55,8 +55,9 @@ impl<M: 'static> Message for Inbound<M> {
     type Result = ();
 }
 
-/// Application messages received from one peer in one burst (the frames one read of the socket
-/// yielded, up to 16), delivered in order as a single actor message. Opt in with
+/// Application messages received from one peer in one burst (the frames of the reads the session
+/// handled before giving way, at most 16 reads), delivered in order as a single actor message,
+/// or earlier when they reach the inbound budget. Opt in with
 /// [`Network::start_batched`] when per-message mailbox hops dominate (high message rates).
 #[derive(Debug)]
 pub struct InboundBatch<M> {

@@ -384,7 +384,7 @@ impl PeerSession {
                 }
             }
             (Phase::Active, Frame::App(payload)) => {
-                // Collected and delivered once the stream yields (after at most 16 frames):
+                // Collected and delivered once the stream yields (after at most 16 reads):
                 // one hand-over per burst instead of per message.
                 self.burst_bytes += payload.len();
                 self.burst.push(payload);
