@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::codec::Decoder;
 
 use crate::constants::{
-    ENCODE_SCRATCH_MAX_BYTES, MAX_DECODE_DEPTH, MAX_USER_AGENT_BYTES, PROTOCOL_VERSION,
-    READ_BUFFER_INITIAL_BYTES, READ_BUFFER_MAX_BYTES,
+    ENCODE_SCRATCH_MAX_BYTES, MAX_DECODE_DEPTH, MAX_HANDSHAKE_FRAME_BYTES, MAX_USER_AGENT_BYTES,
+    PROTOCOL_VERSION, READ_BUFFER_INITIAL_BYTES, READ_BUFFER_MAX_BYTES,
 };
 use crate::error::CodecError;
 
@@ -505,9 +505,10 @@ impl Decoder for FrameCodec {
 }
 
 /// [`FrameCodec`] yielding every complete frame in the buffer at once: one stream item per read
-/// instead of per frame. A frame that fails after good ones stays in the buffer and is examined
-/// again on the next call, after the good ones were handled: so a cap raised by the Hello
-/// applies to the frames that follow it in the same read.
+/// instead of per frame. Until the handshake cap is raised it yields one frame at a time: the
+/// session handles the Hello and then waits for the registry before it may handle anything
+/// else, so frames behind the Hello must stay in the buffer, not in a batch being handled. A
+/// frame that fails after good ones stays in the buffer and is examined again on the next call.
 #[derive(Debug, Clone)]
 pub struct FrameBatchCodec {
     inner: FrameCodec,
@@ -530,7 +531,12 @@ impl Decoder for FrameBatchCodec {
         let mut frames = Vec::new();
         loop {
             match self.inner.decode(src) {
-                Ok(Some(frame)) => frames.push(frame),
+                Ok(Some(frame)) => {
+                    frames.push(frame);
+                    if self.inner.max_body.load(Ordering::Relaxed) <= MAX_HANDSHAKE_FRAME_BYTES {
+                        break;
+                    }
+                }
                 Ok(None) => break,
                 Err(e) if frames.is_empty() => return Err(e),
                 Err(_) => break,

@@ -128,3 +128,21 @@ async fn a_large_frame_right_after_the_hello_is_accepted() {
     let (_, got) = node.next_msg().await;
     assert_eq!(got, big);
 }
+
+/// The Hello and an App frame arrive in one read: the session registers before it handles the
+/// App frame, which is then delivered, not dropped.
+#[actix::test]
+async fn an_app_frame_in_the_same_read_as_the_hello_is_delivered() {
+    let config = test_config(48);
+    let mut node = TestNode::start(config.clone()).await;
+    let mut peer = RawPeer::connect(49, node.addr()).await;
+    let small = text(1);
+    let mut bytes = peerlink_actors::Frame::Hello(hello_for(&config, 8))
+        .encode()
+        .to_vec();
+    bytes.extend_from_slice(&peerlink_actors::protocol::encode_app(&small).unwrap());
+    peer.send_raw(&bytes).await;
+    peer.expect_hello().await;
+    let (_, got) = node.next_msg().await;
+    assert_eq!(got, small);
+}
