@@ -9,6 +9,15 @@ use std::time::Duration;
 use common::*;
 use peerlink_actors::{DisconnectReason, NetworkConfig};
 
+/// Waits until the node's registry holds exactly `n` peers.
+async fn registered(node: &TestNode, n: usize, what: &str) {
+    eventually(what, || {
+        let net = node.net.clone();
+        async move { (net.peers().await.len() == n).then_some(()) }
+    })
+    .await;
+}
+
 async fn refused(from_last: u8, node: &TestNode, reason: DisconnectReason) {
     let mut p = RawPeer::connect(from_last, node.addr()).await;
     p.expect_disconnect(reason).await;
@@ -26,28 +35,16 @@ async fn above_the_inbound_limit_connections_are_refused_until_a_slot_frees() {
     p1.handshake(&config).await;
     let mut p2 = RawPeer::connect(72, node.addr()).await;
     p2.handshake(&config).await;
-    eventually("two peers registered", || {
-        let net = node.net.clone();
-        async move { (net.peers().await.len() == 2).then_some(()) }
-    })
-    .await;
+    registered(&node, 2, "two peers registered").await;
 
     refused(73, &node, DisconnectReason::TooManyPeers).await;
     assert_eq!(node.net.peers().await.len(), 2);
 
     drop(p1);
-    eventually("p1's slot is free", || {
-        let net = node.net.clone();
-        async move { (net.peers().await.len() == 1).then_some(()) }
-    })
-    .await;
+    registered(&node, 1, "p1's slot is free").await;
     let mut p4 = RawPeer::connect(74, node.addr()).await;
     p4.handshake(&config).await;
-    eventually("p4 registered", || {
-        let net = node.net.clone();
-        async move { (net.peers().await.len() == 2).then_some(()) }
-    })
-    .await;
+    registered(&node, 2, "p4 registered").await;
 }
 
 #[actix::test]
@@ -68,11 +65,7 @@ async fn above_the_pending_handshake_limit_connections_are_refused() {
         rand::random(),
     )))
     .await;
-    eventually("p1 registered", || {
-        let net = node.net.clone();
-        async move { (net.peers().await.len() == 1).then_some(()) }
-    })
-    .await;
+    registered(&node, 1, "p1 registered").await;
     let mut p3 = RawPeer::connect(83, node.addr()).await;
     p3.handshake(&config).await;
 }
@@ -83,11 +76,7 @@ async fn a_banned_ip_is_disconnected_and_refused_while_others_are_served() {
     let node = TestNode::start(config.clone()).await;
     let mut p1 = RawPeer::connect(91, node.addr()).await;
     p1.handshake(&config).await;
-    eventually("p1 registered", || {
-        let net = node.net.clone();
-        async move { (net.peers().await.len() == 1).then_some(()) }
-    })
-    .await;
+    registered(&node, 1, "p1 registered").await;
 
     node.net.ban(lo(91), Duration::from_secs(60)).await;
     p1.expect_disconnect(DisconnectReason::Banned).await;
