@@ -86,9 +86,13 @@ pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the accept loop pauses after an accept error such as EMFILE, so that it never spins.
 pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// Writer batches small frames into one buffer up to this size before a write call: big enough
-/// to amortise the syscall, small enough to stay in cache.
-pub const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// Frames at least this large are queued for the writer as the caller's shared bytes (a
+/// broadcast's one encoding) instead of being copied into the peer's write buffer.
+pub const LARGE_FRAME_BYTES: usize = 32 * 1024;
+
+/// A writer that goes idle frees its write buffer if a burst grew it past this size, so that
+/// idle connections hold no large buffers.
+pub const WRITE_BUFFER_KEEP_BYTES: usize = 64 * 1024;
 
 /// Initial read buffer of a session. Idle sessions stay small (a Hello with the longest user
 /// agent is under 400 bytes, so 1 KiB holds the handshake); the buffer doubles while reads fill

@@ -6,19 +6,19 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use actix::Addr;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, Notify};
 
-use crate::constants::WRITE_BATCH_BYTES;
+use crate::constants::{LARGE_FRAME_BYTES, WRITE_BUFFER_KEEP_BYTES};
 use crate::metrics::NetMetrics;
-use crate::protocol::{encode_app, encode_apps, DisconnectReason};
+use crate::protocol::{with_encoded_apps, DisconnectReason};
 use crate::session::{PeerSession, WriterFailed};
 use crate::ConnId;
 
@@ -33,7 +33,47 @@ pub enum SendOutcome {
     PeerSlow,
 }
 
+/// Frames waiting for the writer, in order: sealed segments first, then the open buffer that
+/// small frames are encoded into directly.
+#[derive(Debug, Default)]
+struct Outbox {
+    /// Large frames (kept as the caller's shared bytes, not copied) and the small-frame buffers
+    /// sealed in front of them.
+    sealed: Vec<Bytes>,
+    /// Small frames, encoded or copied in place: one allocation for a whole burst.
+    open: Vec<u8>,
+    /// The writer found the outbox empty and waits to be notified.
+    writer_idle: bool,
+    /// The writer has finished; nothing more is accepted.
+    closed: bool,
+}
+
+impl Outbox {
+    fn is_empty(&self) -> bool {
+        self.sealed.is_empty() && self.open.is_empty()
+    }
+
+    /// Appends a frame that is already encoded.
+    fn push_frame(&mut self, frame: Bytes) {
+        if frame.len() >= LARGE_FRAME_BYTES {
+            if !self.open.is_empty() {
+                let open = std::mem::take(&mut self.open);
+                self.sealed.push(Bytes::from(open));
+            }
+            self.sealed.push(frame);
+        } else {
+            self.open.extend_from_slice(&frame);
+        }
+    }
+}
+
 /// State shared between handles and the writer task.
+///
+/// The outbox is the one lock of the send path. It guards a byte buffer, not peer state, and
+/// is held for one copy of encoded bytes (by a sender) or one swap of buffers (by the writer),
+/// never across user code, an await or a write to the socket. Senders encode into a per-thread
+/// scratch buffer and copy the frames in, so a message costs no allocation and no hand-over of
+/// its own: the writer takes everything queued at once.
 #[derive(Debug)]
 pub(crate) struct SendState {
     /// Bytes queued but not yet written.
@@ -43,6 +83,56 @@ pub(crate) struct SendState {
     /// Set when the session closes; later sends report `NotConnected`.
     closed: AtomicBool,
     budget: usize,
+    outbox: Mutex<Outbox>,
+    /// Wakes the writer when the outbox stops being empty.
+    wake: Notify,
+}
+
+impl SendState {
+    fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        // The lock is never held across user code or an await; a poisoned lock can only come
+        // from a panic inside Vec::extend, and the byte queue is still whole.
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `len` bytes added by `push`, within the budget, and wakes the writer if it was
+    /// idle.
+    fn enqueue(&self, len: usize, push: impl FnOnce(&mut Outbox)) -> Enqueued {
+        let mut outbox = self.outbox();
+        if outbox.closed {
+            return Enqueued::Closed;
+        }
+        let before = self.queued.fetch_add(len, Ordering::AcqRel);
+        if before + len > self.budget {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            return Enqueued::OverBudget;
+        }
+        push(&mut outbox);
+        let wake = std::mem::take(&mut outbox.writer_idle);
+        drop(outbox);
+        if wake {
+            self.wake.notify_one();
+        }
+        Enqueued::Queued
+    }
+
+    /// Queues encoded frames by copying them into the open buffer.
+    fn enqueue_slice(&self, frames: &[u8]) -> Enqueued {
+        self.enqueue(frames.len(), |outbox| outbox.open.extend_from_slice(frames))
+    }
+
+    /// Queues a frame held as shared bytes (copied only if small).
+    fn enqueue_frame(&self, frame: Bytes) -> Enqueued {
+        self.enqueue(frame.len(), |outbox| outbox.push_frame(frame))
+    }
+}
+
+/// What [`SendState::enqueue`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Enqueued {
+    Queued,
+    OverBudget,
+    Closed,
 }
 
 /// How the writer should finish.
@@ -67,7 +157,6 @@ pub struct PeerHandle {
 struct HandleInner {
     ip: IpAddr,
     conn_id: ConnId,
-    tx: mpsc::UnboundedSender<Bytes>,
     state: Arc<SendState>,
     session: Addr<PeerSession>,
 }
@@ -100,47 +189,55 @@ impl PeerHandle {
 
     /// Whether the session behind this handle has closed.
     pub fn is_closed(&self) -> bool {
-        self.inner.state.closed.load(Ordering::Acquire) || self.inner.tx.is_closed()
+        self.inner.state.closed.load(Ordering::Acquire)
     }
 
     /// Queues an already encoded frame (length prefix included). Encode once with
     /// [`crate::protocol::encode_app`] and clone the `Bytes` to send the same message to many
-    /// peers.
+    /// peers: a large frame is queued as the shared bytes, a small one copied into the peer's
+    /// write buffer.
     pub fn send_frame(&self, frame: Bytes) -> SendOutcome {
         if self.is_closed() {
             return SendOutcome::NotConnected;
         }
-        let len = frame.len();
-        let before = self.inner.state.queued.fetch_add(len, Ordering::AcqRel);
-        if before + len > self.inner.state.budget {
-            self.inner.state.queued.fetch_sub(len, Ordering::AcqRel);
-            if !self.inner.state.closed.swap(true, Ordering::AcqRel) {
-                self.inner.session.do_send(crate::session::Close {
-                    reason: DisconnectReason::SlowPeer,
-                });
-            }
-            return SendOutcome::PeerSlow;
-        }
-        if self.inner.tx.send(frame).is_err() {
-            self.inner.state.queued.fetch_sub(len, Ordering::AcqRel);
-            return SendOutcome::NotConnected;
-        }
-        SendOutcome::Queued
+        let outcome = self.inner.state.enqueue_frame(frame);
+        self.outcome(outcome)
     }
 
-    /// Encodes and queues one application message.
+    /// Encodes and queues one application message. It is encoded into a per-thread scratch
+    /// buffer and copied into the peer's write buffer: no allocation per message.
     pub fn send<M: Serialize>(&self, msg: &M) -> Result<SendOutcome, rmp_serde::encode::Error> {
-        Ok(self.send_frame(encode_app(msg)?))
+        self.send_many(std::iter::once(msg))
     }
 
-    /// Encodes several messages into one buffer and queues them together: one allocation and
-    /// one hand-over to the writer for all of them, in order. They count against the outbound
-    /// budget as one unit, so keep a batch far below it (a few dozen KiB).
+    /// Encodes several messages and queues them together, in order, as consecutive frames.
+    /// They count against the outbound budget as one unit, so keep a batch far below it (a few
+    /// dozen KiB).
     pub fn send_many<'a, M: Serialize + 'a>(
         &self,
         msgs: impl IntoIterator<Item = &'a M>,
     ) -> Result<SendOutcome, rmp_serde::encode::Error> {
-        Ok(self.send_frame(encode_apps(msgs)?))
+        if self.is_closed() {
+            return Ok(SendOutcome::NotConnected);
+        }
+        let outcome = with_encoded_apps(msgs, |frames| self.inner.state.enqueue_slice(frames))?;
+        Ok(self.outcome(outcome))
+    }
+
+    /// Maps what the outbox did to what the caller sees; over budget closes the session.
+    fn outcome(&self, enqueued: Enqueued) -> SendOutcome {
+        match enqueued {
+            Enqueued::Queued => SendOutcome::Queued,
+            Enqueued::Closed => SendOutcome::NotConnected,
+            Enqueued::OverBudget => {
+                if !self.inner.state.closed.swap(true, Ordering::AcqRel) {
+                    self.inner.session.do_send(crate::session::Close {
+                        reason: DisconnectReason::SlowPeer,
+                    });
+                }
+                SendOutcome::PeerSlow
+            }
+        }
     }
 
     /// Asks the session to close with `reason` (sent to the peer when the socket works).
@@ -151,17 +248,7 @@ impl PeerHandle {
     /// Frames queued by the session itself (pong, ping, disconnect): same budget, no close
     /// signalling through the mailbox since the caller is the session.
     pub(crate) fn send_control(&self, frame: Bytes) -> bool {
-        let len = frame.len();
-        let before = self.inner.state.queued.fetch_add(len, Ordering::AcqRel);
-        if before + len > self.inner.state.budget {
-            self.inner.state.queued.fetch_sub(len, Ordering::AcqRel);
-            return false;
-        }
-        if self.inner.tx.send(frame).is_err() {
-            self.inner.state.queued.fetch_sub(len, Ordering::AcqRel);
-            return false;
-        }
-        true
+        self.inner.state.enqueue_frame(frame) == Enqueued::Queued
     }
 
     /// Marks the handle closed so that later sends report `NotConnected`.
@@ -184,50 +271,76 @@ pub(crate) fn spawn_writer(
     session: Addr<PeerSession>,
     metrics: Arc<NetMetrics>,
 ) -> (PeerHandle, oneshot::Sender<WriterClose>) {
-    let (tx, rx) = mpsc::unbounded_channel();
     let (close_tx, close_rx) = oneshot::channel();
     let state = Arc::new(SendState {
         queued: AtomicUsize::new(0),
         bytes_out: AtomicU64::new(0),
         closed: AtomicBool::new(false),
         budget,
+        outbox: Mutex::new(Outbox::default()),
+        wake: Notify::new(),
     });
     let handle = PeerHandle {
         inner: Arc::new(HandleInner {
             ip,
             conn_id,
-            tx,
             state: state.clone(),
             session: session.clone(),
         }),
     };
-    actix_rt::spawn(run_writer(
-        write_half, rx, close_rx, state, session, metrics,
-    ));
+    actix_rt::spawn(run_writer(write_half, close_rx, state, session, metrics));
     (handle, close_tx)
 }
 
-/// Drains the queue into the socket, batching small frames, until told to close.
+/// What the writer took from the outbox in one go.
+#[derive(Default)]
+struct Taken {
+    sealed: Vec<Bytes>,
+    open: Vec<u8>,
+}
+
+impl Taken {
+    fn is_empty(&self) -> bool {
+        self.sealed.is_empty() && self.open.is_empty()
+    }
+}
+
+/// Takes everything queued, swapping buffers so that the open buffer's allocation is reused.
+/// With nothing queued, marks the writer idle (so the next sender wakes it) and returns false.
+fn take(state: &SendState, taken: &mut Taken) -> bool {
+    let mut outbox = state.outbox();
+    if outbox.is_empty() {
+        outbox.writer_idle = true;
+        return false;
+    }
+    std::mem::swap(&mut taken.sealed, &mut outbox.sealed);
+    std::mem::swap(&mut taken.open, &mut outbox.open);
+    true
+}
+
+/// Drains the outbox into the socket until told to close.
 async fn run_writer(
     mut wr: OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
     mut close: oneshot::Receiver<WriterClose>,
     state: Arc<SendState>,
     session: Addr<PeerSession>,
     metrics: Arc<NetMetrics>,
 ) {
     metrics.writers_alive.inc();
-    let mut batch = BytesMut::new();
+    let mut taken = Taken::default();
     let how = loop {
-        let first = tokio::select! {
-            biased;
-            how = &mut close => break how.unwrap_or(WriterClose::Abort),
-            frame = rx.recv() => match frame {
-                Some(frame) => frame,
-                None => break WriterClose::Abort,
-            },
-        };
-        let write = write_batch(&mut wr, &mut rx, &mut batch, first, &state, &metrics);
+        if !take(&state, &mut taken) {
+            // Idle: a large buffer left by a burst is not kept by an idle connection.
+            if taken.open.capacity() > WRITE_BUFFER_KEEP_BYTES {
+                taken.open = Vec::new();
+            }
+            tokio::select! {
+                biased;
+                how = &mut close => break how.unwrap_or(WriterClose::Abort),
+                () = state.wake.notified() => continue,
+            }
+        }
+        let write = write_taken(&mut wr, &mut taken, &state, &metrics);
         tokio::pin!(write);
         let result = tokio::select! {
             biased;
@@ -251,59 +364,40 @@ async fn run_writer(
     };
     if let WriterClose::Flush(deadline) = how {
         let flush = async {
-            while let Ok(frame) = rx.try_recv() {
-                write_batch(&mut wr, &mut rx, &mut batch, frame, &state, &metrics).await?;
+            while take(&state, &mut taken) {
+                write_taken(&mut wr, &mut taken, &state, &metrics).await?;
             }
             wr.shutdown().await
         };
         let _ = tokio::time::timeout(deadline, flush).await;
     }
-    rx.close();
+    let mut outbox = state.outbox();
+    outbox.closed = true;
+    outbox.sealed = Vec::new();
+    outbox.open = Vec::new();
+    drop(outbox);
+    state.closed.store(true, Ordering::Release);
     metrics.writers_alive.dec();
 }
 
-/// Writes `first` and whatever else is already queued, copying small frames into one buffer so
-/// that a burst of small messages costs one syscall.
-async fn write_batch(
+/// Writes what was taken, in order: the sealed segments, then the open buffer (kept, cleared,
+/// for the next swap).
+async fn write_taken(
     wr: &mut OwnedWriteHalf,
-    rx: &mut mpsc::UnboundedReceiver<Bytes>,
-    batch: &mut BytesMut,
-    first: Bytes,
+    taken: &mut Taken,
     state: &SendState,
     metrics: &NetMetrics,
 ) -> std::io::Result<()> {
-    let mut next = Some(first);
-    while let Some(frame) = next.take() {
-        let len = frame.len();
-        if len >= WRITE_BATCH_BYTES / 2 {
-            // Large frame: flush the batch, then write it directly without copying.
-            flush_batch(wr, batch, state, metrics).await?;
-            wr.write_all(&frame).await?;
-            account(state, metrics, len);
-        } else {
-            batch.extend_from_slice(&frame);
-            if batch.len() >= WRITE_BATCH_BYTES {
-                flush_batch(wr, batch, state, metrics).await?;
-            }
-        }
-        next = rx.try_recv().ok();
+    for segment in taken.sealed.drain(..) {
+        wr.write_all(&segment).await?;
+        account(state, metrics, segment.len());
     }
-    flush_batch(wr, batch, state, metrics).await
-}
-
-async fn flush_batch(
-    wr: &mut OwnedWriteHalf,
-    batch: &mut BytesMut,
-    state: &SendState,
-    metrics: &NetMetrics,
-) -> std::io::Result<()> {
-    if batch.is_empty() {
-        return Ok(());
+    if !taken.open.is_empty() {
+        wr.write_all(&taken.open).await?;
+        account(state, metrics, taken.open.len());
+        taken.open.clear();
     }
-    wr.write_all(batch).await?;
-    let len = batch.len();
-    batch.clear();
-    account(state, metrics, len);
+    debug_assert!(taken.is_empty());
     Ok(())
 }
 

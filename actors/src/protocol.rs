@@ -313,16 +313,29 @@ pub fn encode_app<M: Serialize>(msg: &M) -> Result<Bytes, rmp_serde::encode::Err
 pub fn encode_apps<'a, M: Serialize + 'a>(
     msgs: impl IntoIterator<Item = &'a M>,
 ) -> Result<Bytes, rmp_serde::encode::Error> {
+    with_encoded_apps(msgs, Bytes::copy_from_slice)
+}
+
+/// Encodes the messages as consecutive App frames into this thread's scratch buffer and passes
+/// them to `f` (which copies them where they go): no allocation once the scratch has grown.
+pub(crate) fn with_encoded_apps<'a, M: Serialize + 'a, R>(
+    msgs: impl IntoIterator<Item = &'a M>,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, rmp_serde::encode::Error> {
     ENCODE_SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut scratch) => {
-            let frames = encode_apps_into(&mut scratch, msgs);
+            scratch.clear();
+            let result = append_apps(&mut scratch, msgs).map(|_| f(&scratch));
             if scratch.capacity() > ENCODE_SCRATCH_MAX_BYTES {
                 *scratch = Vec::new();
             }
-            frames
+            result
         }
-        // Only if a Serialize impl itself calls encode_app: use a fresh buffer.
-        Err(_) => encode_apps_into(&mut Vec::new(), msgs),
+        // Only if a Serialize impl itself encodes a message: use a fresh buffer.
+        Err(_) => {
+            let mut fresh = Vec::new();
+            append_apps(&mut fresh, msgs).map(|_| f(&fresh))
+        }
     })
 }
 
@@ -331,27 +344,30 @@ thread_local! {
     static ENCODE_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Encodes App frames into `scratch` (cleared first), one per message, and returns a copy of
-/// exactly their size.
-fn encode_apps_into<'a, M: Serialize + 'a>(
-    scratch: &mut Vec<u8>,
+/// Appends one App frame per message to `buf` and returns the number of bytes appended. On an
+/// encoding error `buf` is left as it was.
+pub(crate) fn append_apps<'a, M: Serialize + 'a>(
+    buf: &mut Vec<u8>,
     msgs: impl IntoIterator<Item = &'a M>,
-) -> Result<Bytes, rmp_serde::encode::Error> {
-    scratch.clear();
+) -> Result<usize, rmp_serde::encode::Error> {
+    let begin = buf.len();
     for msg in msgs {
-        let start = scratch.len();
-        scratch.extend_from_slice(&[0; LENGTH_PREFIX_BYTES]);
-        scratch.extend_from_slice(&APP_PREFIX);
-        scratch.push(BIN32);
-        scratch.extend_from_slice(&[0; 4]);
-        rmp_serde::encode::write(scratch, msg)?;
-        let body_len = (scratch.len() - start - LENGTH_PREFIX_BYTES) as u32;
+        let start = buf.len();
+        buf.extend_from_slice(&[0; LENGTH_PREFIX_BYTES]);
+        buf.extend_from_slice(&APP_PREFIX);
+        buf.push(BIN32);
+        buf.extend_from_slice(&[0; 4]);
+        if let Err(e) = rmp_serde::encode::write(buf, msg) {
+            buf.truncate(begin);
+            return Err(e);
+        }
+        let body_len = (buf.len() - start - LENGTH_PREFIX_BYTES) as u32;
         let payload_len = body_len - APP_HEADER_BYTES as u32;
-        scratch[start..start + LENGTH_PREFIX_BYTES].copy_from_slice(&body_len.to_be_bytes());
+        buf[start..start + LENGTH_PREFIX_BYTES].copy_from_slice(&body_len.to_be_bytes());
         let at = start + LENGTH_PREFIX_BYTES + APP_PREFIX.len() + 1;
-        scratch[at..at + 4].copy_from_slice(&payload_len.to_be_bytes());
+        buf[at..at + 4].copy_from_slice(&payload_len.to_be_bytes());
     }
-    Ok(Bytes::copy_from_slice(scratch))
+    Ok(buf.len() - begin)
 }
 
 /// Decodes an application message from an App payload, with the nesting depth capped and
