@@ -90,9 +90,13 @@ pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// broadcast's one encoding) instead of being copied into the peer's write buffer.
 pub const LARGE_FRAME_BYTES: usize = 32 * 1024;
 
-/// A writer that goes idle frees its write buffer if a burst grew it past this size, so that
-/// idle connections hold no large buffers.
+/// A writer keeps write buffers up to this size while idle; larger ones, grown by a burst, are
+/// freed once it has been idle for [`WRITE_BUFFER_RELEASE_AFTER`], so that idle connections
+/// hold no large buffers.
 pub const WRITE_BUFFER_KEEP_BYTES: usize = 64 * 1024;
+
+/// Idle time after which a writer frees write buffers larger than [`WRITE_BUFFER_KEEP_BYTES`].
+pub const WRITE_BUFFER_RELEASE_AFTER: Duration = Duration::from_secs(1);
 
 /// Initial read buffer of a session. Idle sessions stay small (a Hello with the longest user
 /// agent is under 400 bytes, so 1 KiB holds the handshake); the buffer doubles while reads fill

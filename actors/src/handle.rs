@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{oneshot, Notify};
 
-use crate::constants::{LARGE_FRAME_BYTES, WRITE_BUFFER_KEEP_BYTES};
+use crate::constants::{LARGE_FRAME_BYTES, WRITE_BUFFER_KEEP_BYTES, WRITE_BUFFER_RELEASE_AFTER};
 use crate::metrics::NetMetrics;
 use crate::protocol::{with_encoded_apps, DisconnectReason};
 use crate::session::{PeerSession, WriterFailed};
@@ -318,6 +318,15 @@ fn take(state: &SendState, taken: &mut Taken) -> bool {
     true
 }
 
+/// Frees the write buffers of a writer that stayed idle.
+fn release_buffers(state: &SendState, taken: &mut Taken) {
+    taken.open = Vec::new();
+    let mut outbox = state.outbox();
+    if outbox.open.is_empty() {
+        outbox.open = Vec::new();
+    }
+}
+
 /// Drains the outbox into the socket until told to close.
 async fn run_writer(
     mut wr: OwnedWriteHalf,
@@ -330,14 +339,18 @@ async fn run_writer(
     let mut taken = Taken::default();
     let how = loop {
         if !take(&state, &mut taken) {
-            // Idle: a large buffer left by a burst is not kept by an idle connection.
-            if taken.open.capacity() > WRITE_BUFFER_KEEP_BYTES {
-                taken.open = Vec::new();
-            }
+            // Idle. Large buffers left by a burst are kept for the next burst (freeing and
+            // regrowing them on every pause cost page faults), but not by a connection that
+            // stays idle.
+            let holding = taken.open.capacity() > WRITE_BUFFER_KEEP_BYTES;
             tokio::select! {
                 biased;
                 how = &mut close => break how.unwrap_or(WriterClose::Abort),
                 () = state.wake.notified() => continue,
+                () = tokio::time::sleep(WRITE_BUFFER_RELEASE_AFTER), if holding => {
+                    release_buffers(&state, &mut taken);
+                    continue;
+                }
             }
         }
         let write = write_taken(&mut wr, &mut taken, &state, &metrics);

@@ -97,7 +97,7 @@ pub use dial_plan::DialPlan;
 pub use error::{CodecError, ConfigError, NetworkError};
 pub use handle::{PeerHandle, SendOutcome};
 pub use metrics::NetMetrics;
-pub use network::{AppMessage, Inbound, InboundBatch, Network};
+pub use network::{AppMessage, Inbound, InboundBatch, Network, NetworkBuilder, SessionThreads};
 pub use policy::DuplicatePolicy;
 pub use protocol::{DisconnectReason, Frame, Hello};
 pub use registry::{DisconnectRecord, PeerEvent, PeerInfo, PeerRegistry, RegistryStats};

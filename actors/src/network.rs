@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_rt::{Arbiter, ArbiterHandle};
-use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::{TcpListener, TcpSocket};
@@ -73,13 +72,83 @@ impl<M: 'static> Message for InboundBatch<M> {
     type Result = ();
 }
 
-/// Decodes an App payload and hands it to the application.
-/// Decodes a burst of App payloads from one peer and hands them to the application; an error
-/// (a payload that is not a valid message) closes the connection. Nothing is delivered from a
-/// burst that holds an invalid payload.
-pub(crate) type Deliver = Box<
-    dyn Fn(&PeerHandle, Vec<Bytes>, &Arc<InboundCredit>) -> Result<(), CodecError> + Send + Sync,
->;
+/// A session's receiver of application payloads: decodes each payload as its frame arrives
+/// (so the read buffer it came from is free again before the next read) and hands the decoded
+/// messages of a burst to the application in one go.
+pub(crate) trait Inbox {
+    /// Decodes one App payload and keeps the message for the next [`Inbox::flush`]. An error
+    /// (not a valid message) closes the connection; the messages before it are still delivered.
+    fn push(&mut self, payload: &[u8]) -> Result<(), CodecError>;
+    /// Payload bytes of the messages kept.
+    fn bytes(&self) -> usize;
+    /// Hands the kept messages to the application, in order, holding inbound credit for them.
+    fn flush(&mut self, from: &PeerHandle, credit: &Arc<InboundCredit>);
+}
+
+/// Makes each new session's [`Inbox`].
+pub(crate) type NewInbox = Box<dyn Fn() -> Box<dyn Inbox> + Send + Sync>;
+
+/// Delivers every message as its own [`Inbound`].
+struct EachInbox<M: AppMessage> {
+    app: Recipient<Inbound<M>>,
+    msgs: Vec<(M, usize)>,
+    bytes: usize,
+}
+
+impl<M: AppMessage> Inbox for EachInbox<M> {
+    fn push(&mut self, payload: &[u8]) -> Result<(), CodecError> {
+        let msg = decode_app::<M>(payload)?;
+        self.msgs.push((msg, payload.len()));
+        self.bytes += payload.len();
+        Ok(())
+    }
+
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn flush(&mut self, from: &PeerHandle, credit: &Arc<InboundCredit>) {
+        self.bytes = 0;
+        for (msg, len) in self.msgs.drain(..) {
+            self.app.do_send(Inbound {
+                from: from.clone(),
+                msg,
+                _credit: credit.take(len),
+            });
+        }
+    }
+}
+
+/// Delivers each burst as one [`InboundBatch`].
+struct BatchInbox<M: AppMessage> {
+    app: Recipient<InboundBatch<M>>,
+    msgs: Vec<M>,
+    bytes: usize,
+}
+
+impl<M: AppMessage> Inbox for BatchInbox<M> {
+    fn push(&mut self, payload: &[u8]) -> Result<(), CodecError> {
+        self.msgs.push(decode_app::<M>(payload)?);
+        self.bytes += payload.len();
+        Ok(())
+    }
+
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn flush(&mut self, from: &PeerHandle, credit: &Arc<InboundCredit>) {
+        if self.msgs.is_empty() {
+            return;
+        }
+        let bytes = std::mem::take(&mut self.bytes);
+        self.app.do_send(InboundBatch {
+            from: from.clone(),
+            msgs: std::mem::take(&mut self.msgs),
+            _credit: credit.take(bytes),
+        });
+    }
+}
 
 /// Everything a session needs that is the same for all sessions of a node.
 pub(crate) struct SessionEnv {
@@ -89,7 +158,7 @@ pub(crate) struct SessionEnv {
     pub listen_port: u16,
     pub hello_policy: HelloPolicy,
     pub registry: Addr<PeerRegistry>,
-    pub deliver: Deliver,
+    pub new_inbox: NewInbox,
     pub metrics: Arc<NetMetrics>,
     pub best_height: Arc<AtomicU64>,
     /// Cancelled once at shutdown: every session, registered or still handshaking, closes.
@@ -196,6 +265,110 @@ impl SessionPool {
     }
 }
 
+impl Drop for SessionPool {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Session threads that several [`Network`]s in one process share: a devnet, a test or a
+/// benchmark that runs many nodes in one process keeps one thread per core in all instead of
+/// one per core per node. The threads stop when the last `SessionThreads` and the last network
+/// started on them are gone.
+///
+/// ```no_run
+/// # use peerlink_actors::{Inbound, Network, NetworkConfig, SessionThreads};
+/// # async fn two_nodes(a: NetworkConfig, b: NetworkConfig,
+/// #     app: actix::Recipient<Inbound<Vec<u8>>>) -> Result<(), peerlink_actors::NetworkError> {
+/// let threads = SessionThreads::new(2);
+/// let node_a = Network::<Vec<u8>>::builder(a).session_threads(&threads).start(app.clone()).await?;
+/// let node_b = Network::<Vec<u8>>::builder(b).session_threads(&threads).start(app).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SessionThreads {
+    pool: Arc<SessionPool>,
+}
+
+impl SessionThreads {
+    /// Starts `threads` session threads (at least one), each an actix Arbiter.
+    pub fn new(threads: usize) -> Self {
+        Self {
+            pool: Arc::new(SessionPool::new(threads)),
+        }
+    }
+
+    /// Number of threads.
+    pub fn len(&self) -> usize {
+        self.pool.arbiters.len()
+    }
+
+    /// Always false: there is at least one thread.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+impl std::fmt::Debug for SessionThreads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionThreads")
+            .field("threads", &self.len())
+            .finish()
+    }
+}
+
+/// Starts a [`Network`] with options beyond its configuration; see [`Network::builder`].
+#[must_use = "a builder does nothing until started"]
+pub struct NetworkBuilder<M> {
+    config: NetworkConfig,
+    threads: Option<SessionThreads>,
+    _msg: PhantomData<fn(M) -> M>,
+}
+
+impl<M: AppMessage> NetworkBuilder<M> {
+    /// Runs the sessions on `threads`, shared with other networks, instead of starting
+    /// `config.session_threads` threads of its own.
+    pub fn session_threads(mut self, threads: &SessionThreads) -> Self {
+        self.threads = Some(threads.clone());
+        self
+    }
+
+    /// Starts the network; see [`Network::start`].
+    pub async fn start(self, app: Recipient<Inbound<M>>) -> Result<Network<M>, NetworkError> {
+        Network::start_with(self.config, self.threads, deliver_each(app)).await
+    }
+
+    /// Starts the network delivering bursts; see [`Network::start_batched`].
+    pub async fn start_batched(
+        self,
+        app: Recipient<InboundBatch<M>>,
+    ) -> Result<Network<M>, NetworkError> {
+        Network::start_with(self.config, self.threads, deliver_batched(app)).await
+    }
+}
+
+/// Sessions' inboxes delivering every message as its own [`Inbound`].
+fn deliver_each<M: AppMessage>(app: Recipient<Inbound<M>>) -> NewInbox {
+    Box::new(move || {
+        Box::new(EachInbox {
+            app: app.clone(),
+            msgs: Vec::new(),
+            bytes: 0,
+        })
+    })
+}
+
+/// Sessions' inboxes delivering each burst as one [`InboundBatch`].
+fn deliver_batched<M: AppMessage>(app: Recipient<InboundBatch<M>>) -> NewInbox {
+    Box::new(move || {
+        Box::new(BatchInbox {
+            app: app.clone(),
+            msgs: Vec::new(),
+            bytes: 0,
+        })
+    })
+}
+
 /// A running node's networking, typed by its application message `M`. Cheap to clone.
 pub struct Network<M> {
     inner: Arc<Inner>,
@@ -214,6 +387,8 @@ impl<M> Clone for Network<M> {
 struct Inner {
     env: Arc<SessionEnv>,
     pool: Arc<SessionPool>,
+    /// Whether the pool is this network's own (stopped at shutdown) or shared.
+    owns_pool: bool,
     acceptor: Addr<Acceptor>,
     connector: Addr<Connector>,
 }
@@ -226,23 +401,7 @@ impl<M: AppMessage> Network<M> {
         config: NetworkConfig,
         app: Recipient<Inbound<M>>,
     ) -> Result<Self, NetworkError> {
-        let deliver: Deliver = Box::new(
-            move |from: &PeerHandle, burst: Vec<Bytes>, credit: &Arc<InboundCredit>| {
-                let msgs = burst
-                    .iter()
-                    .map(|payload| Ok((decode_app::<M>(payload)?, payload.len())))
-                    .collect::<Result<Vec<_>, CodecError>>()?;
-                for (msg, len) in msgs {
-                    app.do_send(Inbound {
-                        from: from.clone(),
-                        msg,
-                        _credit: credit.take(len),
-                    });
-                }
-                Ok(())
-            },
-        );
-        Self::start_with(config, deliver).await
+        Self::builder(config).start(app).await
     }
 
     /// Like [`Network::start`], but delivers each burst of messages from a peer as one
@@ -251,25 +410,23 @@ impl<M: AppMessage> Network<M> {
         config: NetworkConfig,
         app: Recipient<InboundBatch<M>>,
     ) -> Result<Self, NetworkError> {
-        let deliver: Deliver = Box::new(
-            move |from: &PeerHandle, burst: Vec<Bytes>, credit: &Arc<InboundCredit>| {
-                let msgs = burst
-                    .iter()
-                    .map(|payload| decode_app::<M>(payload))
-                    .collect::<Result<Vec<_>, CodecError>>()?;
-                let bytes = burst.iter().map(Bytes::len).sum();
-                app.do_send(InboundBatch {
-                    from: from.clone(),
-                    msgs,
-                    _credit: credit.take(bytes),
-                });
-                Ok(())
-            },
-        );
-        Self::start_with(config, deliver).await
+        Self::builder(config).start_batched(app).await
     }
 
-    async fn start_with(config: NetworkConfig, deliver: Deliver) -> Result<Self, NetworkError> {
+    /// A builder for options that are not configuration values (shared session threads).
+    pub fn builder(config: NetworkConfig) -> NetworkBuilder<M> {
+        NetworkBuilder {
+            config,
+            threads: None,
+            _msg: PhantomData,
+        }
+    }
+
+    async fn start_with(
+        config: NetworkConfig,
+        threads: Option<SessionThreads>,
+        new_inbox: NewInbox,
+    ) -> Result<Self, NetworkError> {
         config.validate()?;
         let listener =
             TcpListener::bind(config.listen)
@@ -299,13 +456,17 @@ impl<M: AppMessage> Network<M> {
             listen_addr,
             listen_port: listen_addr.port(),
             registry: registry.clone(),
-            deliver,
+            new_inbox,
             metrics,
             best_height: Arc::new(AtomicU64::new(0)),
             shutdown: CancellationToken::new(),
             config,
         });
-        let pool = Arc::new(SessionPool::new(env.config.session_thread_count()));
+        let owns_pool = threads.is_none();
+        let pool = match threads {
+            Some(threads) => threads.pool,
+            None => Arc::new(SessionPool::new(env.config.session_thread_count())),
+        };
         let acceptor = Acceptor::new(listener, env.clone(), pool.clone()).start();
         let connector = Connector::new(env.clone(), pool.clone()).start();
         registry.do_send(Subscribe(connector.clone().recipient()));
@@ -314,6 +475,7 @@ impl<M: AppMessage> Network<M> {
             inner: Arc::new(Inner {
                 env,
                 pool,
+                owns_pool,
                 acceptor,
                 connector,
             }),
@@ -432,13 +594,16 @@ impl<M> Network<M> {
     }
 
     /// Stops accepting and dialling, sends Disconnect{shutdown} to every peer, waits (bounded)
-    /// until every socket is flushed and closed, then stops the session threads.
+    /// until every socket is flushed and closed, then stops the session threads (unless they
+    /// are shared [`SessionThreads`]).
     pub async fn shutdown(&self) {
         self.inner.acceptor.do_send(StopAccepting);
         self.inner.connector.do_send(StopDialing);
         self.inner.env.shutdown.cancel();
         let _ = self.registry().send(ShutdownRegistry).await;
-        self.inner.pool.stop();
+        if self.inner.owns_pool {
+            self.inner.pool.stop();
+        }
         log::info!("network stopped");
     }
 }

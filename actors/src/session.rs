@@ -29,7 +29,7 @@ use crate::credit::InboundCredit;
 use crate::error::CodecError;
 use crate::handle::{spawn_writer, PeerHandle, WriterClose};
 use crate::metrics::NetMetrics;
-use crate::network::SessionEnv;
+use crate::network::{Inbox, SessionEnv};
 use crate::policy::ConnFacts;
 use crate::protocol::{DisconnectReason, Frame, FrameBatchCodec, Hello};
 use crate::registry::{PeerMeta, Register, RegisterOutcome, Unregister};
@@ -103,8 +103,8 @@ pub struct PeerSession {
     ping: Option<(u64, Instant)>,
     stats: Arc<SessionStats>,
     credit: Arc<InboundCredit>,
-    burst: Vec<Bytes>,
-    burst_bytes: usize,
+    /// Decoded application messages of the current burst, not yet handed over.
+    inbox: Box<dyn Inbox>,
     closed: Option<(DisconnectReason, bool)>,
     inbound_permit: Option<Permit>,
     pending_permit: Option<Permit>,
@@ -150,6 +150,7 @@ impl PeerSession {
         let peer_addr = stream.peer_addr()?;
         let _ = stream.set_nodelay(true);
         let credit = InboundCredit::new(env.config.inbound_budget_bytes);
+        let inbox = (env.new_inbox)();
         Ok(Self {
             env,
             conn_id: ConnId::next(),
@@ -167,8 +168,7 @@ impl PeerSession {
             ping: None,
             stats: Arc::new(SessionStats::default()),
             credit,
-            burst: Vec::new(),
-            burst_bytes: 0,
+            inbox,
             closed: None,
             inbound_permit,
             pending_permit,
@@ -384,14 +384,26 @@ impl PeerSession {
                 }
             }
             (Phase::Active, Frame::App(payload)) => {
-                // Collected and delivered once the stream yields (after at most 16 reads):
-                // one hand-over per burst instead of per message.
-                self.burst_bytes += payload.len();
-                self.burst.push(payload);
-                if self.burst.len() == 1 {
+                // Decoded now, so the read buffer is free again for the next read; handed over
+                // once the stream yields (after at most 16 reads): one hand-over per burst.
+                let first = self.inbox.bytes() == 0;
+                if let Err(e) = self.inbox.push(&payload) {
+                    log::debug!(
+                        "peer {} conn {}: bad application message: {e}",
+                        self.ip,
+                        self.conn_id
+                    );
+                    self.env
+                        .metrics
+                        .frames_rejected
+                        .get_or_create(&NetMetrics::reason(DisconnectReason::BadFrame))
+                        .inc();
+                    return self.close(DisconnectReason::BadFrame, false, ctx);
+                }
+                if first {
                     ctx.notify(FlushInbound);
                 }
-                if self.credit.outstanding() + self.burst_bytes
+                if self.credit.outstanding() + self.inbox.bytes()
                     >= self.env.config.inbound_budget_bytes
                 {
                     // The application would hold the budget with this burst: hand it over now
@@ -506,43 +518,23 @@ impl PeerSession {
         });
     }
 
-    /// Hands the collected burst over; closes on an invalid payload; stops reading while the
-    /// application holds more than the inbound budget.
+    /// Hands the collected burst over; stops reading while the application holds more than
+    /// the inbound budget.
     fn deliver_burst(&mut self, ctx: &mut Context<Self>) {
         if self.phase == Phase::Closing {
             return;
         }
-        if !self.flush_inbound(ctx) {
-            self.close(DisconnectReason::BadFrame, false, ctx);
-        } else if self.credit.is_over() {
+        self.flush_inbound();
+        if self.credit.is_over() {
             // The application is behind: stop reading from this peer until it catches up.
             ctx.wait(self.credit.clone().drained().into_actor(self));
         }
     }
 
-    /// Hands the collected burst to the application. Returns false (and counts the rejected
-    /// frame) if a payload was not a valid application message.
-    fn flush_inbound(&mut self, _ctx: &mut Context<Self>) -> bool {
-        if self.burst.is_empty() {
-            return true;
-        }
-        let burst = std::mem::take(&mut self.burst);
-        self.burst_bytes = 0;
-        match (self.env.deliver)(self.peer_handle(), burst, &self.credit) {
-            Ok(()) => true,
-            Err(e) => {
-                log::debug!(
-                    "peer {} conn {}: bad application message: {e}",
-                    self.ip,
-                    self.conn_id
-                );
-                self.env
-                    .metrics
-                    .frames_rejected
-                    .get_or_create(&NetMetrics::reason(DisconnectReason::BadFrame))
-                    .inc();
-                false
-            }
+    /// Hands the decoded messages of the burst to the application.
+    fn flush_inbound(&mut self) {
+        if let Some(handle) = &self.handle {
+            self.inbox.flush(handle, &self.credit);
         }
     }
 
@@ -553,9 +545,7 @@ impl PeerSession {
             return;
         }
         // Messages that arrived before the close still reach the application, in order.
-        if !self.flush_inbound(ctx) && reason != DisconnectReason::BadFrame {
-            return self.close(DisconnectReason::BadFrame, false, ctx);
-        }
+        self.flush_inbound();
         self.phase = Phase::Closing;
         self.closed = Some((reason, by_peer));
         if let Some(handle) = &self.handle {

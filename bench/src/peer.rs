@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_rt::Arbiter;
-use peerlink_actors::{Inbound, InboundBatch, Network, NetworkConfig, PeerHandle, SendOutcome};
+use peerlink_actors::{
+    Inbound, InboundBatch, Network, NetworkConfig, PeerHandle, SendOutcome, SessionThreads,
+};
 use tokio::sync::mpsc;
 
 use crate::common::{percentile, BenchMsg, CpuMeter, CpuUse, Tally};
@@ -135,6 +137,10 @@ struct Cluster {
     /// workers), apart from `app` so that (d)'s echo is not queued behind the load's
     /// deliveries: those peers stand for other machines.
     load_apps: [Arbiter; 2],
+    /// Session threads shared by the broadcast receivers: the baseline's receivers are tasks
+    /// on one two-worker runtime, and nodes in one process share session threads the same way
+    /// (one thread per node would put 32 threads on two cores).
+    load_sessions: SessionThreads,
     nodes: Vec<Node>,
     /// Ping interval of the nodes added from now on.
     ping_interval_ms: u64,
@@ -147,6 +153,7 @@ impl Cluster {
         Cluster {
             app: Arbiter::new(),
             load_apps: [Arbiter::new(), Arbiter::new()],
+            load_sessions: SessionThreads::new(2),
             nodes: Vec::new(),
             ping_interval_ms: DEFAULT_BENCH_PING_MS,
             delivery: Delivery::PerMessage,
@@ -189,9 +196,13 @@ impl Cluster {
             handshake_timeout_ms: 10_000,
             ..NetworkConfig::default()
         };
+        let mut builder = Network::builder(config);
+        if load {
+            builder = builder.session_threads(&self.load_sessions);
+        }
         let net = match self.delivery {
-            Delivery::PerMessage => Network::start(config, sink.recipient()).await,
-            Delivery::Batched => Network::start_batched(config, sink.recipient()).await,
+            Delivery::PerMessage => builder.start(sink.recipient()).await,
+            Delivery::Batched => builder.start_batched(sink.recipient()).await,
         }
         .map_err(|e| format!("node {ip}: {e}"))?;
         self.nodes.push(Node {
