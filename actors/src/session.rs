@@ -100,7 +100,10 @@ pub struct PeerSession {
     max_frame: Arc<AtomicUsize>,
     phase: Phase,
     registered_at: Option<Instant>,
-    ping: Option<(u64, Instant)>,
+    /// Closes the session if the handshake is not done in time; cancelled once active.
+    handshake_timer: Option<SpawnHandle>,
+    /// The outstanding ping: nonce, when it was sent, and its timeout timer.
+    ping: Option<(u64, Instant, SpawnHandle)>,
     stats: Arc<SessionStats>,
     credit: Arc<InboundCredit>,
     /// Decoded application messages of the current burst, not yet handed over.
@@ -165,6 +168,7 @@ impl PeerSession {
             max_frame: Arc::new(AtomicUsize::new(MAX_HANDSHAKE_FRAME_BYTES)),
             phase: Phase::AwaitingHello,
             registered_at: None,
+            handshake_timer: None,
             ping: None,
             stats: Arc::new(SessionStats::default()),
             credit,
@@ -221,11 +225,14 @@ impl Actor for PeerSession {
                 .into_actor(self)
                 .map(|_, act, ctx| act.close(DisconnectReason::Shutdown, false, ctx)),
         );
-        ctx.run_later(self.env.config.handshake_timeout(), |act, ctx| {
-            if matches!(act.phase, Phase::AwaitingHello | Phase::Registering) {
-                act.close(DisconnectReason::HandshakeTimeout, false, ctx);
-            }
-        });
+        self.handshake_timer = Some(ctx.run_later(
+            self.env.config.handshake_timeout(),
+            |act, ctx| {
+                if matches!(act.phase, Phase::AwaitingHello | Phase::Registering) {
+                    act.close(DisconnectReason::HandshakeTimeout, false, ctx);
+                }
+            },
+        ));
         log::debug!(
             "peer {} conn {}: {} session started ({} -> {})",
             self.ip,
@@ -370,10 +377,14 @@ impl PeerSession {
                 }
             }
             (Phase::Active, Frame::Pong { nonce }) => {
-                if let Some((expected, sent)) = self.ping {
+                if let Some((expected, sent, timer)) = self.ping {
                     if expected == nonce {
                         let rtt = sent.elapsed();
                         self.ping = None;
+                        // One timer per outstanding ping: actix polls every pending timer of a
+                        // context on each wake-up, so leaving answered pings' timers to expire
+                        // cost O(timeout / interval) per wake-up.
+                        ctx.cancel_future(timer);
                         self.stats
                             .rtt_us
                             .store((rtt.as_micros() as u64).max(1), Ordering::Relaxed);
@@ -485,6 +496,9 @@ impl PeerSession {
         self.phase = Phase::Active;
         self.registered_at = Some(Instant::now());
         self.pending_permit = None;
+        if let Some(timer) = self.handshake_timer.take() {
+            ctx.cancel_future(timer);
+        }
         if let Some(origin) = &self.origin {
             origin.connector.do_send(DialEvent::Registered {
                 addr: origin.addr,
@@ -501,7 +515,7 @@ impl PeerSession {
             return;
         }
         let nonce: u64 = rand::random();
-        self.ping = Some((nonce, Instant::now()));
+        let sent = Instant::now();
         self.stats.pings_sent.fetch_add(1, Ordering::Relaxed);
         self.env.metrics.pings_sent.inc();
         if !self
@@ -511,11 +525,12 @@ impl PeerSession {
             self.close(DisconnectReason::SlowPeer, false, ctx);
             return;
         }
-        ctx.run_later(self.env.config.ping_timeout(), move |act, ctx| {
-            if matches!(act.ping, Some((n, _)) if n == nonce) {
+        let timer = ctx.run_later(self.env.config.ping_timeout(), move |act, ctx| {
+            if matches!(act.ping, Some((n, _, _)) if n == nonce) {
                 act.close(DisconnectReason::PingTimeout, false, ctx);
             }
         });
+        self.ping = Some((nonce, sent, timer));
     }
 
     /// Hands the collected burst over; stops reading while the application holds more than
