@@ -86,6 +86,10 @@ pub(crate) struct SendState {
     outbox: Mutex<Outbox>,
     /// Wakes the writer when the outbox stops being empty.
     wake: Notify,
+    /// Wakes senders waiting in [`PeerHandle::drained_to`] after each write.
+    drained: Notify,
+    /// Number of such senders, so that the writer notifies only when someone waits.
+    drain_waiters: AtomicUsize,
 }
 
 impl SendState {
@@ -240,6 +244,25 @@ impl PeerHandle {
         }
     }
 
+    /// Waits until at most `max_queued` bytes are queued for this peer, or the session has
+    /// closed: backpressure for a sender that produces faster than the peer reads, without
+    /// polling. The outbound budget still applies; wait here well below it.
+    pub async fn drained_to(&self, max_queued: usize) {
+        let state = &self.inner.state;
+        let _waiting = DrainWaiter::new(state);
+        loop {
+            let notified = state.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // SeqCst pairs with the writer's update of `queued` and read of `drain_waiters`:
+            // either it sees this waiter, or this check sees its update.
+            if state.queued.load(Ordering::SeqCst) <= max_queued || self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Asks the session to close with `reason` (sent to the peer when the socket works).
     pub fn disconnect(&self, reason: DisconnectReason) {
         self.inner.session.do_send(crate::session::Close { reason });
@@ -261,6 +284,23 @@ impl PeerHandle {
     }
 }
 
+/// Counts a sender waiting in [`PeerHandle::drained_to`] for as long as it waits (also when
+/// its future is dropped).
+struct DrainWaiter<'a>(&'a SendState);
+
+impl<'a> DrainWaiter<'a> {
+    fn new(state: &'a SendState) -> Self {
+        state.drain_waiters.fetch_add(1, Ordering::SeqCst);
+        Self(state)
+    }
+}
+
+impl Drop for DrainWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.drain_waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Creates the handle and spawns the writer task on the current thread's runtime. Returns the
 /// handle and the sender that tells the writer how to finish.
 pub(crate) fn spawn_writer(
@@ -279,6 +319,8 @@ pub(crate) fn spawn_writer(
         budget,
         outbox: Mutex::new(Outbox::default()),
         wake: Notify::new(),
+        drained: Notify::new(),
+        drain_waiters: AtomicUsize::new(0),
     });
     let handle = PeerHandle {
         inner: Arc::new(HandleInner {
@@ -390,6 +432,7 @@ async fn run_writer(
     outbox.open = Vec::new();
     drop(outbox);
     state.closed.store(true, Ordering::Release);
+    state.drained.notify_waiters();
     metrics.writers_alive.dec();
 }
 
@@ -415,7 +458,10 @@ async fn write_taken(
 }
 
 fn account(state: &SendState, metrics: &NetMetrics, len: usize) {
-    state.queued.fetch_sub(len, Ordering::AcqRel);
+    state.queued.fetch_sub(len, Ordering::SeqCst);
+    if state.drain_waiters.load(Ordering::SeqCst) > 0 {
+        state.drained.notify_waiters();
+    }
     state.bytes_out.fetch_add(len as u64, Ordering::Relaxed);
     metrics.bytes_out.inc_by(len as u64);
 }

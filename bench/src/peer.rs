@@ -239,24 +239,30 @@ impl Cluster {
     }
 }
 
-/// Pauses while the peer's queue is above the high-water mark or too many messages are in
-/// flight; fails after [`WAIT`].
+/// Pauses while a peer's queue is above the high-water mark (until it drains to half of it,
+/// woken by the writer through `PeerHandle::drained_to`) or too many messages are in flight;
+/// fails after [`WAIT`].
 async fn flow_control(
     handles: &[PeerHandle],
     sent: u64,
     tally: &Tally,
     started: Instant,
 ) -> Result<(), String> {
-    loop {
-        let queued = handles.iter().map(|h| h.queued_bytes()).max().unwrap_or(0);
-        if queued <= QUEUE_HIGH_WATER_BYTES && sent.saturating_sub(tally.count()) <= MAX_IN_FLIGHT {
-            return Ok(());
+    let deadline = tokio::time::Instant::from_std(started + WAIT);
+    for h in handles {
+        if h.queued_bytes() > QUEUE_HIGH_WATER_BYTES {
+            tokio::time::timeout_at(deadline, h.drained_to(QUEUE_HIGH_WATER_BYTES / 2))
+                .await
+                .map_err(|_| "flow control: peer queue did not drain".to_string())?;
         }
+    }
+    while sent.saturating_sub(tally.count()) > MAX_IN_FLIGHT {
         if started.elapsed() > WAIT {
             return Err("flow control: receiver stalled".into());
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    Ok(())
 }
 
 fn queued(outcome: SendOutcome) -> Result<(), String> {
