@@ -53,16 +53,17 @@ impl Outbox {
         self.sealed.is_empty() && self.open.is_empty()
     }
 
-    /// Appends a frame that is already encoded.
-    fn push_frame(&mut self, frame: Bytes) {
+    /// Appends a frame that is already encoded: a large one as the shared bytes (one reference
+    /// count increment), a small one copied.
+    fn push_frame(&mut self, frame: &Bytes) {
         if frame.len() >= LARGE_FRAME_BYTES {
             if !self.open.is_empty() {
                 let open = std::mem::take(&mut self.open);
                 self.sealed.push(Bytes::from(open));
             }
-            self.sealed.push(frame);
+            self.sealed.push(frame.clone());
         } else {
-            self.open.extend_from_slice(&frame);
+            self.open.extend_from_slice(frame);
         }
     }
 }
@@ -126,7 +127,7 @@ impl SendState {
     }
 
     /// Queues a frame held as shared bytes (copied only if small).
-    fn enqueue_frame(&self, frame: Bytes) -> Enqueued {
+    fn enqueue_frame(&self, frame: &Bytes) -> Enqueued {
         self.enqueue(frame.len(), |outbox| outbox.push_frame(frame))
     }
 }
@@ -161,6 +162,8 @@ pub struct PeerHandle {
 struct HandleInner {
     ip: IpAddr,
     conn_id: ConnId,
+    /// Index of the session thread (and broadcast lane) of the session.
+    lane: usize,
     state: Arc<SendState>,
     session: Addr<PeerSession>,
 }
@@ -186,6 +189,11 @@ impl PeerHandle {
         self.inner.conn_id
     }
 
+    /// Index of the session thread the session runs on (its broadcast lane).
+    pub(crate) fn lane(&self) -> usize {
+        self.inner.lane
+    }
+
     /// Bytes queued for this peer and not yet written.
     pub fn queued_bytes(&self) -> usize {
         self.inner.state.queued.load(Ordering::Relaxed)
@@ -201,6 +209,12 @@ impl PeerHandle {
     /// peers: a large frame is queued as the shared bytes, a small one copied into the peer's
     /// write buffer.
     pub fn send_frame(&self, frame: Bytes) -> SendOutcome {
+        self.send_shared(&frame)
+    }
+
+    /// [`PeerHandle::send_frame`] without taking a reference to the bytes unless they are
+    /// queued as they are (large frames).
+    pub(crate) fn send_shared(&self, frame: &Bytes) -> SendOutcome {
         if self.is_closed() {
             return SendOutcome::NotConnected;
         }
@@ -271,7 +285,7 @@ impl PeerHandle {
     /// Frames queued by the session itself (pong, ping, disconnect): same budget, no close
     /// signalling through the mailbox since the caller is the session.
     pub(crate) fn send_control(&self, frame: Bytes) -> bool {
-        self.inner.state.enqueue_frame(frame) == Enqueued::Queued
+        self.inner.state.enqueue_frame(&frame) == Enqueued::Queued
     }
 
     /// Marks the handle closed so that later sends report `NotConnected`.
@@ -306,6 +320,7 @@ impl Drop for DrainWaiter<'_> {
 pub(crate) fn spawn_writer(
     ip: IpAddr,
     conn_id: ConnId,
+    lane: usize,
     write_half: OwnedWriteHalf,
     budget: usize,
     session: Addr<PeerSession>,
@@ -326,6 +341,7 @@ pub(crate) fn spawn_writer(
         inner: Arc::new(HandleInner {
             ip,
             conn_id,
+            lane,
             state: state.clone(),
             session: session.clone(),
         }),

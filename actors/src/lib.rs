@@ -80,6 +80,7 @@ pub mod credit;
 pub mod dial_plan;
 pub mod error;
 pub mod handle;
+mod lanes;
 pub mod metrics;
 pub mod network;
 pub mod policy;

@@ -24,6 +24,7 @@ use crate::credit::{Credit, InboundCredit};
 use crate::dial_plan::AddrStatus;
 use crate::error::{CodecError, NetworkError};
 use crate::handle::{PeerHandle, SendOutcome};
+use crate::lanes::Lane;
 use crate::metrics::NetMetrics;
 use crate::policy::DuplicatePolicy;
 use crate::protocol::{decode_app, encode_app, DisconnectReason, HelloPolicy};
@@ -183,9 +184,23 @@ impl SessionPool {
         }
     }
 
-    fn pick(&self) -> &ArbiterHandle {
+    /// The next session thread, round robin, with its index (the session's broadcast lane).
+    fn pick(&self) -> (usize, &ArbiterHandle) {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
-        &self.arbiters[i]
+        (i, &self.arbiters[i])
+    }
+
+    /// Starts one broadcast lane on every session thread, for one network.
+    async fn start_lanes(&self) -> Result<Vec<Lane>, NetworkError> {
+        let mut lanes = Vec::with_capacity(self.arbiters.len());
+        for arbiter in &self.arbiters {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            arbiter.spawn(async move {
+                let _ = tx.send(Lane::spawn_here());
+            });
+            lanes.push(rx.await.map_err(|_| NetworkError::Stopped)?);
+        }
+        Ok(lanes)
     }
 
     /// Starts a session for an accepted socket on the next session thread.
@@ -198,9 +213,18 @@ impl SessionPool {
         inbound_permit: Option<Permit>,
         pending_permit: Option<Permit>,
     ) {
-        self.pick().spawn(async move {
+        let (lane, arbiter) = self.pick();
+        arbiter.spawn(async move {
             let started = tokio::net::TcpStream::from_std(stream).and_then(|s| {
-                PeerSession::new(env, s, direction, origin, inbound_permit, pending_permit)
+                PeerSession::new(
+                    env,
+                    s,
+                    lane,
+                    direction,
+                    origin,
+                    inbound_permit,
+                    pending_permit,
+                )
             });
             match started {
                 Ok(session) => {
@@ -220,7 +244,8 @@ impl SessionPool {
         connector: Recipient<DialEvent>,
     ) {
         let timeout = env.config.connect_timeout();
-        self.pick().spawn(async move {
+        let (lane, arbiter) = self.pick();
+        arbiter.spawn(async move {
             let connect = async {
                 let socket = if addr.is_ipv4() {
                     TcpSocket::new_v4()?
@@ -238,10 +263,18 @@ impl SessionPool {
                         addr,
                         connector: connector.clone(),
                     };
-                    PeerSession::new(env, stream, Direction::Outbound, Some(origin), None, None)
-                        .map(|s| {
-                            s.start();
-                        })
+                    PeerSession::new(
+                        env,
+                        stream,
+                        lane,
+                        Direction::Outbound,
+                        Some(origin),
+                        None,
+                        None,
+                    )
+                    .map(|s| {
+                        s.start();
+                    })
                 }
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(std::io::Error::new(
@@ -446,7 +479,13 @@ impl<M: AppMessage> Network<M> {
             max_inbound: config.max_inbound,
             max_outbound: config.target_outbound,
         };
-        let registry = PeerRegistry::new(policy, metrics.clone()).start();
+        let owns_pool = threads.is_none();
+        let pool = match threads {
+            Some(threads) => threads.pool,
+            None => Arc::new(SessionPool::new(config.session_thread_count())),
+        };
+        let lanes = pool.start_lanes().await?;
+        let registry = PeerRegistry::new(policy, metrics.clone(), lanes).start();
         let env = Arc::new(SessionEnv {
             hello_policy: HelloPolicy {
                 magic: config.magic.to_be_bytes(),
@@ -462,11 +501,6 @@ impl<M: AppMessage> Network<M> {
             shutdown: CancellationToken::new(),
             config,
         });
-        let owns_pool = threads.is_none();
-        let pool = match threads {
-            Some(threads) => threads.pool,
-            None => Arc::new(SessionPool::new(env.config.session_thread_count())),
-        };
         let acceptor = Acceptor::new(listener, env.clone(), pool.clone()).start();
         let connector = Connector::new(env.clone(), pool.clone()).start();
         registry.do_send(Subscribe(connector.clone().recipient()));

@@ -22,6 +22,7 @@ use bytes::Bytes;
 
 use crate::constants::{CLOSE_FLUSH_TIMEOUT, RECENT_DISCONNECTS};
 use crate::handle::{PeerHandle, SendOutcome};
+use crate::lanes::Lane;
 use crate::metrics::NetMetrics;
 use crate::policy::{ConnFacts, DuplicatePolicy, Occupancy, Resolution};
 use crate::protocol::DisconnectReason;
@@ -31,6 +32,8 @@ use crate::{ConnId, Direction};
 /// The registry actor. Create it through [`crate::Network::start`].
 pub struct PeerRegistry {
     entries: HashMap<IpAddr, PeerEntry>,
+    /// Broadcast lanes, one per session thread, told of every entry added and removed.
+    lanes: Vec<Lane>,
     policy: DuplicatePolicy,
     subscribers: Vec<Recipient<PeerEvent>>,
     recent: VecDeque<DisconnectRecord>,
@@ -285,9 +288,10 @@ pub struct ShutdownRegistry;
 // ---------------------------------------------------------------------------------------------
 
 impl PeerRegistry {
-    pub(crate) fn new(policy: DuplicatePolicy, metrics: Arc<NetMetrics>) -> Self {
+    pub(crate) fn new(policy: DuplicatePolicy, metrics: Arc<NetMetrics>, lanes: Vec<Lane>) -> Self {
         Self {
             entries: HashMap::new(),
+            lanes,
             policy,
             subscribers: Vec::new(),
             recent: VecDeque::with_capacity(RECENT_DISCONNECTS),
@@ -382,6 +386,9 @@ impl Handler<Register> for PeerRegistry {
             .get_or_create(&NetMetrics::direction(entry.facts.direction))
             .inc();
         self.totals.connects += 1;
+        if let Some(lane) = self.lanes.get_mut(handle.lane()) {
+            lane.add(msg.ip, handle.clone());
+        }
         self.entries.insert(msg.ip, entry);
         log::info!(
             "connected to {} {} (conn {})",
@@ -430,13 +437,14 @@ impl Handler<SendToPeer> for PeerRegistry {
 impl Handler<Broadcast> for PeerRegistry {
     type Result = usize;
 
+    /// Hands the frame to the lanes of the session threads, which queue it to their sessions;
+    /// returns the number of registered peers it goes to.
     fn handle(&mut self, msg: Broadcast, _ctx: &mut Context<Self>) -> usize {
         let except = msg.except.map(crate::canonical_ip);
-        self.entries
-            .iter()
-            .filter(|(ip, _)| Some(**ip) != except)
-            .filter(|(_, e)| e.handle.send_frame(msg.frame.clone()) == SendOutcome::Queued)
-            .count()
+        for lane in &self.lanes {
+            lane.broadcast(&msg.frame, except);
+        }
+        self.entries.len() - except.map_or(0, |ip| usize::from(self.entries.contains_key(&ip)))
     }
 }
 
@@ -548,6 +556,9 @@ impl PeerRegistry {
 
     /// Bookkeeping for an entry that left the map.
     fn removed(&mut self, ip: IpAddr, entry: &PeerEntry, reason: DisconnectReason, by_peer: bool) {
+        if let Some(lane) = self.lanes.get_mut(entry.handle.lane()) {
+            lane.remove(ip, entry.facts.conn_id);
+        }
         let lifetime = entry.since.elapsed();
         self.metrics
             .connections

@@ -89,6 +89,8 @@ pub(crate) struct DialOrigin {
 pub struct PeerSession {
     env: Arc<SessionEnv>,
     conn_id: ConnId,
+    /// Index of the session thread this session runs on.
+    lane: usize,
     direction: Direction,
     ip: IpAddr,
     local_addr: SocketAddr,
@@ -144,6 +146,7 @@ impl PeerSession {
     pub(crate) fn new(
         env: Arc<SessionEnv>,
         stream: TcpStream,
+        lane: usize,
         direction: Direction,
         origin: Option<DialOrigin>,
         inbound_permit: Option<Permit>,
@@ -157,6 +160,7 @@ impl PeerSession {
         Ok(Self {
             env,
             conn_id: ConnId::next(),
+            lane,
             direction,
             ip: canonical_ip(peer_addr.ip()),
             local_addr,
@@ -205,6 +209,7 @@ impl Actor for PeerSession {
         let (handle, close) = spawn_writer(
             self.ip,
             self.conn_id,
+            self.lane,
             write_half,
             self.env.config.outbound_budget_bytes,
             ctx.address(),
