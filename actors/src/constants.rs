@@ -86,6 +86,11 @@ pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the accept loop pauses after an accept error such as EMFILE, so that it never spins.
 pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// A broadcast waits while a session thread's broadcast lane has more than this many bytes of
+/// earlier broadcasts still to queue (then until it is down to half): the broadcaster cannot
+/// run ahead of the threads that copy its frames.
+pub const LANE_BACKLOG_BYTES: usize = 4 * 1024 * 1024;
+
 /// Frames at least this large are queued for the writer as the caller's shared bytes (a
 /// broadcast's one encoding) instead of being copied into the peer's write buffer.
 pub const LARGE_FRAME_BYTES: usize = 32 * 1024;

@@ -5,7 +5,7 @@
 //! [`SendOutcome::PeerSlow`] and closes the session with `SlowPeer`. Nothing here is unbounded.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{oneshot, Notify};
 
 use crate::constants::{LARGE_FRAME_BYTES, WRITE_BUFFER_KEEP_BYTES, WRITE_BUFFER_RELEASE_AFTER};
+use crate::level::Level;
 use crate::metrics::NetMetrics;
 use crate::protocol::{with_encoded_apps, DisconnectReason};
 use crate::session::{PeerSession, WriterFailed};
@@ -77,8 +78,8 @@ impl Outbox {
 /// its own: the writer takes everything queued at once.
 #[derive(Debug)]
 pub(crate) struct SendState {
-    /// Bytes queued but not yet written.
-    queued: AtomicUsize,
+    /// Bytes queued but not yet written; senders can wait for it to fall.
+    queued: Level,
     /// Bytes written to the socket.
     pub(crate) bytes_out: AtomicU64,
     /// Set when the session closes; later sends report `NotConnected`.
@@ -87,10 +88,6 @@ pub(crate) struct SendState {
     outbox: Mutex<Outbox>,
     /// Wakes the writer when the outbox stops being empty.
     wake: Notify,
-    /// Wakes senders waiting in [`PeerHandle::drained_to`] after each write.
-    drained: Notify,
-    /// Number of such senders, so that the writer notifies only when someone waits.
-    drain_waiters: AtomicUsize,
 }
 
 impl SendState {
@@ -107,9 +104,9 @@ impl SendState {
         if outbox.closed {
             return Enqueued::Closed;
         }
-        let before = self.queued.fetch_add(len, Ordering::AcqRel);
+        let before = self.queued.add(len);
         if before + len > self.budget {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
+            self.queued.undo_add(len);
             return Enqueued::OverBudget;
         }
         push(&mut outbox);
@@ -196,7 +193,7 @@ impl PeerHandle {
 
     /// Bytes queued for this peer and not yet written.
     pub fn queued_bytes(&self) -> usize {
-        self.inner.state.queued.load(Ordering::Relaxed)
+        self.inner.state.queued.get()
     }
 
     /// Whether the session behind this handle has closed.
@@ -262,19 +259,11 @@ impl PeerHandle {
     /// closed: backpressure for a sender that produces faster than the peer reads, without
     /// polling. The outbound budget still applies; wait here well below it.
     pub async fn drained_to(&self, max_queued: usize) {
-        let state = &self.inner.state;
-        let _waiting = DrainWaiter::new(state);
-        loop {
-            let notified = state.drained.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            // SeqCst pairs with the writer's update of `queued` and read of `drain_waiters`:
-            // either it sees this waiter, or this check sees its update.
-            if state.queued.load(Ordering::SeqCst) <= max_queued || self.is_closed() {
-                return;
-            }
-            notified.await;
-        }
+        self.inner
+            .state
+            .queued
+            .at_most(max_queued, || self.is_closed())
+            .await;
     }
 
     /// Asks the session to close with `reason` (sent to the peer when the socket works).
@@ -291,27 +280,11 @@ impl PeerHandle {
     /// Marks the handle closed so that later sends report `NotConnected`.
     pub(crate) fn mark_closed(&self) {
         self.inner.state.closed.store(true, Ordering::Release);
+        self.inner.state.queued.wake_all();
     }
 
     pub(crate) fn bytes_out(&self) -> u64 {
         self.inner.state.bytes_out.load(Ordering::Relaxed)
-    }
-}
-
-/// Counts a sender waiting in [`PeerHandle::drained_to`] for as long as it waits (also when
-/// its future is dropped).
-struct DrainWaiter<'a>(&'a SendState);
-
-impl<'a> DrainWaiter<'a> {
-    fn new(state: &'a SendState) -> Self {
-        state.drain_waiters.fetch_add(1, Ordering::SeqCst);
-        Self(state)
-    }
-}
-
-impl Drop for DrainWaiter<'_> {
-    fn drop(&mut self) {
-        self.0.drain_waiters.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -328,14 +301,12 @@ pub(crate) fn spawn_writer(
 ) -> (PeerHandle, oneshot::Sender<WriterClose>) {
     let (close_tx, close_rx) = oneshot::channel();
     let state = Arc::new(SendState {
-        queued: AtomicUsize::new(0),
+        queued: Level::default(),
         bytes_out: AtomicU64::new(0),
         closed: AtomicBool::new(false),
         budget,
         outbox: Mutex::new(Outbox::default()),
         wake: Notify::new(),
-        drained: Notify::new(),
-        drain_waiters: AtomicUsize::new(0),
     });
     let handle = PeerHandle {
         inner: Arc::new(HandleInner {
@@ -448,7 +419,7 @@ async fn run_writer(
     outbox.open = Vec::new();
     drop(outbox);
     state.closed.store(true, Ordering::Release);
-    state.drained.notify_waiters();
+    state.queued.wake_all();
     metrics.writers_alive.dec();
 }
 
@@ -474,10 +445,7 @@ async fn write_taken(
 }
 
 fn account(state: &SendState, metrics: &NetMetrics, len: usize) {
-    state.queued.fetch_sub(len, Ordering::SeqCst);
-    if state.drain_waiters.load(Ordering::SeqCst) > 0 {
-        state.drained.notify_waiters();
-    }
+    state.queued.sub(len);
     state.bytes_out.fetch_add(len as u64, Ordering::Relaxed);
     metrics.bytes_out.inc_by(len as u64);
 }

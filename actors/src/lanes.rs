@@ -14,11 +14,15 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::constants::LANE_BACKLOG_BYTES;
 use crate::handle::PeerHandle;
+use crate::level::Level;
 use crate::ConnId;
 
 /// What the registry tells a lane.
@@ -38,14 +42,57 @@ pub(crate) enum LaneMsg {
 pub(crate) struct Lane {
     tx: mpsc::UnboundedSender<LaneMsg>,
     members: usize,
+    backlog: Arc<Backlog>,
+}
+
+/// Bytes of broadcast frames handed to a lane and not yet queued to its sessions. The lane's
+/// channel is unbounded; this is what bounds it: [`crate::Network::broadcast`] waits while a
+/// lane is more than [`LANE_BACKLOG_BYTES`] behind.
+#[derive(Debug, Default)]
+pub(crate) struct Backlog {
+    bytes: Level,
+    /// The lane task is gone (its thread stopped): nothing will drain it any more.
+    gone: AtomicBool,
+}
+
+impl Backlog {
+    /// Waits while the lane is more than [`LANE_BACKLOG_BYTES`] behind, until it has caught up
+    /// to half of that (or is gone).
+    pub(crate) async fn room(&self) {
+        if self.bytes.get() > LANE_BACKLOG_BYTES {
+            self.bytes
+                .at_most(LANE_BACKLOG_BYTES / 2, || self.gone.load(Ordering::SeqCst))
+                .await;
+        }
+    }
+}
+
+/// Marks the backlog gone when the lane task ends or is dropped with its thread.
+struct GoneOnDrop(Arc<Backlog>);
+
+impl Drop for GoneOnDrop {
+    fn drop(&mut self) {
+        self.0.gone.store(true, Ordering::SeqCst);
+        self.0.bytes.wake_all();
+    }
 }
 
 impl Lane {
     /// Starts the lane task on the current thread (a session thread) and returns its end.
     pub(crate) fn spawn_here() -> Lane {
         let (tx, rx) = mpsc::unbounded_channel();
-        actix_rt::spawn(run_lane(rx));
-        Lane { tx, members: 0 }
+        let backlog = Arc::new(Backlog::default());
+        actix_rt::spawn(run_lane(rx, GoneOnDrop(backlog.clone())));
+        Lane {
+            tx,
+            members: 0,
+            backlog,
+        }
+    }
+
+    /// The lane's backlog, for senders to wait on.
+    pub(crate) fn backlog(&self) -> Arc<Backlog> {
+        self.backlog.clone()
     }
 
     pub(crate) fn add(&mut self, ip: IpAddr, handle: PeerHandle) {
@@ -60,16 +107,20 @@ impl Lane {
 
     pub(crate) fn broadcast(&self, frame: &Bytes, except: Option<IpAddr>) {
         if self.members > 0 {
-            let _ = self.tx.send(LaneMsg::Broadcast {
+            self.backlog.bytes.add(frame.len());
+            let sent = self.tx.send(LaneMsg::Broadcast {
                 frame: frame.clone(),
                 except,
             });
+            if sent.is_err() {
+                self.backlog.bytes.undo_add(frame.len());
+            }
         }
     }
 }
 
 /// Applies membership changes and broadcasts in order until the registry is gone.
-async fn run_lane(mut rx: mpsc::UnboundedReceiver<LaneMsg>) {
+async fn run_lane(mut rx: mpsc::UnboundedReceiver<LaneMsg>, backlog: GoneOnDrop) {
     let mut members: HashMap<IpAddr, PeerHandle> = HashMap::new();
     while let Some(msg) = rx.recv().await {
         match msg {
@@ -87,7 +138,60 @@ async fn run_lane(mut rx: mpsc::UnboundedReceiver<LaneMsg>) {
                         handle.send_shared(&frame);
                     }
                 }
+                backlog.0.bytes.sub(frame.len());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn settle() {
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broadcaster_waits_while_a_lane_is_far_behind() {
+        let backlog = Arc::new(Backlog::default());
+        // Within the limit: no wait at all.
+        backlog.bytes.add(LANE_BACKLOG_BYTES);
+        backlog.room().await;
+        // Over it: waits until the lane is down to half.
+        backlog.bytes.add(1);
+        let waiter = tokio::spawn({
+            let backlog = backlog.clone();
+            async move { backlog.room().await }
+        });
+        settle().await;
+        assert!(!waiter.is_finished(), "over the limit");
+        backlog.bytes.sub(LANE_BACKLOG_BYTES / 2);
+        settle().await;
+        assert!(!waiter.is_finished(), "one byte above half");
+        backlog.bytes.sub(1);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("resolves at half the limit")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_broadcaster_does_not_wait_for_a_lane_that_is_gone() {
+        let backlog = Arc::new(Backlog::default());
+        backlog.bytes.add(2 * LANE_BACKLOG_BYTES);
+        let waiter = tokio::spawn({
+            let backlog = backlog.clone();
+            async move { backlog.room().await }
+        });
+        settle().await;
+        assert!(!waiter.is_finished());
+        drop(GoneOnDrop(backlog.clone()));
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("resolves once the lane is gone")
+            .unwrap();
     }
 }

@@ -11,6 +11,8 @@
 //!   `Unregister` (with their [`ConnId`]) when they stop; duplicates are settled by
 //!   [`DuplicatePolicy`], a pure rule both ends compute identically from the two node nonces.
 //!   Races are serialized by its mailbox: there is no lock around peer state anywhere.
+//!   Broadcasts go through it too: it hands each one to a lane per session thread (`lanes`),
+//!   having told the lanes of every connection it added or removed, in mailbox order.
 //! - [`PeerSession`] (one per TCP connection) owns the socket: the read half as a frame stream,
 //!   the write half behind a writer task with a per-peer byte budget ([`PeerHandle`]), the
 //!   handshake, ping/pong and the close path. It delivers application messages to the
@@ -30,13 +32,18 @@
 //!  application <--Inbound<M>-- PeerSession        (or PeerHandle::send, no registry hop)
 //! ```
 //!
-//! Sessions run on a pool of Arbiters (one thread each, one per core by default); sockets are
-//! handed over as std sockets because a tokio socket stays on the reactor that created it.
+//! Sessions run on a pool of Arbiters (one thread each, one per core by default), which several
+//! networks in one process may share ([`SessionThreads`]); sockets are handed over as std
+//! sockets because a tokio socket stays on the reactor that created it. A session's writer task
+//! owns the write half; senders copy encoded frames into the peer's outbox, a byte buffer behind
+//! the send path's one short lock (held for a copy or a buffer swap, never across user code or
+//! I/O), and the writer writes all that is queued at once.
 //!
 //! ## Layout
 //!
 //! - `protocol`: frames, MessagePack encoding, the length-prefixed codec (spec: `PROTOCOL.md`).
-//! - `session`, `handle`: the session actor and its send side.
+//! - `session`, `handle`, `credit`: the session actor, its send side, its inbound budget.
+//! - `lanes`: per-session-thread broadcast fan-out.
 //! - `registry`, `policy`: the registry actor and its duplicate rule.
 //! - `acceptor`, `connector`, `dial_plan`, `bans`: starting connections.
 //! - `network`: the public entry point; `config`, `constants`, `metrics`, `error`.
@@ -81,6 +88,7 @@ pub mod dial_plan;
 pub mod error;
 pub mod handle;
 mod lanes;
+mod level;
 pub mod metrics;
 pub mod network;
 pub mod policy;

@@ -24,7 +24,7 @@ use crate::credit::{Credit, InboundCredit};
 use crate::dial_plan::AddrStatus;
 use crate::error::{CodecError, NetworkError};
 use crate::handle::{PeerHandle, SendOutcome};
-use crate::lanes::Lane;
+use crate::lanes::{Backlog, Lane};
 use crate::metrics::NetMetrics;
 use crate::policy::DuplicatePolicy;
 use crate::protocol::{decode_app, encode_app, DisconnectReason, HelloPolicy};
@@ -422,6 +422,8 @@ struct Inner {
     pool: Arc<SessionPool>,
     /// Whether the pool is this network's own (stopped at shutdown) or shared.
     owns_pool: bool,
+    /// Backlogs of this network's broadcast lanes.
+    backlogs: Vec<Arc<Backlog>>,
     acceptor: Addr<Acceptor>,
     connector: Addr<Connector>,
 }
@@ -485,6 +487,7 @@ impl<M: AppMessage> Network<M> {
             None => Arc::new(SessionPool::new(config.session_thread_count())),
         };
         let lanes = pool.start_lanes().await?;
+        let backlogs = lanes.iter().map(Lane::backlog).collect();
         let registry = PeerRegistry::new(policy, metrics.clone(), lanes).start();
         let env = Arc::new(SessionEnv {
             hello_policy: HelloPolicy {
@@ -510,6 +513,7 @@ impl<M: AppMessage> Network<M> {
                 env,
                 pool,
                 owns_pool,
+                backlogs,
                 acceptor,
                 connector,
             }),
@@ -528,15 +532,22 @@ impl<M: AppMessage> Network<M> {
             .map_err(|_| NetworkError::Stopped)
     }
 
-    /// Encodes `msg` once and queues it to every peer but `except`; returns how many queued it.
+    /// Encodes `msg` once and queues it to every peer but `except`; returns to how many
+    /// registered peers it goes. Waits while a session thread is far behind with earlier
+    /// broadcasts, so a fast broadcaster cannot queue without bound.
     pub async fn broadcast(&self, msg: &M, except: Option<IpAddr>) -> Result<usize, NetworkError> {
         let frame = encode_app(msg).map_err(|e| NetworkError::Encode(e.to_string()))?;
-        self.inner
+        let n = self
+            .inner
             .env
             .registry
             .send(Broadcast { frame, except })
             .await
-            .map_err(|_| NetworkError::Stopped)
+            .map_err(|_| NetworkError::Stopped)?;
+        for backlog in &self.inner.backlogs {
+            backlog.room().await;
+        }
+        Ok(n)
     }
 }
 

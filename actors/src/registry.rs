@@ -228,7 +228,12 @@ pub struct SendToPeer {
     pub frame: Bytes,
 }
 
-/// Queue one encoded frame to every registered peer but `except`. Returns how many queued it.
+/// Queue one encoded frame to every registered peer but `except`, through the session threads'
+/// broadcast lanes. Returns to how many registered peers it goes.
+///
+/// Sent directly to the registry (rather than through [`crate::Network::broadcast`]) it does
+/// not wait for the session threads' lanes to keep up: a caller broadcasting in a tight loop
+/// should use `Network::broadcast`.
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct Broadcast {
