@@ -3,6 +3,8 @@
 //! handle to send, broadcast, query and shut down. Also home of the environment every session
 //! shares and of the pool that spreads sessions over Arbiters (one thread each).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -30,7 +32,7 @@ use crate::policy::DuplicatePolicy;
 use crate::protocol::{decode_app, encode_app, DisconnectReason, HelloPolicy};
 use crate::registry::{
     Broadcast, DisconnectPeer, GetHandle, GetPeers, GetStats, PeerEvent, PeerInfo, PeerRegistry,
-    RegistryStats, SendToPeer, ShutdownRegistry, Subscribe,
+    RegistryStats, ShutdownRegistry, Subscribe,
 };
 use crate::session::{DialOrigin, PeerSession};
 use crate::Direction;
@@ -402,6 +404,17 @@ fn deliver_batched<M: AppMessage>(app: Recipient<InboundBatch<M>>) -> NewInbox {
     })
 }
 
+thread_local! {
+    /// Handles that [`Network::send`] got from a registry, per thread, by network and peer IP.
+    static SEND_HANDLES: RefCell<HashMap<(u64, IpAddr), PeerHandle>> = RefCell::new(HashMap::new());
+}
+
+/// Most handles [`SEND_HANDLES`] keeps per thread (closed ones are dropped first).
+const SEND_HANDLES_KEPT: usize = 4096;
+
+/// Source of [`Inner::id`].
+static NEXT_NETWORK_ID: AtomicU64 = AtomicU64::new(1);
+
 /// A running node's networking, typed by its application message `M`. Cheap to clone.
 pub struct Network<M> {
     inner: Arc<Inner>,
@@ -418,6 +431,8 @@ impl<M> Clone for Network<M> {
 }
 
 struct Inner {
+    /// Distinguishes networks in one process (keys of [`SEND_HANDLES`]).
+    id: u64,
     env: Arc<SessionEnv>,
     pool: Arc<SessionPool>,
     /// Whether the pool is this network's own (stopped at shutdown) or shared.
@@ -510,6 +525,7 @@ impl<M: AppMessage> Network<M> {
         log::info!("listening on {listen_addr} (node nonce {node_nonce:016x})");
         Ok(Self {
             inner: Arc::new(Inner {
+                id: NEXT_NETWORK_ID.fetch_add(1, Ordering::Relaxed),
                 env,
                 pool,
                 owns_pool,
@@ -521,15 +537,53 @@ impl<M: AppMessage> Network<M> {
         })
     }
 
-    /// Encodes `msg` once and queues it to the peer at `ip`.
+    /// Encodes `msg` and queues it to the peer at `ip`.
+    ///
+    /// The first send to an IP asks the registry for the peer's [`PeerHandle`]; the handle is
+    /// kept (per thread) and used until its connection closes, so a stream of sends costs no
+    /// registry round trip each. The registry marks a replaced connection's handle closed
+    /// before it answers anyone else, so a kept handle never outlives its registration.
     pub async fn send(&self, ip: IpAddr, msg: &M) -> Result<SendOutcome, NetworkError> {
-        let frame = encode_app(msg).map_err(|e| NetworkError::Encode(e.to_string()))?;
-        self.inner
-            .env
-            .registry
-            .send(SendToPeer { ip, frame })
+        let ip = crate::canonical_ip(ip);
+        let key = (self.inner.id, ip);
+        let kept = SEND_HANDLES.with(|kept| {
+            kept.borrow()
+                .get(&key)
+                .map(|handle| handle.send(msg))
+                .transpose()
+        });
+        match kept.map_err(|e| NetworkError::Encode(e.to_string()))? {
+            Some(SendOutcome::NotConnected) | None => {}
+            Some(outcome) => return Ok(outcome),
+        }
+        let handle = self
+            .registry()
+            .send(GetHandle { ip })
             .await
-            .map_err(|_| NetworkError::Stopped)
+            .map_err(|_| NetworkError::Stopped)?;
+        SEND_HANDLES.with(|kept| {
+            let mut kept = kept.borrow_mut();
+            match &handle {
+                Some(handle) => {
+                    if kept.len() >= SEND_HANDLES_KEPT {
+                        kept.retain(|_, h| !h.is_closed());
+                        if kept.len() >= SEND_HANDLES_KEPT {
+                            kept.clear();
+                        }
+                    }
+                    kept.insert(key, handle.clone());
+                }
+                None => {
+                    kept.remove(&key);
+                }
+            }
+        });
+        match handle {
+            Some(handle) => handle
+                .send(msg)
+                .map_err(|e| NetworkError::Encode(e.to_string())),
+            None => Ok(SendOutcome::NotConnected),
+        }
     }
 
     /// Encodes `msg` once and queues it to every peer but `except`; returns to how many

@@ -13,6 +13,14 @@ use peerlink_actors::{DisconnectReason, PeerEvent};
 async fn a_new_nonce_from_a_known_ip_replaces_the_old_connection_at_once() {
     let (mut a, mut b, mut b2, old) = connected_pair_and_restarted_b(2, 3).await;
     let ping_timeout = Duration::from_millis(a.net.config().ping_timeout_ms);
+    // A sends to B's IP before the restart: Network::send keeps the old connection's handle,
+    // which must not carry anything once the connection is replaced (checked at the end).
+    let m0 = TestMsg::Text {
+        seq: 0,
+        body: "hello old b".into(),
+    };
+    a.net.send(b.ip(), &m0).await.unwrap();
+    assert_eq!(b.next_msg().await.1, m0);
 
     let t0 = Instant::now();
     b2.net.connect(a.addr());

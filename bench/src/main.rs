@@ -46,7 +46,7 @@ pub struct Sizes {
 
 const FULL: Sizes = Sizes {
     a_msgs: 1_000_000,
-    a_registry_msgs: 300_000,
+    a_registry_msgs: 1_000_000,
     b_msgs: 20_000,
     c_peers: 32,
     c_msgs: 30_000,
@@ -164,57 +164,33 @@ fn run_once(sizes: Sizes, only: &str) -> RunOutput {
     let want = |s: char| only.is_empty() || only.contains(s);
     if want('a') {
         let base = raw::one_connection(sizes.a_msgs, SMALL_BYTES);
-        let handle = peer::one_connection(
-            Path::Handle,
-            Delivery::PerMessage,
-            sizes.a_msgs,
-            SMALL_BYTES,
-        );
-        if let Some((p, b)) = out.check("a (PeerHandle)", both(handle, base.clone())) {
-            out.row(
-                "a. 256 B msgs, 1 conn, PeerHandle",
-                "msg/s",
-                (p, b),
-                Target::RatioAtLeast(0.8),
-            );
-        }
-        let many = peer::one_connection(
-            Path::HandleMany,
-            Delivery::Batched,
-            sizes.a_msgs,
-            SMALL_BYTES,
-        );
-        if let Some((p, b)) = out.check("a (send_many, batched)", both(many, base.clone())) {
-            out.row(
-                "a. 256 B msgs, 1 conn, PeerHandle::send_many(64), InboundBatch",
-                "msg/s",
-                (p, b),
-                Target::RatioAtLeast(0.8),
-            );
-        }
-        let batched =
-            peer::one_connection(Path::Handle, Delivery::Batched, sizes.a_msgs, SMALL_BYTES);
-        if let Some((p, b)) = out.check("a (PeerHandle, batched)", both(batched, base.clone())) {
-            out.row(
-                "a. 256 B msgs, 1 conn, PeerHandle, InboundBatch",
-                "msg/s",
-                (p, b),
-                Target::RatioAtLeast(0.8),
-            );
-        }
-        let reg = peer::one_connection(
-            Path::Registry,
-            Delivery::PerMessage,
-            sizes.a_registry_msgs,
-            SMALL_BYTES,
-        );
-        if let Some((p, b)) = out.check("a (Network::send)", both(reg, base)) {
-            out.row(
-                "a. 256 B msgs, 1 conn, Network::send",
-                "msg/s",
-                (p, b),
-                Target::RatioAtLeast(0.8),
-            );
+        // Every sender path with per-message (`Inbound`) and per-burst (`InboundBatch`)
+        // delivery to the receiving application.
+        let variants = [
+            (Path::Handle, Delivery::PerMessage, "PeerHandle::send, Inbound"),
+            (Path::Handle, Delivery::Batched, "PeerHandle::send, InboundBatch"),
+            (
+                Path::HandleMany,
+                Delivery::Batched,
+                "PeerHandle::send_many(64), InboundBatch",
+            ),
+            (Path::Registry, Delivery::PerMessage, "Network::send, Inbound"),
+            (Path::Registry, Delivery::Batched, "Network::send, InboundBatch"),
+        ];
+        for (path, delivery, label) in variants {
+            let count = match path {
+                Path::Registry => sizes.a_registry_msgs,
+                _ => sizes.a_msgs,
+            };
+            let p = peer::one_connection(path, delivery, count, SMALL_BYTES);
+            if let Some((p, b)) = out.check(&format!("a ({label})"), both(p, base.clone())) {
+                out.row(
+                    &format!("a. 256 B msgs, 1 conn, {label}"),
+                    "msg/s",
+                    (p, b),
+                    Target::RatioAtLeast(0.8),
+                );
+            }
         }
     }
     if want('b') {
