@@ -17,9 +17,10 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{oneshot, Notify};
 
 use crate::constants::{LARGE_FRAME_BYTES, WRITE_BUFFER_KEEP_BYTES, WRITE_BUFFER_RELEASE_AFTER};
+use crate::lanes::LaneLink;
 use crate::level::Level;
 use crate::metrics::NetMetrics;
-use crate::protocol::{with_encoded_apps, DisconnectReason};
+use crate::protocol::{encode_apps, with_encoded_apps, DisconnectReason};
 use crate::session::{PeerSession, WriterFailed};
 use crate::ConnId;
 
@@ -97,18 +98,44 @@ impl SendState {
         self.outbox.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `len` bytes added by `push`, within the budget, and wakes the writer if it was
-    /// idle.
-    fn enqueue(&self, len: usize, push: impl FnOnce(&mut Outbox)) -> Enqueued {
-        let mut outbox = self.outbox();
-        if outbox.closed {
-            return Enqueued::Closed;
-        }
+    /// Counts `len` bytes against the budget; false (and nothing counted) if over it.
+    fn reserve(&self, len: usize) -> bool {
         let before = self.queued.add(len);
         if before + len > self.budget {
             self.queued.undo_add(len);
+            return false;
+        }
+        true
+    }
+
+    /// Queues `len` bytes added by `push`, within the budget, and wakes the writer if it was
+    /// idle.
+    fn enqueue(&self, len: usize, push: impl FnOnce(&mut Outbox)) -> Enqueued {
+        let outbox = self.outbox();
+        if outbox.closed {
+            return Enqueued::Closed;
+        }
+        if !self.reserve(len) {
             return Enqueued::OverBudget;
         }
+        self.push_and_wake(outbox, push)
+    }
+
+    /// Queues a frame whose bytes were reserved already (a send routed through the lane).
+    fn enqueue_reserved(&self, frame: &Bytes) -> Enqueued {
+        let outbox = self.outbox();
+        if outbox.closed {
+            self.queued.undo_add(frame.len());
+            return Enqueued::Closed;
+        }
+        self.push_and_wake(outbox, |outbox| outbox.push_frame(frame))
+    }
+
+    fn push_and_wake(
+        &self,
+        mut outbox: MutexGuard<'_, Outbox>,
+        push: impl FnOnce(&mut Outbox),
+    ) -> Enqueued {
         push(&mut outbox);
         let wake = std::mem::take(&mut outbox.writer_idle);
         drop(outbox);
@@ -161,6 +188,8 @@ struct HandleInner {
     conn_id: ConnId,
     /// Index of the session thread (and broadcast lane) of the session.
     lane: usize,
+    /// That lane, which direct sends go through while it holds broadcasts.
+    link: LaneLink,
     state: Arc<SendState>,
     session: Addr<PeerSession>,
 }
@@ -206,11 +235,36 @@ impl PeerHandle {
     /// peers: a large frame is queued as the shared bytes, a small one copied into the peer's
     /// write buffer.
     pub fn send_frame(&self, frame: Bytes) -> SendOutcome {
+        if self.is_closed() {
+            return SendOutcome::NotConnected;
+        }
+        if self.inner.link.is_busy() {
+            return self.send_behind_broadcasts(frame);
+        }
         self.send_shared(&frame)
     }
 
-    /// [`PeerHandle::send_frame`] without taking a reference to the bytes unless they are
-    /// queued as they are (large frames).
+    /// A send made while the session's lane holds broadcasts: counted against the budget now,
+    /// queued by the lane after them.
+    fn send_behind_broadcasts(&self, frame: Bytes) -> SendOutcome {
+        if !self.inner.state.reserve(frame.len()) {
+            return self.outcome(Enqueued::OverBudget);
+        }
+        let len = frame.len();
+        if !self.inner.link.direct(self.clone(), frame) {
+            self.inner.state.queued.undo_add(len);
+            return SendOutcome::NotConnected;
+        }
+        SendOutcome::Queued
+    }
+
+    /// Queues a frame reserved by [`PeerHandle::send_behind_broadcasts`] (called by the lane).
+    pub(crate) fn send_reserved(&self, frame: &Bytes) {
+        let _ = self.inner.state.enqueue_reserved(frame);
+    }
+
+    /// [`PeerHandle::send_frame`] straight into the outbox (the lane's own path), without taking
+    /// a reference to the bytes unless they are queued as they are (large frames).
     pub(crate) fn send_shared(&self, frame: &Bytes) -> SendOutcome {
         if self.is_closed() {
             return SendOutcome::NotConnected;
@@ -234,6 +288,9 @@ impl PeerHandle {
     ) -> Result<SendOutcome, rmp_serde::encode::Error> {
         if self.is_closed() {
             return Ok(SendOutcome::NotConnected);
+        }
+        if self.inner.link.is_busy() {
+            return Ok(self.send_behind_broadcasts(encode_apps(msgs)?));
         }
         let outcome = with_encoded_apps(msgs, |frames| self.inner.state.enqueue_slice(frames))?;
         Ok(self.outcome(outcome))
@@ -294,6 +351,7 @@ pub(crate) fn spawn_writer(
     ip: IpAddr,
     conn_id: ConnId,
     lane: usize,
+    link: LaneLink,
     write_half: OwnedWriteHalf,
     budget: usize,
     session: Addr<PeerSession>,
@@ -313,6 +371,7 @@ pub(crate) fn spawn_writer(
             ip,
             conn_id,
             lane,
+            link,
             state: state.clone(),
             session: session.clone(),
         }),

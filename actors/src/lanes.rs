@@ -11,6 +11,9 @@
 //! membership changes (`Add` when it registers a connection, `Remove` when it drops one) and the
 //! broadcasts through the same channel, in the order its mailbox handled them, so every lane
 //! applies a broadcast to exactly the connections the registry held at that point.
+//!
+//! A direct send to a session whose lane still holds broadcasts goes through the lane too
+//! ([`LaneLink`]), so a broadcast followed by a send reaches a peer in that order.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -36,6 +39,36 @@ pub(crate) enum LaneMsg {
         frame: Bytes,
         except: Option<IpAddr>,
     },
+    /// A direct send made while this lane had broadcasts pending: queued after them, so that a
+    /// broadcast followed by a send reaches the peer in that order. Its bytes are already
+    /// counted against the peer's outbound budget.
+    Direct { handle: PeerHandle, frame: Bytes },
+}
+
+/// A session's end of its thread's lane: where its direct sends go while the lane is busy.
+#[derive(Clone)]
+pub(crate) struct LaneLink {
+    tx: mpsc::UnboundedSender<LaneMsg>,
+    backlog: Arc<Backlog>,
+}
+
+impl LaneLink {
+    /// Whether broadcasts (or sends routed behind them) are waiting on this lane. A `false`
+    /// read after a broadcast returned means the lane has queued it into the outboxes.
+    pub(crate) fn is_busy(&self) -> bool {
+        self.backlog.bytes.get() > 0
+    }
+
+    /// Queues `frame` for `handle` behind what the lane holds; false if the lane is gone.
+    pub(crate) fn direct(&self, handle: PeerHandle, frame: Bytes) -> bool {
+        let len = frame.len();
+        self.backlog.bytes.add(len);
+        if self.tx.send(LaneMsg::Direct { handle, frame }).is_err() {
+            self.backlog.bytes.undo_add(len);
+            return false;
+        }
+        true
+    }
 }
 
 /// The registry's end of one lane, with the number of members it has told the lane about.
@@ -95,6 +128,14 @@ impl Lane {
         self.backlog.clone()
     }
 
+    /// The sessions' end of this lane.
+    pub(crate) fn link(&self) -> LaneLink {
+        LaneLink {
+            tx: self.tx.clone(),
+            backlog: self.backlog.clone(),
+        }
+    }
+
     pub(crate) fn add(&mut self, ip: IpAddr, handle: PeerHandle) {
         self.members += 1;
         let _ = self.tx.send(LaneMsg::Add(ip, handle));
@@ -138,6 +179,10 @@ async fn run_lane(mut rx: mpsc::UnboundedReceiver<LaneMsg>, backlog: GoneOnDrop)
                         handle.send_shared(&frame);
                     }
                 }
+                backlog.0.bytes.sub(frame.len());
+            }
+            LaneMsg::Direct { handle, frame } => {
+                handle.send_reserved(&frame);
                 backlog.0.bytes.sub(frame.len());
             }
         }

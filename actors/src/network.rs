@@ -26,7 +26,7 @@ use crate::credit::{Credit, InboundCredit};
 use crate::dial_plan::AddrStatus;
 use crate::error::{CodecError, NetworkError};
 use crate::handle::{PeerHandle, SendOutcome};
-use crate::lanes::{Backlog, Lane};
+use crate::lanes::{Backlog, Lane, LaneLink};
 use crate::metrics::NetMetrics;
 use crate::policy::DuplicatePolicy;
 use crate::protocol::{decode_app, encode_app, DisconnectReason, HelloPolicy};
@@ -162,6 +162,8 @@ pub(crate) struct SessionEnv {
     pub hello_policy: HelloPolicy,
     pub registry: Addr<PeerRegistry>,
     pub new_inbox: NewInbox,
+    /// The sessions' ends of the broadcast lanes, by session thread index.
+    pub lane_links: Vec<LaneLink>,
     pub metrics: Arc<NetMetrics>,
     pub best_height: Arc<AtomicU64>,
     /// Cancelled once at shutdown: every session, registered or still handshaking, closes.
@@ -503,6 +505,7 @@ impl<M: AppMessage> Network<M> {
         };
         let lanes = pool.start_lanes().await?;
         let backlogs = lanes.iter().map(Lane::backlog).collect();
+        let lane_links = lanes.iter().map(Lane::link).collect();
         let registry = PeerRegistry::new(policy, metrics.clone(), lanes).start();
         let env = Arc::new(SessionEnv {
             hello_policy: HelloPolicy {
@@ -514,6 +517,7 @@ impl<M: AppMessage> Network<M> {
             listen_port: listen_addr.port(),
             registry: registry.clone(),
             new_inbox,
+            lane_links,
             metrics,
             best_height: Arc::new(AtomicU64::new(0)),
             shutdown: CancellationToken::new(),

@@ -210,6 +210,7 @@ impl Actor for PeerSession {
             self.ip,
             self.conn_id,
             self.lane,
+            self.env.lane_links[self.lane].clone(),
             write_half,
             self.env.config.outbound_budget_bytes,
             ctx.address(),

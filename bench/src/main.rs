@@ -26,7 +26,7 @@ use peer::{Delivery, Path, Rtt};
 pub struct Sizes {
     /// (a) messages per timed run.
     pub a_msgs: u64,
-    /// (a) messages through the registry path (slower, so fewer).
+    /// (a) messages through `Network::send`.
     pub a_registry_msgs: u64,
     /// (b) 64 KiB messages per timed run.
     pub b_msgs: u64,
@@ -167,15 +167,31 @@ fn run_once(sizes: Sizes, only: &str) -> RunOutput {
         // Every sender path with per-message (`Inbound`) and per-burst (`InboundBatch`)
         // delivery to the receiving application.
         let variants = [
-            (Path::Handle, Delivery::PerMessage, "PeerHandle::send, Inbound"),
-            (Path::Handle, Delivery::Batched, "PeerHandle::send, InboundBatch"),
+            (
+                Path::Handle,
+                Delivery::PerMessage,
+                "PeerHandle::send, Inbound",
+            ),
+            (
+                Path::Handle,
+                Delivery::Batched,
+                "PeerHandle::send, InboundBatch",
+            ),
             (
                 Path::HandleMany,
                 Delivery::Batched,
                 "PeerHandle::send_many(64), InboundBatch",
             ),
-            (Path::Registry, Delivery::PerMessage, "Network::send, Inbound"),
-            (Path::Registry, Delivery::Batched, "Network::send, InboundBatch"),
+            (
+                Path::Registry,
+                Delivery::PerMessage,
+                "Network::send, Inbound",
+            ),
+            (
+                Path::Registry,
+                Delivery::Batched,
+                "Network::send, InboundBatch",
+            ),
         ];
         for (path, delivery, label) in variants {
             let count = match path {

@@ -416,3 +416,34 @@ pub async fn connected_pair_and_restarted_b(
     assert_ne!(b2.net.node_nonce(), b.net.node_nonce());
     (a, b, b2, old)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Shared session threads.
+
+impl TestNode {
+    /// Like [`TestNode::start`], but through [`Network::builder`]: the network runs its sessions
+    /// on `threads`, shared with other networks, instead of starting threads of its own.
+    pub async fn start_on(
+        config: NetworkConfig,
+        threads: &peerlink_actors::SessionThreads,
+    ) -> TestNode {
+        let (itx, inbound) = mpsc::unbounded_channel();
+        let (etx, events) = mpsc::unbounded_channel();
+        let app = Collector {
+            inbound: itx,
+            events: etx,
+        }
+        .start();
+        let net = Network::builder(config)
+            .session_threads(threads)
+            .start(app.clone().recipient())
+            .await
+            .expect("network starts on the shared session threads");
+        net.subscribe(app.recipient());
+        TestNode {
+            net,
+            inbound,
+            events,
+        }
+    }
+}
