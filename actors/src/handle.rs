@@ -186,9 +186,8 @@ pub struct PeerHandle {
 struct HandleInner {
     ip: IpAddr,
     conn_id: ConnId,
-    /// Index of the session thread (and broadcast lane) of the session.
-    lane: usize,
-    /// That lane, which direct sends go through while it holds broadcasts.
+    /// The session thread's broadcast lane, which direct sends go through while it holds
+    /// broadcasts.
     link: LaneLink,
     state: Arc<SendState>,
     session: Addr<PeerSession>,
@@ -217,7 +216,7 @@ impl PeerHandle {
 
     /// Index of the session thread the session runs on (its broadcast lane).
     pub(crate) fn lane(&self) -> usize {
-        self.inner.lane
+        self.inner.link.index
     }
 
     /// Bytes queued for this peer and not yet written.
@@ -350,7 +349,6 @@ impl PeerHandle {
 pub(crate) fn spawn_writer(
     ip: IpAddr,
     conn_id: ConnId,
-    lane: usize,
     link: LaneLink,
     write_half: OwnedWriteHalf,
     budget: usize,
@@ -370,7 +368,6 @@ pub(crate) fn spawn_writer(
         inner: Arc::new(HandleInner {
             ip,
             conn_id,
-            lane,
             link,
             state: state.clone(),
             session: session.clone(),

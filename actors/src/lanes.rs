@@ -48,6 +48,8 @@ pub(crate) enum LaneMsg {
 /// A session's end of its thread's lane: where its direct sends go while the lane is busy.
 #[derive(Clone)]
 pub(crate) struct LaneLink {
+    /// Index of the lane (and of its session thread).
+    pub(crate) index: usize,
     tx: mpsc::UnboundedSender<LaneMsg>,
     backlog: Arc<Backlog>,
 }
@@ -128,9 +130,10 @@ impl Lane {
         self.backlog.clone()
     }
 
-    /// The sessions' end of this lane.
-    pub(crate) fn link(&self) -> LaneLink {
+    /// The sessions' end of this lane, the one at `index`.
+    pub(crate) fn link(&self, index: usize) -> LaneLink {
         LaneLink {
+            index,
             tx: self.tx.clone(),
             backlog: self.backlog.clone(),
         }

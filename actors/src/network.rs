@@ -505,7 +505,7 @@ impl<M: AppMessage> Network<M> {
         };
         let lanes = pool.start_lanes().await?;
         let backlogs = lanes.iter().map(Lane::backlog).collect();
-        let lane_links = lanes.iter().map(Lane::link).collect();
+        let lane_links = lanes.iter().enumerate().map(|(i, l)| l.link(i)).collect();
         let registry = PeerRegistry::new(policy, metrics.clone(), lanes).start();
         let env = Arc::new(SessionEnv {
             hello_policy: HelloPolicy {

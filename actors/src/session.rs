@@ -209,7 +209,6 @@ impl Actor for PeerSession {
         let (handle, close) = spawn_writer(
             self.ip,
             self.conn_id,
-            self.lane,
             self.env.lane_links[self.lane].clone(),
             write_half,
             self.env.config.outbound_budget_bytes,
