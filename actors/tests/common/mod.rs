@@ -72,6 +72,11 @@ pub fn test_config(ip_last: u8) -> NetworkConfig {
 
 impl TestNode {
     pub async fn start(config: NetworkConfig) -> TestNode {
+        Self::start_from(Network::builder(config)).await
+    }
+
+    /// Starts a network from `builder` with a collector as its application.
+    async fn start_from(builder: peerlink_actors::NetworkBuilder<TestMsg>) -> TestNode {
         let (itx, inbound) = mpsc::unbounded_channel();
         let (etx, events) = mpsc::unbounded_channel();
         let app = Collector {
@@ -79,7 +84,8 @@ impl TestNode {
             events: etx,
         }
         .start();
-        let net = Network::start(config, app.clone().recipient())
+        let net = builder
+            .start(app.clone().recipient())
             .await
             .expect("network starts");
         net.subscribe(app.recipient());
@@ -427,23 +433,6 @@ impl TestNode {
         config: NetworkConfig,
         threads: &peerlink_actors::SessionThreads,
     ) -> TestNode {
-        let (itx, inbound) = mpsc::unbounded_channel();
-        let (etx, events) = mpsc::unbounded_channel();
-        let app = Collector {
-            inbound: itx,
-            events: etx,
-        }
-        .start();
-        let net = Network::builder(config)
-            .session_threads(threads)
-            .start(app.clone().recipient())
-            .await
-            .expect("network starts on the shared session threads");
-        net.subscribe(app.recipient());
-        TestNode {
-            net,
-            inbound,
-            events,
-        }
+        Self::start_from(Network::builder(config).session_threads(threads)).await
     }
 }
