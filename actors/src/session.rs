@@ -453,6 +453,9 @@ impl PeerSession {
             return;
         }
         self.phase = Phase::Registering;
+        // The peer's part of the handshake is done: its pending-handshake slot is free before
+        // the registry hears of it (so a peer seen registered no longer holds a slot).
+        self.pending_permit = None;
         self.max_frame
             .store(self.env.config.max_frame_bytes, Ordering::Relaxed);
         let dialer_port = match self.direction {
