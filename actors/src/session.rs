@@ -284,13 +284,18 @@ impl StreamHandler<Result<Vec<Bytes>, CodecError>> for PeerSession {
     fn handle(&mut self, item: Result<Vec<Bytes>, CodecError>, ctx: &mut Context<Self>) {
         match item {
             Ok(bodies) => {
+                // Counted once per read, not per frame (the node-wide counter is shared by
+                // every session thread).
+                let n: usize = bodies
+                    .iter()
+                    .map(|b| b.len() + crate::protocol::LENGTH_PREFIX_BYTES)
+                    .sum();
+                self.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                self.env.metrics.bytes_in.inc_by(n as u64);
                 for body in bodies {
                     if self.phase == Phase::Closing {
                         return;
                     }
-                    let n = (body.len() + crate::protocol::LENGTH_PREFIX_BYTES) as u64;
-                    self.stats.bytes_in.fetch_add(n, Ordering::Relaxed);
-                    self.env.metrics.bytes_in.inc_by(n);
                     self.on_body(Frame::decode(body), ctx);
                 }
             }
