@@ -36,13 +36,13 @@ pub enum SendOutcome {
 }
 
 /// Frames waiting for the writer, in order: sealed segments first, then the open buffer that
-/// small frames are encoded into directly.
+/// small frames are copied into.
 #[derive(Debug, Default)]
 struct Outbox {
     /// Large frames (kept as the caller's shared bytes, not copied) and the small-frame buffers
     /// sealed in front of them.
     sealed: Vec<Bytes>,
-    /// Small frames, encoded or copied in place: one allocation for a whole burst.
+    /// Small frames, copied in one after the other: one buffer for a whole burst.
     open: Vec<u8>,
     /// The writer found the outbox empty and waits to be notified.
     writer_idle: bool,
