@@ -56,22 +56,22 @@ pub struct NodeArgs {
     /// TOML config file (see config/node.toml); built-in defaults when absent.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address to listen on for peers (overrides [network] listen).
+    /// Address to listen on for peers (overrides network.listen).
     #[arg(long, value_name = "IP:PORT", value_parser = parse_socket_addr)]
     pub listen: Option<SocketAddr>,
-    /// Peer to keep connected to; repeatable. Replaces [network] peers when given.
+    /// Peer to keep connected to; repeatable. Replaces network.peers when given.
     #[arg(long = "peer", value_name = "IP:PORT", value_parser = parse_socket_addr)]
     pub peers: Vec<SocketAddr>,
-    /// Address of the admin HTTP API (overrides [admin] bind).
+    /// Address of the admin HTTP API (overrides admin.bind).
     #[arg(long, value_name = "IP:PORT", value_parser = parse_socket_addr)]
     pub admin: Option<SocketAddr>,
-    /// Data directory (overrides [node] data_dir).
+    /// Data directory (overrides node.data_dir).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Produce a block this often, e.g. `100ms`, `2s` (overrides [node] produce_every_ms).
+    /// Produce a block this often, e.g. `100ms`, `2s` (overrides node.produce_every_ms).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub produce_every: Option<Duration>,
-    /// Random payload bytes of each produced block (overrides [sync] payload_bytes).
+    /// Random payload bytes of each produced block (overrides sync.payload_bytes).
     #[arg(long, value_name = "BYTES")]
     pub block_bytes: Option<usize>,
 }

@@ -6,7 +6,7 @@
 //! ## What it does
 //!
 //! 1. Node 0's chain is built offline: `blocks - LIVE_BLOCKS` blocks of `block_bytes` random
-//!    bytes ([`crate::chain::produce`]), in a temporary directory that is deleted at the end.
+//!    bytes ([`crate::chain::produce()`]), in a temporary directory that is deleted at the end.
 //! 2. `nodes` nodes start, each on its own Arbiter (so the sync actors use every core), each
 //!    with its own data directory under the temporary one, listening on `base_ip + i` port 0
 //!    (peers are keyed by IP, so every node needs its own loopback address). Node `i` dials

@@ -37,7 +37,7 @@ use crate::chain::{short_hex, ChainError, ChainStore};
 use crate::config::{Config, ConfigError};
 use crate::sync::{self, SyncError, SyncNode, SyncState, SyncStatus};
 
-/// Longest wait for [`Network::shutdown`] (which itself waits at most the close flush timeout of
+/// Longest wait for [`peerlink_actors::Network::shutdown`] (which itself waits at most the close flush timeout of
 /// 2 s plus 0.5 s for every socket to flush its `Disconnect{shutdown}`).
 pub const NETWORK_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 

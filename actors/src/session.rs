@@ -1,6 +1,6 @@
 //! `PeerSession`: one actor per TCP connection. It owns the socket (the read half as a frame
 //! stream, the write half through the writer task behind its [`PeerHandle`]), the handshake,
-//! ping/pong and the close path. It registers with the [`PeerRegistry`] after the handshake and
+//! ping/pong and the close path. It registers with the [`crate::PeerRegistry`] after the handshake and
 //! unregisters, with its conn id and a reason, when it stops.
 //!
 //! Life of a session: `AwaitingHello` (cap 4 KiB, handshake timer running; both sides sent their

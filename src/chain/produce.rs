@@ -24,7 +24,7 @@ pub fn random_block(store: &ChainStore, payload_bytes: usize) -> Block {
 }
 
 /// Appends `n` blocks with `payload_bytes` random bytes each, in transactions of at most
-/// [`PRODUCE_BATCH_BLOCKS`]. Returns the new tip height.
+/// `PRODUCE_BATCH_BLOCKS`. Returns the new tip height.
 pub fn produce(store: &mut ChainStore, n: u64, payload_bytes: usize) -> Result<u64, ChainError> {
     let mut left = n;
     let mut rng = rand::rng();
