@@ -29,7 +29,7 @@ use crate::handle::{PeerHandle, SendOutcome};
 use crate::lanes::{Backlog, Lane, LaneLink};
 use crate::metrics::NetMetrics;
 use crate::policy::DuplicatePolicy;
-use crate::protocol::{decode_app, encode_app, DisconnectReason, HelloPolicy};
+use crate::protocol::{check_app_payload, decode_app, encode_app, DisconnectReason, HelloPolicy};
 use crate::registry::{
     Broadcast, DisconnectPeer, GetHandle, GetPeers, GetStats, PeerEvent, PeerInfo, PeerRegistry,
     RegistryStats, ShutdownRegistry, Subscribe,
@@ -61,18 +61,65 @@ impl<M: 'static> Message for Inbound<M> {
 /// handled before giving way, at most 16 reads), delivered in order as a single actor message,
 /// or earlier when they reach the inbound budget. Opt in with
 /// [`Network::start_batched`] when per-message mailbox hops dominate (high message rates).
+///
+/// The session checks that each payload is one well-formed MessagePack value and hands the
+/// payloads over still encoded; [`InboundBatch::msgs`] decodes them on the application's
+/// thread, so the messages are allocated and freed by the same thread.
 #[derive(Debug)]
 pub struct InboundBatch<M> {
     /// The connection they came in on; reply through it.
     pub from: PeerHandle,
-    /// The decoded messages, in arrival order.
-    pub msgs: Vec<M>,
+    /// The encoded payloads, back to back.
+    payloads: Vec<u8>,
+    /// Where each payload ends in `payloads`.
+    ends: Vec<usize>,
     /// Returned to the session's inbound budget when this batch is dropped.
     _credit: Credit,
+    _msg: PhantomData<fn() -> M>,
 }
 
 impl<M: 'static> Message for InboundBatch<M> {
     type Result = ();
+}
+
+impl<M: DeserializeOwned> InboundBatch<M> {
+    /// Number of messages.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there are none (never true for a delivered batch).
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Decodes the messages in arrival order. A payload that is not a valid `M` (well-formed
+    /// MessagePack of another shape) ends the iteration and closes the connection with
+    /// `bad_frame`, as the session does for malformed frames.
+    pub fn msgs(&self) -> impl Iterator<Item = M> + '_ {
+        let mut start = 0;
+        let mut failed = false;
+        self.ends.iter().map_while(move |&end| {
+            if failed {
+                return None;
+            }
+            let payload = &self.payloads[start..end];
+            start = end;
+            match decode_app::<M>(payload) {
+                Ok(msg) => Some(msg),
+                Err(e) => {
+                    log::debug!(
+                        "peer {} conn {}: bad application message: {e}",
+                        self.from.ip(),
+                        self.from.conn_id()
+                    );
+                    failed = true;
+                    self.from.disconnect(DisconnectReason::BadFrame);
+                    None
+                }
+            }
+        })
+    }
 }
 
 /// A session's receiver of application payloads: decodes each payload as its frame arrives
@@ -122,36 +169,45 @@ impl<M: AppMessage> Inbox for EachInbox<M> {
     }
 }
 
-/// Delivers each burst as one [`InboundBatch`].
+/// Delivers each burst as one [`InboundBatch`] of checked, still encoded payloads.
 struct BatchInbox<M: AppMessage> {
     app: Recipient<InboundBatch<M>>,
-    msgs: Vec<M>,
-    bytes: usize,
+    payloads: Vec<u8>,
+    ends: Vec<usize>,
 }
 
 impl<M: AppMessage> Inbox for BatchInbox<M> {
     fn push(&mut self, payload: &[u8]) -> Result<(), CodecError> {
-        self.msgs.push(decode_app::<M>(payload)?);
-        self.bytes += payload.len();
+        check_app_payload(payload)?;
+        self.payloads.extend_from_slice(payload);
+        self.ends.push(self.payloads.len());
         Ok(())
     }
 
     fn bytes(&self) -> usize {
-        self.bytes
+        self.payloads.len()
     }
 
     fn flush(&mut self, from: &PeerHandle, credit: &Arc<InboundCredit>) {
-        if self.msgs.is_empty() {
+        if self.ends.is_empty() {
             return;
         }
-        let bytes = std::mem::take(&mut self.bytes);
+        // The next burst is likely about as long as this one: room for it in one allocation.
+        let payloads = Vec::with_capacity(self.payloads.len().min(BATCH_BYTES_KEPT));
+        let ends = Vec::with_capacity(self.ends.len().min(BATCH_BYTES_KEPT / 64));
+        let payloads = std::mem::replace(&mut self.payloads, payloads);
         self.app.do_send(InboundBatch {
             from: from.clone(),
-            msgs: std::mem::take(&mut self.msgs),
-            _credit: credit.take(bytes),
+            _credit: credit.take(payloads.len()),
+            payloads,
+            ends: std::mem::replace(&mut self.ends, ends),
+            _msg: PhantomData,
         });
     }
 }
+
+/// Most payload bytes a [`BatchInbox`] preallocates for the next burst.
+const BATCH_BYTES_KEPT: usize = 256 * 1024;
 
 /// Everything a session needs that is the same for all sessions of a node.
 pub(crate) struct SessionEnv {
@@ -400,8 +456,8 @@ fn deliver_batched<M: AppMessage>(app: Recipient<InboundBatch<M>>) -> NewInbox {
     Box::new(move || {
         Box::new(BatchInbox {
             app: app.clone(),
-            msgs: Vec::new(),
-            bytes: 0,
+            payloads: Vec::new(),
+            ends: Vec::new(),
         })
     })
 }

@@ -374,20 +374,24 @@ pub(crate) fn append_apps<'a, M: Serialize + 'a>(
 /// trailing bytes refused. Collection lengths are bounded by the frame cap: serde never
 /// preallocates more than the data present can fill.
 pub fn decode_app<M: DeserializeOwned>(payload: &[u8]) -> Result<M, CodecError> {
-    match msgpack_value_len(payload) {
-        Some(n) if n == payload.len() => {}
-        Some(_) => {
-            return Err(CodecError::Malformed(
-                "trailing bytes after the message".into(),
-            ))
-        }
-        None => return Err(CodecError::Malformed("truncated message".into())),
-    }
+    check_app_payload(payload)?;
     // The borrowing reader reads `bin` and `str` data in place; the `Read` based one copied
     // them through a fresh, repeatedly grown buffer for every message.
     let mut de = rmp_serde::Deserializer::from_read_ref(payload);
     de.set_max_depth(RMP_MAX_DEPTH);
     M::deserialize(&mut de).map_err(|e| CodecError::Malformed(e.to_string()))
+}
+
+/// Checks that an App payload is exactly one well-formed MessagePack value (no truncation, no
+/// trailing bytes), without decoding it.
+pub(crate) fn check_app_payload(payload: &[u8]) -> Result<(), CodecError> {
+    match msgpack_value_len(payload) {
+        Some(n) if n == payload.len() => Ok(()),
+        Some(_) => Err(CodecError::Malformed(
+            "trailing bytes after the message".into(),
+        )),
+        None => Err(CodecError::Malformed("truncated message".into())),
+    }
 }
 
 /// Length in bytes of the first MessagePack value in `buf`; `None` if it is truncated or uses

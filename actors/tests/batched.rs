@@ -20,7 +20,7 @@ impl Actor for BatchCollector {
 impl Handler<InboundBatch<TestMsg>> for BatchCollector {
     type Result = ();
     fn handle(&mut self, b: InboundBatch<TestMsg>, _: &mut Context<Self>) {
-        let _ = self.batches.send((b.from, b.msgs));
+        let _ = self.batches.send((b.from.clone(), b.msgs().collect()));
     }
 }
 
@@ -145,4 +145,39 @@ async fn an_app_frame_in_the_same_read_as_the_hello_is_delivered() {
     peer.expect_hello().await;
     let (_, got) = node.next_msg().await;
     assert_eq!(got, small);
+}
+
+/// With batched delivery the session checks that each payload is well-formed MessagePack and
+/// the application decodes it: a payload of another shape (a number where a `TestMsg` is
+/// expected) ends the batch after the good messages before it and closes the connection with
+/// `bad_frame`, as the session does for malformed frames.
+#[actix::test]
+async fn a_payload_of_the_wrong_shape_ends_the_batch_and_closes_with_bad_frame() {
+    let config = test_config(52);
+    let (tx, mut batches) = mpsc::unbounded_channel();
+    let app = BatchCollector { batches: tx }.start();
+    let node: Network<TestMsg> = Network::start_batched(config.clone(), app.recipient())
+        .await
+        .expect("network starts");
+    let mut peer = RawPeer::connect(53, node.local_addr()).await;
+    peer.handshake(&config).await;
+    // Two good messages and a well-formed payload of the wrong shape, in one write.
+    let mut bytes = Vec::new();
+    for seq in 0..2 {
+        bytes.extend_from_slice(&peerlink_actors::protocol::encode_app(&text(seq)).unwrap());
+    }
+    bytes.extend_from_slice(&peerlink_actors::protocol::encode_app(&42u32).unwrap());
+    peer.send_raw(&bytes).await;
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let (_, msgs) = tokio::time::timeout(WAIT, batches.recv())
+            .await
+            .expect("a batch within the wait bound")
+            .expect("collector alive");
+        got.extend(msgs);
+    }
+    assert_eq!(got, vec![text(0), text(1)]);
+    peer.expect_disconnect(DisconnectReason::BadFrame).await;
+    peer.expect_closed().await;
+    node.shutdown().await;
 }

@@ -82,7 +82,7 @@ impl Handler<InboundBatch<BenchMsg>> for Sink {
     type Result = ();
 
     fn handle(&mut self, b: InboundBatch<BenchMsg>, _ctx: &mut Context<Self>) {
-        for msg in b.msgs {
+        for msg in b.msgs() {
             self.on_msg(&b.from, msg);
         }
     }
