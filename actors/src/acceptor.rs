@@ -5,50 +5,25 @@
 //!
 //! [`PeerSession`]: crate::session::PeerSession
 
-use std::net::IpAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::prelude::*;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::bans::BanList;
+use crate::bans::{BanList, BanPeer};
 use crate::constants::ACCEPT_ERROR_PAUSE;
 use crate::metrics::NetMetrics;
-use crate::network::{SessionEnv, SessionPool};
+use crate::env::SessionEnv;
+use crate::permit::Permit;
+use crate::pool::SessionPool;
 use crate::protocol::{DisconnectReason, Frame};
 use crate::{canonical_ip, Direction};
 
-/// One slot of a counted limit; the count drops when the permit does.
-#[derive(Debug)]
-pub struct Permit(Arc<AtomicUsize>);
-
-impl Permit {
-    /// Takes a slot if fewer than `max` are taken.
-    pub(crate) fn try_take(counter: &Arc<AtomicUsize>, max: usize) -> Option<Permit> {
-        let mut n = counter.load(Ordering::Acquire);
-        loop {
-            if n >= max {
-                return None;
-            }
-            match counter.compare_exchange(n, n + 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Some(Permit(counter.clone())),
-                Err(actual) => n = actual,
-            }
-        }
-    }
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// The acceptor actor.
-pub struct Acceptor {
+pub(crate) struct Acceptor {
     listener: Rc<TcpListener>,
     env: Arc<SessionEnv>,
     pool: Arc<SessionPool>,
@@ -58,33 +33,30 @@ pub struct Acceptor {
     stopped: bool,
 }
 
-/// Ban an IP: refuse its connections and close the current one.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct BanPeer {
-    /// The IP.
-    pub ip: IpAddr,
-    /// For how long.
-    pub duration: Duration,
-}
-
 /// Stop accepting (shutdown). The listening socket closes.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct StopAccepting;
+pub(crate) struct StopAccepting;
 
 impl Acceptor {
-    pub(crate) fn new(listener: TcpListener, env: Arc<SessionEnv>, pool: Arc<SessionPool>) -> Self {
+    /// Must run on the thread the acceptor will run on (the control plane's): the listener is
+    /// registered with that thread's reactor here.
+    pub(crate) fn new(
+        listener: std::net::TcpListener,
+        env: Arc<SessionEnv>,
+        pool: Arc<SessionPool>,
+    ) -> std::io::Result<Self> {
+        listener.set_nonblocking(true)?;
         let max_bans = env.config.max_bans;
-        Self {
-            listener: Rc::new(listener),
+        Ok(Self {
+            listener: Rc::new(TcpListener::from_std(listener)?),
             env,
             pool,
             bans: BanList::new(max_bans),
             inbound: Arc::new(AtomicUsize::new(0)),
             pending: Arc::new(AtomicUsize::new(0)),
             stopped: false,
-        }
+        })
     }
 
     fn accept_next(&mut self, ctx: &mut Context<Self>) {
@@ -165,5 +137,13 @@ impl Handler<StopAccepting> for Acceptor {
     fn handle(&mut self, _msg: StopAccepting, ctx: &mut Context<Self>) {
         self.stopped = true;
         ctx.stop();
+    }
+}
+
+impl Handler<crate::bans::UnbanPeer> for Acceptor {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::bans::UnbanPeer, _ctx: &mut Context<Self>) {
+        self.bans.unban(canonical_ip(msg.ip));
     }
 }

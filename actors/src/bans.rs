@@ -5,6 +5,27 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use actix::Message;
+
+/// Ban an IP: refuse its connections and never dial it, for `duration`. Sent to the acceptor
+/// and the connector by [`crate::Network::ban`].
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub(crate) struct BanPeer {
+    /// The IP.
+    pub ip: IpAddr,
+    /// For how long.
+    pub duration: Duration,
+}
+
+/// Lift a ban on an IP. Sent to the acceptor and the connector by [`crate::Network::unban`].
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub(crate) struct UnbanPeer {
+    /// The IP.
+    pub ip: IpAddr,
+}
+
 /// Banned IPs and when each ban ends.
 #[derive(Debug, Clone)]
 pub struct BanList {
@@ -51,16 +72,6 @@ impl BanList {
     pub fn is_banned(&self, ip: IpAddr, now: Instant) -> bool {
         self.until.get(&ip).is_some_and(|t| *t > now)
     }
-
-    /// Number of entries (some may have expired).
-    pub fn len(&self) -> usize {
-        self.until.len()
-    }
-
-    /// Whether the list is empty.
-    pub fn is_empty(&self) -> bool {
-        self.until.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -77,7 +88,7 @@ mod tests {
         assert!(b.is_banned(ip(1), now));
         assert!(!b.is_banned(ip(1), now + Duration::from_secs(11)));
         b.ban(ip(3), Duration::from_secs(30), now);
-        assert_eq!(b.len(), 2);
+        assert_eq!(b.until.len(), 2);
         assert!(
             !b.is_banned(ip(1), now),
             "the soonest-expiring ban is evicted"

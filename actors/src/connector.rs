@@ -13,7 +13,8 @@ use actix::prelude::*;
 
 use crate::bans::BanList;
 use crate::dial_plan::{AddrStatus, Backoff, DialPlan};
-use crate::network::{SessionEnv, SessionPool};
+use crate::env::SessionEnv;
+use crate::pool::SessionPool;
 use crate::protocol::DisconnectReason;
 use crate::registry::PeerEvent;
 use crate::{canonical_ip, ConnId};
@@ -57,15 +58,11 @@ pub enum DialEvent {
     Registered {
         /// Dialled address.
         addr: SocketAddr,
-        /// Its conn id.
-        conn_id: ConnId,
     },
     /// The dialled session stopped.
     Ended {
         /// Dialled address.
         addr: SocketAddr,
-        /// Its conn id.
-        conn_id: ConnId,
         /// Why.
         reason: DisconnectReason,
         /// How long it was registered, if it was.
@@ -209,10 +206,10 @@ impl Handler<PeerEvent> for Connector {
     }
 }
 
-impl Handler<crate::acceptor::BanPeer> for Connector {
+impl Handler<crate::bans::BanPeer> for Connector {
     type Result = ();
 
-    fn handle(&mut self, msg: crate::acceptor::BanPeer, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: crate::bans::BanPeer, _ctx: &mut Context<Self>) {
         self.bans
             .ban(canonical_ip(msg.ip), msg.duration, Instant::now());
     }
@@ -232,5 +229,13 @@ impl Handler<StopDialing> for Connector {
     fn handle(&mut self, _msg: StopDialing, ctx: &mut Context<Self>) {
         self.stopped = true;
         ctx.stop();
+    }
+}
+
+impl Handler<crate::bans::UnbanPeer> for Connector {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::bans::UnbanPeer, _ctx: &mut Context<Self>) {
+        self.bans.unban(canonical_ip(msg.ip));
     }
 }

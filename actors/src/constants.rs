@@ -83,6 +83,15 @@ pub const DEFAULT_DIAL_TICK: Duration = Duration::from_millis(500);
 /// socket is dropped.
 pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Beyond the close flush timeout, how long shutdown waits for sessions and writers to be gone
+/// (their last bookkeeping after the flush) before it stops the threads anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+
+/// Most peer events delivered to one subscriber and not yet handled by it. Beyond that, events
+/// for that subscriber are dropped (and counted), so connection churn cannot grow a slow
+/// subscriber's mailbox without limit.
+pub const MAX_PENDING_EVENTS: usize = 1024;
+
 /// How long the accept loop pauses after an accept error such as EMFILE, so that it never spins.
 pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 

@@ -68,4 +68,12 @@ pub enum NetworkError {
     /// An application message could not be encoded.
     #[error("cannot encode message: {0}")]
     Encode(String),
+    /// A message is larger than the frame cap: no peer would accept it, so nothing was sent.
+    #[error("message of {len} bytes exceeds the frame cap of {max} bytes")]
+    TooLarge {
+        /// Encoded size of the frame.
+        len: usize,
+        /// The configured `max_frame_bytes`.
+        max: usize,
+    },
 }

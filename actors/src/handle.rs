@@ -9,19 +9,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use actix::Addr;
+use actix::Recipient;
 use bytes::Bytes;
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, Notify};
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::constants::{LARGE_FRAME_BYTES, WRITE_BUFFER_KEEP_BYTES, WRITE_BUFFER_RELEASE_AFTER};
 use crate::lanes::LaneLink;
 use crate::level::Level;
 use crate::metrics::NetMetrics;
-use crate::protocol::{encode_apps, with_encoded_apps, DisconnectReason};
-use crate::session::{PeerSession, WriterFailed};
+use crate::protocol::{encode_apps, with_encoded_apps, DisconnectReason, LENGTH_PREFIX_BYTES};
+use crate::session::{Close, WriterFailed};
 use crate::ConnId;
 
 /// What became of a frame handed to a peer.
@@ -33,6 +33,10 @@ pub enum SendOutcome {
     NotConnected,
     /// The peer's outbound budget is exhausted; the connection is being closed as slow.
     PeerSlow,
+    /// Nothing was queued and the connection stays up: a message is larger than the frame
+    /// cap (`max_frame_bytes`, the peer would close on it), or a batch is larger than the
+    /// whole outbound budget (it could never be queued). Split it, or raise the limits.
+    TooLarge,
 }
 
 /// Frames waiting for the writer, in order: sealed segments first, then the open buffer that
@@ -86,6 +90,8 @@ pub(crate) struct SendState {
     /// Set when the session closes; later sends report `NotConnected`.
     closed: AtomicBool,
     budget: usize,
+    /// Largest frame body the peer accepts (`max_frame_bytes`).
+    max_frame_bytes: usize,
     outbox: Mutex<Outbox>,
     /// Wakes the writer when the outbox stops being empty.
     wake: Notify,
@@ -190,7 +196,7 @@ struct HandleInner {
     /// broadcasts.
     link: LaneLink,
     state: Arc<SendState>,
-    session: Addr<PeerSession>,
+    session: Recipient<Close>,
 }
 
 impl std::fmt::Debug for PeerHandle {
@@ -230,12 +236,15 @@ impl PeerHandle {
     }
 
     /// Queues an already encoded frame (length prefix included). Encode once with
-    /// [`crate::protocol::encode_app`] and clone the `Bytes` to send the same message to many
+    /// [`crate::wire::encode_app`] and clone the `Bytes` to send the same message to many
     /// peers: a large frame is queued as the shared bytes, a small one copied into the peer's
     /// write buffer.
     pub fn send_frame(&self, frame: Bytes) -> SendOutcome {
         if self.is_closed() {
             return SendOutcome::NotConnected;
+        }
+        if let Some(outcome) = self.too_large(&frame) {
+            return outcome;
         }
         if self.inner.link.is_busy() {
             return self.send_behind_broadcasts(frame);
@@ -289,10 +298,34 @@ impl PeerHandle {
             return Ok(SendOutcome::NotConnected);
         }
         if self.inner.link.is_busy() {
-            return Ok(self.send_behind_broadcasts(encode_apps(msgs)?));
+            let frames = encode_apps(msgs)?;
+            if let Some(outcome) = self.too_large(&frames) {
+                return Ok(outcome);
+            }
+            return Ok(self.send_behind_broadcasts(frames));
         }
-        let outcome = with_encoded_apps(msgs, |frames| self.inner.state.enqueue_slice(frames))?;
-        Ok(self.outcome(outcome))
+        with_encoded_apps(msgs, |frames| match self.too_large(frames) {
+            Some(outcome) => outcome,
+            None => self.outcome(self.inner.state.enqueue_slice(frames)),
+        })
+    }
+
+    /// `Some(TooLarge)` when `frames` (complete frames, back to back) can never be queued: one
+    /// of them is over the frame cap, or all of them together are over the outbound budget.
+    fn too_large(&self, frames: &[u8]) -> Option<SendOutcome> {
+        let state = &self.inner.state;
+        if frames.len() > state.budget {
+            return Some(SendOutcome::TooLarge);
+        }
+        let mut rest = frames;
+        while rest.len() >= LENGTH_PREFIX_BYTES {
+            let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            if len > state.max_frame_bytes {
+                return Some(SendOutcome::TooLarge);
+            }
+            rest = rest.get(LENGTH_PREFIX_BYTES + len..).unwrap_or_default();
+        }
+        None
     }
 
     /// Maps what the outbox did to what the caller sees; over budget closes the session.
@@ -302,7 +335,7 @@ impl PeerHandle {
             Enqueued::Closed => SendOutcome::NotConnected,
             Enqueued::OverBudget => {
                 if !self.inner.state.closed.swap(true, Ordering::AcqRel) {
-                    self.inner.session.do_send(crate::session::Close {
+                    self.inner.session.do_send(Close {
                         reason: DisconnectReason::SlowPeer,
                     });
                 }
@@ -324,7 +357,7 @@ impl PeerHandle {
 
     /// Asks the session to close with `reason` (sent to the peer when the socket works).
     pub fn disconnect(&self, reason: DisconnectReason) {
-        self.inner.session.do_send(crate::session::Close { reason });
+        self.inner.session.do_send(Close { reason });
     }
 
     /// Frames queued by the session itself (pong, ping, disconnect): same budget, no close
@@ -344,36 +377,54 @@ impl PeerHandle {
     }
 }
 
+/// What a writer needs besides the socket.
+pub(crate) struct WriterParts {
+    pub ip: IpAddr,
+    pub conn_id: ConnId,
+    pub link: LaneLink,
+    /// Outbound byte budget.
+    pub budget: usize,
+    /// Largest frame body the peer accepts.
+    pub max_frame_bytes: usize,
+    /// Told to close when a send goes over budget.
+    pub session: Recipient<Close>,
+    /// Told when a write fails.
+    pub failed: Recipient<WriterFailed>,
+    pub metrics: Arc<NetMetrics>,
+    /// Held until the writer has finished.
+    pub task: TaskTrackerToken,
+}
+
 /// Creates the handle and spawns the writer task on the current thread's runtime. Returns the
 /// handle and the sender that tells the writer how to finish.
-pub(crate) fn spawn_writer(
-    ip: IpAddr,
-    conn_id: ConnId,
-    link: LaneLink,
-    write_half: OwnedWriteHalf,
-    budget: usize,
-    session: Addr<PeerSession>,
-    metrics: Arc<NetMetrics>,
+pub(crate) fn spawn_writer<W: AsyncWrite + Unpin + 'static>(
+    parts: WriterParts,
+    write_half: W,
 ) -> (PeerHandle, oneshot::Sender<WriterClose>) {
     let (close_tx, close_rx) = oneshot::channel();
     let state = Arc::new(SendState {
         queued: Level::default(),
         bytes_out: AtomicU64::new(0),
         closed: AtomicBool::new(false),
-        budget,
+        budget: parts.budget,
+        max_frame_bytes: parts.max_frame_bytes,
         outbox: Mutex::new(Outbox::default()),
         wake: Notify::new(),
     });
     let handle = PeerHandle {
         inner: Arc::new(HandleInner {
-            ip,
-            conn_id,
-            link,
+            ip: parts.ip,
+            conn_id: parts.conn_id,
+            link: parts.link,
             state: state.clone(),
-            session: session.clone(),
+            session: parts.session,
         }),
     };
-    actix_rt::spawn(run_writer(write_half, close_rx, state, session, metrics));
+    let (failed, metrics, task) = (parts.failed, parts.metrics, parts.task);
+    actix_rt::spawn(async move {
+        run_writer(write_half, close_rx, state, failed, metrics).await;
+        drop(task);
+    });
     (handle, close_tx)
 }
 
@@ -413,11 +464,11 @@ fn release_buffers(state: &SendState, taken: &mut Taken) {
 }
 
 /// Drains the outbox into the socket until told to close.
-async fn run_writer(
-    mut wr: OwnedWriteHalf,
+async fn run_writer<W: AsyncWrite + Unpin>(
+    mut wr: W,
     mut close: oneshot::Receiver<WriterClose>,
     state: Arc<SendState>,
-    session: Addr<PeerSession>,
+    failed: Recipient<WriterFailed>,
     metrics: Arc<NetMetrics>,
 ) {
     metrics.writers_alive.inc();
@@ -454,7 +505,7 @@ async fn run_writer(
             r = &mut write => r,
         };
         if let Err(e) = result {
-            session.do_send(WriterFailed {
+            failed.do_send(WriterFailed {
                 error: e.to_string(),
             });
             break WriterClose::Abort;
@@ -481,8 +532,8 @@ async fn run_writer(
 
 /// Writes what was taken, in order: the sealed segments, then the open buffer (kept, cleared,
 /// for the next swap).
-async fn write_taken(
-    wr: &mut OwnedWriteHalf,
+async fn write_taken<W: AsyncWrite + Unpin>(
+    wr: &mut W,
     taken: &mut Taken,
     state: &SendState,
     metrics: &NetMetrics,

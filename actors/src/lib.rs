@@ -6,47 +6,73 @@
 //!
 //! ## Who owns what
 //!
-//! - [`PeerRegistry`] (one per node) owns the map canonical IP -> connection entry. It is the
-//!   only authority on who is connected. Sessions `Register` after their handshake and
-//!   `Unregister` (with their [`ConnId`]) when they stop; duplicates are settled by
-//!   [`DuplicatePolicy`], a pure rule both ends compute identically from the two node nonces.
-//!   Races are serialized by its mailbox: there is no lock around peer state anywhere.
-//!   Broadcasts go through it too: it hands each one to a lane per session thread (`lanes`),
-//!   having told the lanes of every connection it added or removed, in mailbox order.
-//! - [`PeerSession`] (one per TCP connection) owns the socket: the read half as a frame stream,
-//!   the write half behind a writer task with a per-peer byte budget ([`PeerHandle`]), the
-//!   handshake, ping/pong and the close path. It delivers application messages to the
-//!   application's recipient as [`Inbound`].
-//! - [`Acceptor`] owns the listener: limits, bans, one session per accepted socket.
-//! - [`Connector`] owns the dial plan ([`DialPlan`]): target outbound count, per-address
-//!   exponential backoff with jitter, outbound sockets bound to the node's own IP.
+//! - The **registry** (`PeerRegistry`, one per node) owns the map canonical IP -> connection
+//!   entry. It is the only authority on who is connected. Sessions register after their
+//!   handshake and unregister (with their [`ConnId`]) when they stop; a stale unregister is
+//!   ignored. Duplicates are settled by a pure rule both ends compute identically from the two
+//!   node nonces. Races are serialized by its mailbox: there is no lock around peer state. After
+//!   every change it publishes its map as IP -> [`PeerHandle`] (one writer, read by
+//!   [`Network::send`] and [`Network::handle`] without a mailbox hop) and tells the broadcast
+//!   lanes which connections they serve.
+//! - A **session** (`PeerSession`, one per TCP connection) owns the socket: the read half as a
+//!   frame stream, the handshake, ping/pong and the close path. Its **writer task** owns the
+//!   write half: senders copy encoded frames into the peer's outbox, a byte buffer behind the
+//!   send path's one short lock (held for a copy or a buffer swap, never across user code or
+//!   I/O), and the writer writes all that is queued at once, within a per-peer byte budget. The
+//!   session hands bursts of application messages to the application as [`Inbound`].
+//! - A **lane** (one per session thread and network) copies each broadcast into the outboxes of
+//!   its thread's sessions, in the order the registry handled broadcasts and membership changes.
+//! - The **acceptor** owns the listener: limits, bans, one session per accepted socket.
+//! - The **connector** owns the dial plan: target outbound count, per-address exponential
+//!   backoff with jitter, outbound sockets bound to the node's own IP.
 //!
 //! Messages flow like this:
 //!
 //! ```text
-//!  Acceptor --start--> PeerSession <--start-- Connector <--DialEvent-- PeerSession
-//!                        |   ^                     ^
-//!      Register/Unregister   | Close               | PeerEvent (Connected/Disconnected)
-//!                        v   |                     |
-//!  application --SendToPeer/Broadcast/GetPeers--> PeerRegistry --PeerEvent--> subscribers
-//!  application <--Inbound<M>-- PeerSession        (or PeerHandle::send, no registry hop)
+//!  acceptor --start--> session <--start-- connector <--dial events-- session
+//!                      |  ^                   ^
+//!   register/unregister|  | close             | peer events (connected/disconnected)
+//!                      v  |                   |
+//!  application --broadcast/queries--> registry --peer events--> subscribers (application)
+//!                                        |  \--publishes IP -> PeerHandle--> Network::send
+//!                       membership+broadcast (one channel, registry order)
+//!                                        v
+//!                                 lane (per session thread) --copies--> outbox --> writer --> socket
+//!  application --PeerHandle::send / Network::send--> outbox --> writer --> socket
+//!  socket --> session --Inbound<M> (one burst)--> application
 //! ```
 //!
-//! Sessions run on a pool of Arbiters (one thread each, one per core by default), which several
-//! networks in one process may share ([`SessionThreads`]); sockets are handed over as std
-//! sockets because a tokio socket stays on the reactor that created it. A session's writer task
-//! owns the write half; senders copy encoded frames into the peer's outbox, a byte buffer behind
-//! the send path's one short lock (held for a copy or a buffer swap, never across user code or
-//! I/O), and the writer writes all that is queued at once.
+//! ## Threads
+//!
+//! - **Control plane**: the registry, acceptor and connector run on an arbiter of their own,
+//!   which runs nothing else: no session, application, storage or admin work.
+//! - **Session threads**: sessions, writers and lanes run on a pool of arbiters (one thread
+//!   each, one per core by default), which several networks in one process may share
+//!   ([`SessionThreads`], which also shares the control plane thread). Sockets are handed over as
+//!   std sockets because a tokio socket stays on the reactor that created it.
+//! - **Application**: wherever the application starts its actors (the node runs its sync actor
+//!   and its storage on arbiters of their own).
+//!
+//! ## The public API
+//!
+//! [`Network`] (start with [`Network::start`] or [`Network::builder`]) is the entry point:
+//! send by IP ([`Network::send`]), through a kept [`PeerHandle`] (the fast path), or to every
+//! peer ([`Network::broadcast`]); receive bursts as [`Inbound`]; watch [`PeerEvent`]s; query
+//! [`PeerInfo`] and [`RegistryStats`]. Every send reports a [`SendOutcome`]; every disconnect
+//! has a [`DisconnectReason`]. [`wire`] exposes the wire format for tools and tests that speak
+//! the protocol directly (spec: `PROTOCOL.md`). With the `test-util` feature, `testkit` gives
+//! application developers fake peers to unit-test their actors without sockets.
 //!
 //! ## Layout
 //!
-//! - `protocol`: frames, MessagePack encoding, the length-prefixed codec (spec: `PROTOCOL.md`).
-//! - `session`, `handle`, `credit`: the session actor, its send side, its inbound budget.
+//! - `network` (entry point), `pool` (threads), `env` (what sessions share), `delivery`.
+//! - `session`, `handle`, `credit`, `level`: the session actor, its send side, its inbound
+//!   budget, the byte-count waiter both use.
 //! - `lanes`: per-session-thread broadcast fan-out.
 //! - `registry`, `policy`: the registry actor and its duplicate rule.
-//! - `acceptor`, `connector`, `dial_plan`, `bans`: starting connections.
-//! - `network`: the public entry point; `config`, `constants`, `metrics`, `error`.
+//! - `acceptor`, `connector`, `dial_plan`, `bans`, `permit`: starting connections.
+//! - `protocol`: frames, MessagePack encoding, the length-prefixed codec.
+//! - `config`, `constants`, `metrics`, `error`.
 //!
 //! ## Example
 //!
@@ -59,9 +85,11 @@
 //! impl Actor for Chat { type Context = Context<Self>; }
 //! impl Handler<Inbound<String>> for Chat {
 //!     type Result = ();
-//!     fn handle(&mut self, m: Inbound<String>, _: &mut Context<Self>) {
-//!         println!("{} says {}", m.from.ip(), m.msg);
-//!         let _ = m.from.send(&format!("echo: {}", m.msg)); // reply on the same socket
+//!     fn handle(&mut self, inbound: Inbound<String>, _: &mut Context<Self>) {
+//!         for msg in inbound.msgs() {
+//!             println!("{} says {msg}", inbound.from.ip());
+//!             let _ = inbound.from.send(&format!("echo: {msg}")); // reply on the same socket
+//!         }
 //!     }
 //! }
 //!
@@ -78,39 +106,62 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod acceptor;
-pub mod bans;
-pub mod config;
-pub mod connector;
-pub mod constants;
-pub mod credit;
-pub mod dial_plan;
-pub mod error;
-pub mod handle;
+mod acceptor;
+mod bans;
+mod config;
+mod connector;
+mod constants;
+mod credit;
+mod delivery;
+mod dial_plan;
+mod env;
+mod error;
+mod handle;
 mod lanes;
 mod level;
-pub mod metrics;
-pub mod network;
-pub mod policy;
-pub mod protocol;
-pub mod registry;
-pub mod session;
+mod metrics;
+mod network;
+mod permit;
+mod policy;
+mod pool;
+mod protocol;
+mod registry;
+mod session;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testkit;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use acceptor::Acceptor;
 pub use config::NetworkConfig;
-pub use connector::Connector;
-pub use dial_plan::DialPlan;
+pub use delivery::{AppMessage, Inbound};
+pub use dial_plan::AddrStatus;
 pub use error::{CodecError, ConfigError, NetworkError};
 pub use handle::{PeerHandle, SendOutcome};
 pub use metrics::NetMetrics;
-pub use network::{AppMessage, Inbound, InboundBatch, Network, NetworkBuilder, SessionThreads};
-pub use policy::DuplicatePolicy;
-pub use protocol::{DisconnectReason, Frame, Hello};
-pub use registry::{DisconnectRecord, PeerEvent, PeerInfo, PeerRegistry, RegistryStats};
-pub use session::PeerSession;
+pub use network::{Network, NetworkBuilder};
+pub use pool::SessionThreads;
+pub use protocol::DisconnectReason;
+pub use registry::{DisconnectRecord, PeerEvent, PeerInfo, RegistryStats};
+
+/// The wire format, for tools and tests that speak the protocol directly (raw peers, fuzzers,
+/// other implementations' test vectors). The spec is `PROTOCOL.md`; applications never need
+/// this module.
+pub mod wire {
+    pub use crate::constants::{
+        DEFAULT_MAX_FRAME_BYTES, MAX_HANDSHAKE_FRAME_BYTES, MAX_USER_AGENT_BYTES,
+        PROTOCOL_VERSION, READ_BUFFER_INITIAL_BYTES,
+    };
+    pub use crate::protocol::{
+        decode_app, encode_app, encode_apps, Frame, FrameCodec, Hello, HelloPolicy,
+        LENGTH_PREFIX_BYTES,
+    };
+}
+
+/// Tunables with their reasons: defaults of [`NetworkConfig`] and fixed limits.
+pub mod limits {
+    pub use crate::constants::*;
+}
 
 /// Unique, monotonic id of one connection within this process. `Unregister` carries it so that
 /// a replaced session's late cleanup can never remove its successor.

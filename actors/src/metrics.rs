@@ -53,6 +53,8 @@ pub struct NetMetrics {
     pub accept_errors: Counter,
     /// Writer tasks alive (sockets still open on our side).
     pub writers_alive: Gauge,
+    /// Peer events not delivered because their subscriber was too far behind.
+    pub events_dropped: Counter,
 }
 
 impl Default for NetMetrics {
@@ -77,6 +79,7 @@ impl Default for NetMetrics {
             dial_failures: Counter::default(),
             accept_errors: Counter::default(),
             writers_alive: Gauge::default(),
+            events_dropped: Counter::default(),
         }
     }
 }
@@ -156,6 +159,11 @@ impl NetMetrics {
             "open_sockets",
             "Sockets still open (writer tasks alive)",
             self.writers_alive.clone(),
+        );
+        registry.register(
+            "events_dropped",
+            "Peer events dropped because their subscriber was too far behind",
+            self.events_dropped.clone(),
         );
     }
 

@@ -1,414 +1,47 @@
-//! `Network`: the public entry point. It binds the listener, starts the registry, the acceptor,
-//! the connector and the pool of session threads, and hands the application a cheap, cloneable
-//! handle to send, broadcast, query and shut down. Also home of the environment every session
-//! shares and of the pool that spreads sessions over Arbiters (one thread each).
+//! `Network`: the public entry point. It binds the listener, starts the control plane (the
+//! registry, the acceptor and the connector, on the control plane's own thread) and the
+//! session threads, and hands the application a cheap, cloneable handle to send, broadcast,
+//! query and shut down. Everything else lives in its own module: the thread pool in `pool`,
+//! what sessions share in `env`, inbound delivery in `delivery`.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_rt::{Arbiter, ArbiterHandle};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-use tokio::net::{TcpListener, TcpSocket};
-
-use crate::acceptor::{Acceptor, BanPeer, Permit, StopAccepting};
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::acceptor::{Acceptor, StopAccepting};
+use crate::bans::{BanPeer, UnbanPeer};
 use crate::config::NetworkConfig;
-use crate::connector::{AddPeer, Connector, DialEvent, GetAddressBook, StopDialing};
-use crate::credit::{Credit, InboundCredit};
+use crate::connector::{AddPeer, Connector, GetAddressBook, StopDialing};
+use crate::constants::{CLOSE_FLUSH_TIMEOUT, SHUTDOWN_GRACE};
+use crate::delivery::{AppMessage, Delivery, Inbound};
 use crate::dial_plan::AddrStatus;
-use crate::error::{CodecError, NetworkError};
+use crate::env::SessionEnv;
+use crate::error::NetworkError;
 use crate::handle::{PeerHandle, SendOutcome};
-use crate::lanes::{Backlog, Lane, LaneLink};
+use crate::lanes::{Backlog, Lane};
 use crate::metrics::NetMetrics;
 use crate::policy::DuplicatePolicy;
-use crate::protocol::{check_app_payload, decode_app, encode_app, DisconnectReason, HelloPolicy};
+use crate::pool::{SessionPool, SessionThreads};
+use crate::protocol::{encode_app, DisconnectReason, HelloPolicy};
 use crate::registry::{
-    Broadcast, DisconnectPeer, GetHandle, GetPeers, GetStats, PeerEvent, PeerInfo, PeerRegistry,
+    Broadcast, DisconnectPeer, GetPeers, GetStats, PeerEvent, PeerInfo, PeerRegistry,
     RegistryStats, ShutdownRegistry, Subscribe,
 };
-use crate::session::{DialOrigin, PeerSession};
-use crate::Direction;
 
-/// What an application message type must be: serde both ways, sendable across threads.
-pub trait AppMessage: Serialize + DeserializeOwned + Send + 'static {}
-impl<T: Serialize + DeserializeOwned + Send + 'static> AppMessage for T {}
-
-/// An application message received from a peer, delivered to the application's recipient.
-#[derive(Debug)]
-pub struct Inbound<M> {
-    /// The connection it came in on. Reply through it so that the reply goes out on the same
-    /// socket (`from.send(&reply)`).
-    pub from: PeerHandle,
-    /// The decoded message.
-    pub msg: M,
-    /// Returned to the session's inbound budget when this message is dropped.
-    _credit: Credit,
-}
-
-impl<M: 'static> Message for Inbound<M> {
-    type Result = ();
-}
-
-/// Application messages received from one peer in one burst (the frames of the reads the session
-/// handled before giving way, at most 16 reads), delivered in order as a single actor message,
-/// or earlier when they reach the inbound budget. Opt in with
-/// [`Network::start_batched`] when per-message mailbox hops dominate (high message rates).
-///
-/// The session checks that each payload is one well-formed MessagePack value and hands the
-/// payloads over still encoded; [`InboundBatch::msgs`] decodes them on the application's
-/// thread, so the messages are allocated and freed by the same thread.
-#[derive(Debug)]
-pub struct InboundBatch<M> {
-    /// The connection they came in on; reply through it.
-    pub from: PeerHandle,
-    /// The encoded payloads, back to back.
-    payloads: Vec<u8>,
-    /// Where each payload ends in `payloads`.
-    ends: Vec<usize>,
-    /// Returned to the session's inbound budget when this batch is dropped.
-    _credit: Credit,
-    _msg: PhantomData<fn() -> M>,
-}
-
-impl<M: 'static> Message for InboundBatch<M> {
-    type Result = ();
-}
-
-impl<M: DeserializeOwned> InboundBatch<M> {
-    /// Number of messages.
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    /// Whether there are none (never true for a delivered batch).
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    /// Decodes the messages in arrival order. A payload that is not a valid `M` (well-formed
-    /// MessagePack of another shape) ends the iteration and closes the connection with
-    /// `bad_frame`, as the session does for malformed frames.
-    pub fn msgs(&self) -> impl Iterator<Item = M> + '_ {
-        let mut start = 0;
-        let mut failed = false;
-        self.ends.iter().map_while(move |&end| {
-            if failed {
-                return None;
-            }
-            let payload = &self.payloads[start..end];
-            start = end;
-            match decode_app::<M>(payload) {
-                Ok(msg) => Some(msg),
-                Err(e) => {
-                    log::debug!(
-                        "peer {} conn {}: bad application message: {e}",
-                        self.from.ip(),
-                        self.from.conn_id()
-                    );
-                    failed = true;
-                    self.from.disconnect(DisconnectReason::BadFrame);
-                    None
-                }
-            }
-        })
-    }
-}
-
-/// A session's receiver of application payloads: decodes each payload as its frame arrives
-/// (so the read buffer it came from is free again before the next read) and hands the decoded
-/// messages of a burst to the application in one go.
-pub(crate) trait Inbox {
-    /// Decodes one App payload and keeps the message for the next [`Inbox::flush`]. An error
-    /// (not a valid message) closes the connection; the messages before it are still delivered.
-    fn push(&mut self, payload: &[u8]) -> Result<(), CodecError>;
-    /// Payload bytes of the messages kept.
-    fn bytes(&self) -> usize;
-    /// Hands the kept messages to the application, in order, holding inbound credit for them.
-    fn flush(&mut self, from: &PeerHandle, credit: &Arc<InboundCredit>);
-}
-
-/// Makes each new session's [`Inbox`].
-pub(crate) type NewInbox = Box<dyn Fn() -> Box<dyn Inbox> + Send + Sync>;
-
-/// Delivers every message as its own [`Inbound`].
-struct EachInbox<M: AppMessage> {
-    app: Recipient<Inbound<M>>,
-    msgs: Vec<(M, usize)>,
-    bytes: usize,
-}
-
-impl<M: AppMessage> Inbox for EachInbox<M> {
-    fn push(&mut self, payload: &[u8]) -> Result<(), CodecError> {
-        let msg = decode_app::<M>(payload)?;
-        self.msgs.push((msg, payload.len()));
-        self.bytes += payload.len();
-        Ok(())
-    }
-
-    fn bytes(&self) -> usize {
-        self.bytes
-    }
-
-    fn flush(&mut self, from: &PeerHandle, credit: &Arc<InboundCredit>) {
-        self.bytes = 0;
-        for (msg, len) in self.msgs.drain(..) {
-            self.app.do_send(Inbound {
-                from: from.clone(),
-                msg,
-                _credit: credit.take(len),
-            });
-        }
-    }
-}
-
-/// Delivers each burst as one [`InboundBatch`] of checked, still encoded payloads.
-struct BatchInbox<M: AppMessage> {
-    app: Recipient<InboundBatch<M>>,
-    payloads: Vec<u8>,
-    ends: Vec<usize>,
-}
-
-impl<M: AppMessage> Inbox for BatchInbox<M> {
-    fn push(&mut self, payload: &[u8]) -> Result<(), CodecError> {
-        check_app_payload(payload)?;
-        self.payloads.extend_from_slice(payload);
-        self.ends.push(self.payloads.len());
-        Ok(())
-    }
-
-    fn bytes(&self) -> usize {
-        self.payloads.len()
-    }
-
-    fn flush(&mut self, from: &PeerHandle, credit: &Arc<InboundCredit>) {
-        if self.ends.is_empty() {
-            return;
-        }
-        // The next burst is likely about as long as this one: room for it in one allocation.
-        let payloads = Vec::with_capacity(self.payloads.len().min(BATCH_BYTES_KEPT));
-        let ends = Vec::with_capacity(self.ends.len().min(BATCH_BYTES_KEPT / 64));
-        let payloads = std::mem::replace(&mut self.payloads, payloads);
-        self.app.do_send(InboundBatch {
-            from: from.clone(),
-            _credit: credit.take(payloads.len()),
-            payloads,
-            ends: std::mem::replace(&mut self.ends, ends),
-            _msg: PhantomData,
-        });
-    }
-}
-
-/// Most payload bytes a [`BatchInbox`] preallocates for the next burst.
-const BATCH_BYTES_KEPT: usize = 256 * 1024;
-
-/// Everything a session needs that is the same for all sessions of a node.
-pub(crate) struct SessionEnv {
-    pub config: NetworkConfig,
-    pub node_nonce: u64,
-    pub listen_addr: SocketAddr,
-    pub listen_port: u16,
-    pub hello_policy: HelloPolicy,
-    pub registry: Addr<PeerRegistry>,
-    pub new_inbox: NewInbox,
-    /// The sessions' ends of the broadcast lanes, by session thread index.
-    pub lane_links: Vec<LaneLink>,
-    pub metrics: Arc<NetMetrics>,
-    pub best_height: Arc<AtomicU64>,
-    /// Cancelled once at shutdown: every session, registered or still handshaking, closes.
-    pub shutdown: CancellationToken,
-}
-
-/// Session threads. Sockets cross threads as std sockets: a tokio socket stays registered with
-/// the reactor of the thread that created it.
-pub(crate) struct SessionPool {
-    arbiters: Vec<ArbiterHandle>,
-    next: AtomicUsize,
-}
-
-impl SessionPool {
-    fn new(threads: usize) -> Self {
-        let arbiters = (0..threads.max(1))
-            .map(|_| Arbiter::new().handle())
-            .collect();
-        Self {
-            arbiters,
-            next: AtomicUsize::new(0),
-        }
-    }
-
-    /// The next session thread, round robin, with its index (the session's broadcast lane).
-    fn pick(&self) -> (usize, &ArbiterHandle) {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
-        (i, &self.arbiters[i])
-    }
-
-    /// Starts one broadcast lane on every session thread, for one network.
-    async fn start_lanes(&self) -> Result<Vec<Lane>, NetworkError> {
-        let mut lanes = Vec::with_capacity(self.arbiters.len());
-        for arbiter in &self.arbiters {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            arbiter.spawn(async move {
-                let _ = tx.send(Lane::spawn_here());
-            });
-            lanes.push(rx.await.map_err(|_| NetworkError::Stopped)?);
-        }
-        Ok(lanes)
-    }
-
-    /// Starts a session for an accepted socket on the next session thread.
-    pub(crate) fn start_session(
-        &self,
-        env: Arc<SessionEnv>,
-        stream: std::net::TcpStream,
-        direction: Direction,
-        origin: Option<DialOrigin>,
-        inbound_permit: Option<Permit>,
-        pending_permit: Option<Permit>,
-    ) {
-        let (lane, arbiter) = self.pick();
-        arbiter.spawn(async move {
-            let started = tokio::net::TcpStream::from_std(stream).and_then(|s| {
-                PeerSession::new(
-                    env,
-                    s,
-                    lane,
-                    direction,
-                    origin,
-                    inbound_permit,
-                    pending_permit,
-                )
-            });
-            match started {
-                Ok(session) => {
-                    session.start();
-                }
-                Err(e) => log::debug!("cannot start session: {e}"),
-            }
-        });
-    }
-
-    /// Dials `addr` on the next session thread and starts the session there.
-    pub(crate) fn dial(
-        &self,
-        env: Arc<SessionEnv>,
-        addr: SocketAddr,
-        bind_ip: Option<IpAddr>,
-        connector: Recipient<DialEvent>,
-    ) {
-        let timeout = env.config.connect_timeout();
-        let (lane, arbiter) = self.pick();
-        arbiter.spawn(async move {
-            let connect = async {
-                let socket = if addr.is_ipv4() {
-                    TcpSocket::new_v4()?
-                } else {
-                    TcpSocket::new_v6()?
-                };
-                if let Some(ip) = bind_ip {
-                    socket.bind(SocketAddr::new(ip, 0))?;
-                }
-                socket.connect(addr).await
-            };
-            let result = match tokio::time::timeout(timeout, connect).await {
-                Ok(Ok(stream)) => {
-                    let origin = DialOrigin {
-                        addr,
-                        connector: connector.clone(),
-                    };
-                    PeerSession::new(
-                        env,
-                        stream,
-                        lane,
-                        Direction::Outbound,
-                        Some(origin),
-                        None,
-                        None,
-                    )
-                    .map(|s| {
-                        s.start();
-                    })
-                }
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "connect timed out",
-                )),
-            };
-            if let Err(e) = result {
-                connector.do_send(DialEvent::Failed {
-                    addr,
-                    error: e.to_string(),
-                });
-            }
-        });
-    }
-
-    fn stop(&self) {
-        for a in &self.arbiters {
-            a.stop();
-        }
-    }
-}
-
-impl Drop for SessionPool {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Session threads that several [`Network`]s in one process share: a devnet, a test or a
-/// benchmark that runs many nodes in one process keeps one thread per core in all instead of
-/// one per core per node. The threads stop when the last `SessionThreads` and the last network
-/// started on them are gone.
-///
-/// ```no_run
-/// # use peerlink_actors::{Inbound, Network, NetworkConfig, SessionThreads};
-/// # async fn two_nodes(a: NetworkConfig, b: NetworkConfig,
-/// #     app: actix::Recipient<Inbound<Vec<u8>>>) -> Result<(), peerlink_actors::NetworkError> {
-/// let threads = SessionThreads::new(2);
-/// let node_a = Network::<Vec<u8>>::builder(a).session_threads(&threads).start(app.clone()).await?;
-/// let node_b = Network::<Vec<u8>>::builder(b).session_threads(&threads).start(app).await?;
-/// # Ok(()) }
-/// ```
-#[derive(Clone)]
-pub struct SessionThreads {
-    pool: Arc<SessionPool>,
-}
-
-impl SessionThreads {
-    /// Starts `threads` session threads (at least one), each an actix Arbiter.
-    pub fn new(threads: usize) -> Self {
-        Self {
-            pool: Arc::new(SessionPool::new(threads)),
-        }
-    }
-
-    /// Number of threads.
-    pub fn len(&self) -> usize {
-        self.pool.arbiters.len()
-    }
-
-    /// Always false: there is at least one thread.
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-}
-
-impl std::fmt::Debug for SessionThreads {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionThreads")
-            .field("threads", &self.len())
-            .finish()
-    }
-}
+/// The registry's published view of its map: canonical IP -> send handle of the registered
+/// connection. Only the registry writes it (after every change, in mailbox order); senders
+/// read it without a mailbox hop. It is not a second map with its own life: it is replaced as a
+/// whole by its one writer and dropped with the network.
+pub(crate) type PublishedHandles = Arc<ArcSwap<HashMap<IpAddr, PeerHandle>>>;
 
 /// Starts a [`Network`] with options beyond its configuration; see [`Network::builder`].
 #[must_use = "a builder does nothing until started"]
@@ -419,8 +52,8 @@ pub struct NetworkBuilder<M> {
 }
 
 impl<M: AppMessage> NetworkBuilder<M> {
-    /// Runs the sessions on `threads`, shared with other networks, instead of starting
-    /// `config.session_threads` threads of its own.
+    /// Runs the sessions (and the control plane) on `threads`, shared with other networks,
+    /// instead of starting `config.session_threads` threads of its own.
     pub fn session_threads(mut self, threads: &SessionThreads) -> Self {
         self.threads = Some(threads.clone());
         self
@@ -428,50 +61,9 @@ impl<M: AppMessage> NetworkBuilder<M> {
 
     /// Starts the network; see [`Network::start`].
     pub async fn start(self, app: Recipient<Inbound<M>>) -> Result<Network<M>, NetworkError> {
-        Network::start_with(self.config, self.threads, deliver_each(app)).await
-    }
-
-    /// Starts the network delivering bursts; see [`Network::start_batched`].
-    pub async fn start_batched(
-        self,
-        app: Recipient<InboundBatch<M>>,
-    ) -> Result<Network<M>, NetworkError> {
-        Network::start_with(self.config, self.threads, deliver_batched(app)).await
+        Network::start_with(self.config, self.threads, Delivery::to(app)).await
     }
 }
-
-/// Sessions' inboxes delivering every message as its own [`Inbound`].
-fn deliver_each<M: AppMessage>(app: Recipient<Inbound<M>>) -> NewInbox {
-    Box::new(move || {
-        Box::new(EachInbox {
-            app: app.clone(),
-            msgs: Vec::new(),
-            bytes: 0,
-        })
-    })
-}
-
-/// Sessions' inboxes delivering each burst as one [`InboundBatch`].
-fn deliver_batched<M: AppMessage>(app: Recipient<InboundBatch<M>>) -> NewInbox {
-    Box::new(move || {
-        Box::new(BatchInbox {
-            app: app.clone(),
-            payloads: Vec::new(),
-            ends: Vec::new(),
-        })
-    })
-}
-
-thread_local! {
-    /// Handles that [`Network::send`] got from a registry, per thread, by network and peer IP.
-    static SEND_HANDLES: RefCell<HashMap<(u64, IpAddr), PeerHandle>> = RefCell::new(HashMap::new());
-}
-
-/// Most handles [`SEND_HANDLES`] keeps per thread (closed ones are dropped first).
-const SEND_HANDLES_KEPT: usize = 4096;
-
-/// Source of [`Inner::id`].
-static NEXT_NETWORK_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A running node's networking, typed by its application message `M`. Cheap to clone.
 pub struct Network<M> {
@@ -489,36 +81,28 @@ impl<M> Clone for Network<M> {
 }
 
 struct Inner {
-    /// Distinguishes networks in one process (keys of [`SEND_HANDLES`]).
-    id: u64,
     env: Arc<SessionEnv>,
     pool: Arc<SessionPool>,
     /// Whether the pool is this network's own (stopped at shutdown) or shared.
     owns_pool: bool,
     /// Backlogs of this network's broadcast lanes.
     backlogs: Vec<Arc<Backlog>>,
+    /// The registry's published handles (see [`PublishedHandles`]).
+    handles: PublishedHandles,
     acceptor: Addr<Acceptor>,
     connector: Addr<Connector>,
 }
 
 impl<M: AppMessage> Network<M> {
     /// Starts the subsystem inside the current actix system: binds `config.listen`, starts the
-    /// registry, the acceptor, the connector (dialling `config.peers`) and the session threads.
-    /// Every application message from any peer is delivered to `app` as an [`Inbound`].
+    /// registry, the acceptor and the connector (dialling `config.peers`) on a control plane
+    /// thread of their own, and the session threads. Every burst of application messages from
+    /// a peer is delivered to `app` as one [`Inbound`].
     pub async fn start(
         config: NetworkConfig,
         app: Recipient<Inbound<M>>,
     ) -> Result<Self, NetworkError> {
         Self::builder(config).start(app).await
-    }
-
-    /// Like [`Network::start`], but delivers each burst of messages from a peer as one
-    /// [`InboundBatch`]: one mailbox hop per burst instead of per message.
-    pub async fn start_batched(
-        config: NetworkConfig,
-        app: Recipient<InboundBatch<M>>,
-    ) -> Result<Self, NetworkError> {
-        Self::builder(config).start_batched(app).await
     }
 
     /// A builder for options that are not configuration values (shared session threads).
@@ -533,20 +117,16 @@ impl<M: AppMessage> Network<M> {
     async fn start_with(
         config: NetworkConfig,
         threads: Option<SessionThreads>,
-        new_inbox: NewInbox,
+        delivery: Delivery,
     ) -> Result<Self, NetworkError> {
         config.validate()?;
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| NetworkError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
-        let listen_addr = listener.local_addr().map_err(|source| NetworkError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let addr = config.listen;
+        let bind_error = move |source| NetworkError::Bind { addr, source };
+        let listener = TcpListener::bind(config.listen).await.map_err(bind_error)?;
+        let listen_addr = listener.local_addr().map_err(bind_error)?;
+        // Handed to the control plane's thread as a std socket (a tokio socket stays on the
+        // reactor of the thread that created it).
+        let listener = listener.into_std().map_err(bind_error)?;
         let node_nonce: u64 = rand::random();
         let metrics = Arc::new(NetMetrics::default());
         let policy = DuplicatePolicy {
@@ -562,7 +142,13 @@ impl<M: AppMessage> Network<M> {
         let lanes = pool.start_lanes().await?;
         let backlogs = lanes.iter().map(Lane::backlog).collect();
         let lane_links = lanes.iter().enumerate().map(|(i, l)| l.link(i)).collect();
-        let registry = PeerRegistry::new(policy, metrics.clone(), lanes).start();
+        let handles: PublishedHandles = Arc::default();
+        let registry = {
+            let (metrics, handles) = (metrics.clone(), handles.clone());
+            PeerRegistry::start_in_arbiter(pool.control(), move |_| {
+                PeerRegistry::new(policy, metrics, lanes, handles)
+            })
+        };
         let env = Arc::new(SessionEnv {
             hello_policy: HelloPolicy {
                 magic: config.magic.to_be_bytes(),
@@ -572,24 +158,37 @@ impl<M: AppMessage> Network<M> {
             listen_addr,
             listen_port: listen_addr.port(),
             registry: registry.clone(),
-            new_inbox,
+            delivery,
             lane_links,
             metrics,
             best_height: Arc::new(AtomicU64::new(0)),
             shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
             config,
         });
-        let acceptor = Acceptor::new(listener, env.clone(), pool.clone()).start();
-        let connector = Connector::new(env.clone(), pool.clone()).start();
+        // The acceptor is built on the control plane's thread (its listener joins that
+        // thread's reactor) and started there.
+        let acceptor = {
+            let (env, pool) = (env.clone(), pool.clone());
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            pool.clone().control().spawn(async move {
+                let _ = tx.send(Acceptor::new(listener, env, pool).map(Actor::start));
+            });
+            rx.await.map_err(|_| NetworkError::Stopped)?.map_err(bind_error)?
+        };
+        let connector = {
+            let (env, pool) = (env.clone(), pool.clone());
+            Connector::start_in_arbiter(pool.clone().control(), move |_| Connector::new(env, pool))
+        };
         registry.do_send(Subscribe(connector.clone().recipient()));
         log::info!("listening on {listen_addr} (node nonce {node_nonce:016x})");
         Ok(Self {
             inner: Arc::new(Inner {
-                id: NEXT_NETWORK_ID.fetch_add(1, Ordering::Relaxed),
                 env,
                 pool,
                 owns_pool,
                 backlogs,
+                handles,
                 acceptor,
                 connector,
             }),
@@ -599,46 +198,11 @@ impl<M: AppMessage> Network<M> {
 
     /// Encodes `msg` and queues it to the peer at `ip`.
     ///
-    /// The first send to an IP asks the registry for the peer's [`PeerHandle`]; the handle is
-    /// kept (per thread) and used until its connection closes, so a stream of sends costs no
-    /// registry round trip each. The registry marks a replaced connection's handle closed
-    /// before it answers anyone else, so a kept handle never outlives its registration.
-    pub async fn send(&self, ip: IpAddr, msg: &M) -> Result<SendOutcome, NetworkError> {
-        let ip = crate::canonical_ip(ip);
-        let key = (self.inner.id, ip);
-        let kept = SEND_HANDLES.with(|kept| {
-            kept.borrow()
-                .get(&key)
-                .map(|handle| handle.send(msg))
-                .transpose()
-        });
-        match kept.map_err(|e| NetworkError::Encode(e.to_string()))? {
-            Some(SendOutcome::NotConnected) | None => {}
-            Some(outcome) => return Ok(outcome),
-        }
-        let handle = self
-            .registry()
-            .send(GetHandle { ip })
-            .await
-            .map_err(|_| NetworkError::Stopped)?;
-        SEND_HANDLES.with(|kept| {
-            let mut kept = kept.borrow_mut();
-            match &handle {
-                Some(handle) => {
-                    if kept.len() >= SEND_HANDLES_KEPT {
-                        kept.retain(|_, h| !h.is_closed());
-                        if kept.len() >= SEND_HANDLES_KEPT {
-                            kept.clear();
-                        }
-                    }
-                    kept.insert(key, handle.clone());
-                }
-                None => {
-                    kept.remove(&key);
-                }
-            }
-        });
-        match handle {
+    /// Looks the peer up in the registry's published view of its map, without a mailbox hop:
+    /// the registry publishes every change before it answers anyone else, and marks a replaced
+    /// connection's handle closed, so a send never goes to a connection it has dropped.
+    pub fn send(&self, ip: IpAddr, msg: &M) -> Result<SendOutcome, NetworkError> {
+        match self.handle(ip) {
             Some(handle) => handle
                 .send(msg)
                 .map_err(|e| NetworkError::Encode(e.to_string())),
@@ -651,6 +215,13 @@ impl<M: AppMessage> Network<M> {
     /// broadcasts, so a fast broadcaster cannot queue without bound.
     pub async fn broadcast(&self, msg: &M, except: Option<IpAddr>) -> Result<usize, NetworkError> {
         let frame = encode_app(msg).map_err(|e| NetworkError::Encode(e.to_string()))?;
+        if frame.len() > self.inner.env.config.max_frame_bytes + crate::protocol::LENGTH_PREFIX_BYTES
+        {
+            return Err(NetworkError::TooLarge {
+                len: frame.len(),
+                max: self.inner.env.config.max_frame_bytes,
+            });
+        }
         let n = self
             .inner
             .env
@@ -666,13 +237,11 @@ impl<M: AppMessage> Network<M> {
 }
 
 impl<M> Network<M> {
-    /// The registry actor, for messages this handle does not wrap.
-    pub fn registry(&self) -> &Addr<PeerRegistry> {
+    fn registry(&self) -> &Addr<PeerRegistry> {
         &self.inner.env.registry
     }
 
-    /// The connector actor.
-    pub fn connector(&self) -> &Addr<Connector> {
+    fn connector(&self) -> &Addr<Connector> {
         &self.inner.connector
     }
 
@@ -701,9 +270,16 @@ impl<M> Network<M> {
         self.inner.env.best_height.store(height, Ordering::Relaxed);
     }
 
-    /// The send handle of a peer's current connection: send to it without the registry hop.
-    pub async fn handle(&self, ip: IpAddr) -> Option<PeerHandle> {
-        self.registry().send(GetHandle { ip }).await.ok().flatten()
+    /// The send handle of a peer's current connection (the fast path: keep it and send
+    /// through it; it reports `NotConnected` once that connection is gone).
+    pub fn handle(&self, ip: IpAddr) -> Option<PeerHandle> {
+        let ip = crate::canonical_ip(ip);
+        self.inner
+            .handles
+            .load()
+            .get(&ip)
+            .filter(|h| !h.is_closed())
+            .cloned()
     }
 
     /// Snapshot of the registered peers.
@@ -752,14 +328,29 @@ impl<M> Network<M> {
         self.disconnect(ip, DisconnectReason::Banned).await;
     }
 
-    /// Stops accepting and dialling, sends Disconnect{shutdown} to every peer, waits (bounded)
-    /// until every socket is flushed and closed, then stops the session threads (unless they
-    /// are shared [`SessionThreads`]).
+    /// Lifts a ban on `ip` (it may connect and be dialled again).
+    pub fn unban(&self, ip: IpAddr) {
+        self.inner.acceptor.do_send(UnbanPeer { ip });
+        self.inner.connector.do_send(UnbanPeer { ip });
+    }
+
+    /// Stops accepting and dialling, sends Disconnect{shutdown} to every peer, waits until
+    /// every session and writer is gone (each holds a token of the network's task tracker;
+    /// bounded by the close flush timeout), then stops the session threads (unless they are
+    /// shared [`SessionThreads`]).
     pub async fn shutdown(&self) {
         self.inner.acceptor.do_send(StopAccepting);
         self.inner.connector.do_send(StopDialing);
         self.inner.env.shutdown.cancel();
         let _ = self.registry().send(ShutdownRegistry).await;
+        let tasks = &self.inner.env.tasks;
+        tasks.close();
+        if tokio::time::timeout(CLOSE_FLUSH_TIMEOUT + SHUTDOWN_GRACE, tasks.wait())
+            .await
+            .is_err()
+        {
+            log::warn!("{} sessions or writers still running at shutdown", tasks.len());
+        }
         if self.inner.owns_pool {
             self.inner.pool.stop();
         }

@@ -9,7 +9,7 @@
 
 use std::cell::RefCell;
 use std::io::Cursor;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::codec::Decoder;
 
 use crate::constants::{
-    ENCODE_SCRATCH_MAX_BYTES, MAX_DECODE_DEPTH, MAX_HANDSHAKE_FRAME_BYTES, MAX_USER_AGENT_BYTES,
+    ENCODE_SCRATCH_MAX_BYTES, MAX_DECODE_DEPTH, MAX_USER_AGENT_BYTES,
     PROTOCOL_VERSION, READ_BUFFER_INITIAL_BYTES, READ_BUFFER_MAX_BYTES,
 };
 use crate::error::CodecError;
@@ -525,20 +525,23 @@ impl Decoder for FrameCodec {
 }
 
 /// [`FrameCodec`] yielding every complete frame in the buffer at once: one stream item per read
-/// instead of per frame. Until the handshake cap is raised it yields one frame at a time: the
-/// session handles the Hello and then waits for the registry before it may handle anything
-/// else, so frames behind the Hello must stay in the buffer, not in a batch being handled. A
-/// frame that fails after good ones stays in the buffer and is examined again on the next call.
+/// instead of per frame. Until the session sets the shared `batching` flag (when the handshake
+/// is done) it yields one frame at a time: the session handles the Hello and then waits for
+/// the registry before it may handle anything else, so frames behind the Hello must stay in the
+/// buffer, not in a batch being handled. A frame that fails after good ones stays in the buffer
+/// and is examined again on the next call.
 #[derive(Debug, Clone)]
-pub struct FrameBatchCodec {
+pub(crate) struct FrameBatchCodec {
     inner: FrameCodec,
+    batching: Arc<AtomicBool>,
 }
 
 impl FrameBatchCodec {
-    /// A batching codec with the given shared cap.
-    pub fn new(max_body: Arc<AtomicUsize>) -> Self {
+    /// A batching codec with the given shared cap and handshake flag.
+    pub(crate) fn new(max_body: Arc<AtomicUsize>, batching: Arc<AtomicBool>) -> Self {
         Self {
             inner: FrameCodec::new(max_body),
+            batching,
         }
     }
 }
@@ -553,7 +556,7 @@ impl Decoder for FrameBatchCodec {
             match self.inner.decode(src) {
                 Ok(Some(frame)) => {
                     frames.push(frame);
-                    if self.inner.max_body.load(Ordering::Relaxed) <= MAX_HANDSHAKE_FRAME_BYTES {
+                    if !self.batching.load(Ordering::Relaxed) {
                         break;
                     }
                 }

@@ -17,34 +17,47 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use actix::prelude::*;
 use bytes::Bytes;
 
-use crate::constants::{CLOSE_FLUSH_TIMEOUT, RECENT_DISCONNECTS};
-use crate::handle::{PeerHandle, SendOutcome};
+use crate::constants::{MAX_PENDING_EVENTS, RECENT_DISCONNECTS};
+use crate::handle::PeerHandle;
 use crate::lanes::Lane;
 use crate::metrics::NetMetrics;
+use crate::network::PublishedHandles;
 use crate::policy::{ConnFacts, DuplicatePolicy, Occupancy, Resolution};
 use crate::protocol::DisconnectReason;
-use crate::session::{Close, PeerSession, SessionStats};
+use crate::session::{Close, SessionStats};
 use crate::{ConnId, Direction};
 
-/// The registry actor. Create it through [`crate::Network::start`].
-pub struct PeerRegistry {
+/// The registry actor, started by [`crate::Network::start`] on the control plane's thread.
+pub(crate) struct PeerRegistry {
     entries: HashMap<IpAddr, PeerEntry>,
     /// Broadcast lanes, one per session thread, told of every entry added and removed.
     lanes: Vec<Lane>,
+    /// The map as IP -> handle, republished after every change.
+    published: PublishedHandles,
     policy: DuplicatePolicy,
-    subscribers: Vec<Recipient<PeerEvent>>,
+    subscribers: Vec<Subscriber>,
     recent: VecDeque<DisconnectRecord>,
     metrics: Arc<NetMetrics>,
     shutting_down: bool,
     totals: Totals,
 }
 
+/// A subscriber and its events not yet handled, the one being delivered first (bounded by
+/// [`MAX_PENDING_EVENTS`]).
+struct Subscriber {
+    recipient: Recipient<PeerEvent>,
+    queue: Rc<RefCell<VecDeque<PeerEvent>>>,
+}
+
 struct PeerEntry {
     facts: ConnFacts,
-    session: Addr<PeerSession>,
+    session: Recipient<Close>,
     handle: PeerHandle,
     stats: Arc<SessionStats>,
     meta: PeerMeta,
@@ -54,7 +67,7 @@ struct PeerEntry {
 
 /// What a session knows about its peer after the handshake.
 #[derive(Debug, Clone)]
-pub struct PeerMeta {
+pub(crate) struct PeerMeta {
     /// Our side of the socket.
     pub local_addr: SocketAddr,
     /// The peer's side of the socket.
@@ -175,13 +188,13 @@ pub struct RegistryStats {
 /// A session finished its handshake and asks to be the connection for its IP.
 #[derive(Message)]
 #[rtype(result = "RegisterOutcome")]
-pub struct Register {
+pub(crate) struct Register {
     /// Canonical peer IP.
     pub ip: IpAddr,
     /// Facts for the duplicate policy.
     pub facts: ConnFacts,
-    /// The session.
-    pub session: Addr<PeerSession>,
+    /// The session (closed when replaced, disconnected or shut down).
+    pub session: Recipient<Close>,
     /// Its send side.
     pub handle: PeerHandle,
     /// Its live counters.
@@ -192,7 +205,7 @@ pub struct Register {
 
 /// Answer to [`Register`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RegisterOutcome {
+pub(crate) enum RegisterOutcome {
     /// Stored; the IP had no connection.
     Accepted,
     /// Stored; the previous connection `old` is being closed.
@@ -207,7 +220,7 @@ pub enum RegisterOutcome {
 /// A session stopped. Removes the entry only if `conn_id` is the stored one.
 #[derive(Message)]
 #[rtype(result = "bool")]
-pub struct Unregister {
+pub(crate) struct Unregister {
     /// Canonical peer IP.
     pub ip: IpAddr,
     /// The stopping session's id.
@@ -218,16 +231,6 @@ pub struct Unregister {
     pub by_peer: bool,
 }
 
-/// Queue an encoded frame (see [`crate::protocol::encode_app`]) to one peer.
-#[derive(Message)]
-#[rtype(result = "SendOutcome")]
-pub struct SendToPeer {
-    /// Canonical peer IP.
-    pub ip: IpAddr,
-    /// The frame, length prefix included.
-    pub frame: Bytes,
-}
-
 /// Queue one encoded frame to every registered peer but `except`, through the session threads'
 /// broadcast lanes. Returns to how many registered peers it goes.
 ///
@@ -236,7 +239,7 @@ pub struct SendToPeer {
 /// should use `Network::broadcast`.
 #[derive(Message)]
 #[rtype(result = "usize")]
-pub struct Broadcast {
+pub(crate) struct Broadcast {
     /// The frame, encoded once and shared.
     pub frame: Bytes,
     /// A peer to leave out (typically the one the message came from).
@@ -246,12 +249,12 @@ pub struct Broadcast {
 /// Snapshot of all registered peers.
 #[derive(Message)]
 #[rtype(result = "Vec<PeerInfo>")]
-pub struct GetPeers;
+pub(crate) struct GetPeers;
 
 /// Connection id registered for an IP, if any.
 #[derive(Message)]
 #[rtype(result = "Option<ConnId>")]
-pub struct HasConnection {
+pub(crate) struct HasConnection {
     /// IP to look up (canonicalized by the handler).
     pub ip: IpAddr,
 }
@@ -259,7 +262,7 @@ pub struct HasConnection {
 /// The send handle of an IP's connection, to send without going through the registry.
 #[derive(Message)]
 #[rtype(result = "Option<PeerHandle>")]
-pub struct GetHandle {
+pub(crate) struct GetHandle {
     /// IP to look up (canonicalized by the handler).
     pub ip: IpAddr,
 }
@@ -267,36 +270,41 @@ pub struct GetHandle {
 /// Registry counters.
 #[derive(Message)]
 #[rtype(result = "RegistryStats")]
-pub struct GetStats;
+pub(crate) struct GetStats;
 
 /// Receive [`PeerEvent`]s from now on.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Subscribe(pub Recipient<PeerEvent>);
+pub(crate) struct Subscribe(pub Recipient<PeerEvent>);
 
 /// Close the connection of an IP with a reason. Returns whether there was one.
 #[derive(Message)]
 #[rtype(result = "bool")]
-pub struct DisconnectPeer {
+pub(crate) struct DisconnectPeer {
     /// The peer's IP.
     pub ip: IpAddr,
     /// The reason sent to it.
     pub reason: DisconnectReason,
 }
 
-/// Close every connection with `Shutdown`, refuse new registrations, and resolve once every
-/// socket is flushed and closed (or after a bounded wait).
+/// Close every connection with `Shutdown` and refuse new registrations.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct ShutdownRegistry;
+pub(crate) struct ShutdownRegistry;
 
 // ---------------------------------------------------------------------------------------------
 
 impl PeerRegistry {
-    pub(crate) fn new(policy: DuplicatePolicy, metrics: Arc<NetMetrics>, lanes: Vec<Lane>) -> Self {
+    pub(crate) fn new(
+        policy: DuplicatePolicy,
+        metrics: Arc<NetMetrics>,
+        lanes: Vec<Lane>,
+        published: PublishedHandles,
+    ) -> Self {
         Self {
             entries: HashMap::new(),
             lanes,
+            published,
             policy,
             subscribers: Vec::new(),
             recent: VecDeque::with_capacity(RECENT_DISCONNECTS),
@@ -314,7 +322,7 @@ impl Actor for PeerRegistry {
 impl Handler<Register> for PeerRegistry {
     type Result = MessageResult<Register>;
 
-    fn handle(&mut self, msg: Register, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Register, ctx: &mut Context<Self>) -> Self::Result {
         if self.shutting_down {
             return MessageResult(RegisterOutcome::Rejected(DisconnectReason::Shutdown));
         }
@@ -349,7 +357,7 @@ impl Handler<Register> for PeerRegistry {
                     );
                     entry.handle.mark_closed();
                     entry.session.do_send(Close { reason });
-                    self.removed(msg.ip, &entry, reason, false);
+                    self.removed(msg.ip, &entry, reason, false, ctx);
                 }
                 RegisterOutcome::Replaced { old }
             }
@@ -395,13 +403,14 @@ impl Handler<Register> for PeerRegistry {
             lane.add(msg.ip, handle.clone());
         }
         self.entries.insert(msg.ip, entry);
+        self.publish_handles();
         log::info!(
             "connected to {} {} (conn {})",
             msg.ip,
             info.direction.as_str(),
             info.conn_id
         );
-        self.publish(PeerEvent::Connected { info, handle });
+        self.publish(PeerEvent::Connected { info, handle }, ctx);
         MessageResult(outcome)
     }
 }
@@ -409,11 +418,11 @@ impl Handler<Register> for PeerRegistry {
 impl Handler<Unregister> for PeerRegistry {
     type Result = bool;
 
-    fn handle(&mut self, msg: Unregister, _ctx: &mut Context<Self>) -> bool {
+    fn handle(&mut self, msg: Unregister, ctx: &mut Context<Self>) -> bool {
         match self.entries.get(&msg.ip) {
             Some(entry) if entry.facts.conn_id == msg.conn_id => {
                 if let Some(entry) = self.entries.remove(&msg.ip) {
-                    self.removed(msg.ip, &entry, msg.reason, msg.by_peer);
+                    self.removed(msg.ip, &entry, msg.reason, msg.by_peer, ctx);
                 }
                 true
             }
@@ -425,17 +434,6 @@ impl Handler<Unregister> for PeerRegistry {
             }
             None => false,
         }
-    }
-}
-
-impl Handler<SendToPeer> for PeerRegistry {
-    type Result = MessageResult<SendToPeer>;
-
-    fn handle(&mut self, msg: SendToPeer, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(match self.entries.get(&crate::canonical_ip(msg.ip)) {
-            Some(entry) => entry.handle.send_frame(msg.frame),
-            None => SendOutcome::NotConnected,
-        })
     }
 }
 
@@ -505,7 +503,10 @@ impl Handler<Subscribe> for PeerRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: Subscribe, _ctx: &mut Context<Self>) {
-        self.subscribers.push(msg.0);
+        self.subscribers.push(Subscriber {
+            recipient: msg.0,
+            queue: Rc::default(),
+        });
     }
 }
 
@@ -524,24 +525,17 @@ impl Handler<DisconnectPeer> for PeerRegistry {
 }
 
 impl Handler<ShutdownRegistry> for PeerRegistry {
-    type Result = ResponseFuture<()>;
+    type Result = ();
 
-    fn handle(&mut self, _msg: ShutdownRegistry, _ctx: &mut Context<Self>) -> Self::Result {
+    /// Refuses new registrations and closes every session with `Shutdown`. The caller then
+    /// waits for the sessions and writers themselves to be gone (the network's task tracker).
+    fn handle(&mut self, _msg: ShutdownRegistry, _ctx: &mut Context<Self>) {
         self.shutting_down = true;
         for entry in self.entries.values() {
             entry.session.do_send(Close {
                 reason: DisconnectReason::Shutdown,
             });
         }
-        let metrics = self.metrics.clone();
-        Box::pin(async move {
-            // Sessions close their writers after queueing Disconnect{shutdown}; wait until every
-            // writer has flushed and closed its socket, bounded by the flush timeout.
-            let deadline = Instant::now() + CLOSE_FLUSH_TIMEOUT + Duration::from_millis(500);
-            while metrics.writers_alive.get() > 0 && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
     }
 }
 
@@ -560,10 +554,18 @@ impl PeerRegistry {
     }
 
     /// Bookkeeping for an entry that left the map.
-    fn removed(&mut self, ip: IpAddr, entry: &PeerEntry, reason: DisconnectReason, by_peer: bool) {
+    fn removed(
+        &mut self,
+        ip: IpAddr,
+        entry: &PeerEntry,
+        reason: DisconnectReason,
+        by_peer: bool,
+        ctx: &mut Context<Self>,
+    ) {
         if let Some(lane) = self.lanes.get_mut(entry.handle.lane()) {
             lane.remove(ip, entry.facts.conn_id);
         }
+        self.publish_handles();
         let lifetime = entry.since.elapsed();
         self.metrics
             .connections
@@ -590,13 +592,53 @@ impl PeerRegistry {
             self.recent.pop_front();
         }
         self.recent.push_back(record.clone());
-        self.publish(PeerEvent::Disconnected(record));
+        self.publish(PeerEvent::Disconnected(record), ctx);
     }
 
-    fn publish(&mut self, event: PeerEvent) {
-        self.subscribers.retain(|s| s.connected());
+    /// Republishes the map as IP -> handle for senders.
+    fn publish_handles(&self) {
+        let handles = self
+            .entries
+            .iter()
+            .map(|(ip, e)| (*ip, e.handle.clone()))
+            .collect();
+        self.published.store(Arc::new(handles));
+    }
+
+    /// Queues `event` for every subscriber, in order. Each subscriber has its own queue of at
+    /// most [`MAX_PENDING_EVENTS`] events, drained one event at a time (the next is sent when
+    /// the subscriber has handled the previous one); beyond that its events are dropped and
+    /// counted, so a subscriber that does not keep up costs a bounded amount.
+    fn publish(&mut self, event: PeerEvent, ctx: &mut Context<Self>) {
+        self.subscribers.retain(|s| s.recipient.connected());
         for s in &self.subscribers {
-            s.do_send(event.clone());
+            let mut queue = s.queue.borrow_mut();
+            if queue.len() >= MAX_PENDING_EVENTS {
+                self.metrics.events_dropped.inc();
+                log::warn!("a peer event subscriber is {MAX_PENDING_EVENTS} events behind: event dropped");
+                continue;
+            }
+            queue.push_back(event.clone());
+            if queue.len() > 1 {
+                continue; // a drain is running and will get to it
+            }
+            drop(queue);
+            let (recipient, queue) = (s.recipient.clone(), s.queue.clone());
+            ctx.spawn(
+                async move {
+                    loop {
+                        let Some(next) = queue.borrow().front().cloned() else {
+                            break;
+                        };
+                        if recipient.send(next).await.is_err() {
+                            queue.borrow_mut().clear();
+                            break;
+                        }
+                        queue.borrow_mut().pop_front();
+                    }
+                }
+                .into_actor(self),
+            );
         }
     }
 }
@@ -628,3 +670,6 @@ impl PeerEntry {
         self.handle.bytes_out()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,32 +4,43 @@
 //! unregisters, with its conn id and a reason, when it stops.
 //!
 //! Life of a session: `AwaitingHello` (cap 4 KiB, handshake timer running; both sides sent their
-//! Hello on connect) -> `Registering` (the registry decides; the actor waits, so no frame is
-//! handled meanwhile) -> `Active` (frame cap raised, pings on the interval, application frames
-//! delivered) -> `Closing` (Disconnect frame queued when the socket still works, writer flushed
-//! with a deadline, Unregister sent).
+//! Hello on connect) -> `Registering` (the registry decides; reading is paused, so no frame is
+//! handled meanwhile) -> `Active` (frame cap raised, pings on the interval, application
+//! payloads checked and handed over in bursts) -> `Closing` (Disconnect frame queued when the
+//! socket still works, writer flushed with a deadline, Unregister sent).
+//!
+//! A session pauses only its reading (a [`ReadGate`] in front of the frame stream), never its
+//! mailbox or timers: while it waits for the registry or for the application to consume its
+//! inbound credit, `Close`, the ping timeout, the handshake timeout and shutdown still act.
 
+use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
+use futures_util::Stream;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use crate::acceptor::Permit;
+use crate::permit::Permit;
 use crate::connector::DialEvent;
 use crate::constants::{
     CLOSE_FLUSH_TIMEOUT, MAX_HANDSHAKE_FRAME_BYTES, PROTOCOL_VERSION, READ_BUFFER_INITIAL_BYTES,
 };
 use crate::credit::InboundCredit;
 use crate::error::CodecError;
-use crate::handle::{spawn_writer, PeerHandle, WriterClose};
+use crate::handle::{spawn_writer, PeerHandle, WriterClose, WriterParts};
 use crate::metrics::NetMetrics;
-use crate::network::{Inbox, SessionEnv};
+use crate::delivery::Inbox;
+use crate::env::SessionEnv;
 use crate::policy::ConnFacts;
 use crate::protocol::{DisconnectReason, Frame, FrameBatchCodec, Hello};
 use crate::registry::{PeerMeta, Register, RegisterOutcome, Unregister};
@@ -86,7 +97,7 @@ pub(crate) struct DialOrigin {
 }
 
 /// The session actor. Started by the acceptor and the connector, never by hand.
-pub struct PeerSession {
+pub(crate) struct PeerSession {
     env: Arc<SessionEnv>,
     conn_id: ConnId,
     /// Index of the session thread this session runs on.
@@ -100,6 +111,10 @@ pub struct PeerSession {
     handle: Option<PeerHandle>,
     writer_close: Option<oneshot::Sender<WriterClose>>,
     max_frame: Arc<AtomicUsize>,
+    /// Set once the handshake is done: the codec then yields every complete frame of a read.
+    batching: Arc<AtomicBool>,
+    /// Pauses reading while the session waits for the registry or for inbound credit.
+    gate: ReadGate,
     phase: Phase,
     registered_at: Option<Instant>,
     /// Closes the session if the handshake is not done in time; cancelled once active.
@@ -109,10 +124,12 @@ pub struct PeerSession {
     stats: Arc<SessionStats>,
     credit: Arc<InboundCredit>,
     /// Decoded application messages of the current burst, not yet handed over.
-    inbox: Box<dyn Inbox>,
+    inbox: Inbox,
     closed: Option<(DisconnectReason, bool)>,
     inbound_permit: Option<Permit>,
     pending_permit: Option<Permit>,
+    /// Held until the actor is dropped: shutdown waits for every session's token.
+    _task: TaskTrackerToken,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -121,7 +138,7 @@ pub struct PeerSession {
 /// Close the session with a reason (sent to the peer when the socket works).
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
-pub struct Close {
+pub(crate) struct Close {
     /// Why.
     pub reason: DisconnectReason,
 }
@@ -132,7 +149,7 @@ pub struct Close {
 struct FlushInbound;
 
 /// The writer task failed to write; the connection is gone.
-#[derive(Message)]
+#[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub(crate) struct WriterFailed {
     pub error: String,
@@ -156,7 +173,8 @@ impl PeerSession {
         let peer_addr = stream.peer_addr()?;
         let _ = stream.set_nodelay(true);
         let credit = InboundCredit::new(env.config.inbound_budget_bytes);
-        let inbox = (env.new_inbox)();
+        let inbox = env.delivery.inbox();
+        let task = env.tasks.token();
         Ok(Self {
             env,
             conn_id: ConnId::next(),
@@ -170,6 +188,8 @@ impl PeerSession {
             handle: None,
             writer_close: None,
             max_frame: Arc::new(AtomicUsize::new(MAX_HANDSHAKE_FRAME_BYTES)),
+            batching: Arc::new(AtomicBool::new(false)),
+            gate: ReadGate::default(),
             phase: Phase::AwaitingHello,
             registered_at: None,
             handshake_timer: None,
@@ -180,6 +200,7 @@ impl PeerSession {
             closed: None,
             inbound_permit,
             pending_permit,
+            _task: task,
         })
     }
 
@@ -207,23 +228,28 @@ impl Actor for PeerSession {
         };
         let (read_half, write_half) = stream.into_split();
         let (handle, close) = spawn_writer(
-            self.ip,
-            self.conn_id,
-            self.env.lane_links[self.lane].clone(),
+            WriterParts {
+                ip: self.ip,
+                conn_id: self.conn_id,
+                link: self.env.lane_links[self.lane].clone(),
+                budget: self.env.config.outbound_budget_bytes,
+                max_frame_bytes: self.env.config.max_frame_bytes,
+                session: ctx.address().recipient(),
+                failed: ctx.address().recipient(),
+                metrics: self.env.metrics.clone(),
+                task: self.env.tasks.token(),
+            },
             write_half,
-            self.env.config.outbound_budget_bytes,
-            ctx.address(),
-            self.env.metrics.clone(),
         );
         handle.send_control(Frame::Hello(self.our_hello()).encode());
         self.handle = Some(handle);
         self.writer_close = Some(close);
-        let codec = FrameBatchCodec::new(self.max_frame.clone());
-        ctx.add_stream(FramedRead::with_capacity(
+        let codec = FrameBatchCodec::new(self.max_frame.clone(), self.batching.clone());
+        ctx.add_stream(self.gate.wrap(FramedRead::with_capacity(
             read_half,
             codec,
             READ_BUFFER_INITIAL_BYTES,
-        ));
+        )));
         let shutdown = self.env.shutdown.clone();
         ctx.spawn(
             async move { shutdown.cancelled().await }
@@ -267,7 +293,6 @@ impl Actor for PeerSession {
         if let Some(origin) = &self.origin {
             origin.connector.do_send(DialEvent::Ended {
                 addr: origin.addr,
-                conn_id: self.conn_id,
                 reason,
                 lived: self.registered_at.map(|t| t.elapsed()),
             });
@@ -407,7 +432,7 @@ impl PeerSession {
             (Phase::Active, Frame::App(payload)) => {
                 // Decoded now, so the read buffer is free again for the next read; handed over
                 // once the stream yields (after at most 16 reads): one hand-over per burst.
-                let first = self.inbox.bytes() == 0;
+                let first = self.inbox.is_empty();
                 if let Err(e) = self.inbox.push(&payload) {
                     log::debug!(
                         "peer {} conn {}: bad application message: {e}",
@@ -424,7 +449,7 @@ impl PeerSession {
                 if first {
                     ctx.notify(FlushInbound);
                 }
-                if self.credit.outstanding() + self.inbox.bytes()
+                if self.credit.outstanding() + self.inbox.cost()
                     >= self.env.config.inbound_budget_bytes
                 {
                     // The application would hold the budget with this burst: hand it over now
@@ -463,6 +488,7 @@ impl PeerSession {
         self.pending_permit = None;
         self.max_frame
             .store(self.env.config.max_frame_bytes, Ordering::Relaxed);
+        self.batching.store(true, Ordering::Relaxed);
         let dialer_port = match self.direction {
             Direction::Outbound => self.local_addr.port(),
             Direction::Inbound => self.peer_addr.port(),
@@ -475,7 +501,7 @@ impl PeerSession {
                 remote_nonce: hello.nonce,
                 dialer_port,
             },
-            session: ctx.address(),
+            session: ctx.address().recipient(),
             handle: self.peer_handle().clone(),
             stats: self.stats.clone(),
             meta: PeerMeta {
@@ -499,7 +525,9 @@ impl PeerSession {
                     Ok(RegisterOutcome::Rejected(reason)) => act.close(reason, false, ctx),
                     Err(_) => act.close(DisconnectReason::Shutdown, false, ctx),
                 });
-        ctx.wait(fut);
+        // Reading pauses until the registry has decided; the mailbox and timers do not.
+        self.gate.pause();
+        ctx.spawn(fut);
     }
 
     fn activate(&mut self, ctx: &mut Context<Self>) {
@@ -508,15 +536,15 @@ impl PeerSession {
         }
         self.phase = Phase::Active;
         self.registered_at = Some(Instant::now());
+        self.gate.resume();
         self.pending_permit = None;
         if let Some(timer) = self.handshake_timer.take() {
             ctx.cancel_future(timer);
         }
         if let Some(origin) = &self.origin {
-            origin.connector.do_send(DialEvent::Registered {
-                addr: origin.addr,
-                conn_id: self.conn_id,
-            });
+            origin
+                .connector
+                .do_send(DialEvent::Registered { addr: origin.addr });
         }
         ctx.run_interval(self.env.config.ping_interval(), |act, ctx| {
             act.send_ping(ctx)
@@ -553,9 +581,17 @@ impl PeerSession {
             return;
         }
         self.flush_inbound();
-        if self.credit.is_over() {
-            // The application is behind: stop reading from this peer until it catches up.
-            ctx.wait(self.credit.clone().drained().into_actor(self));
+        if self.credit.is_over() && !self.gate.is_paused() {
+            // The application is behind: stop reading from this peer until it catches up
+            // (Close, timers and shutdown still act meanwhile).
+            self.gate.pause();
+            ctx.spawn(
+                self.credit
+                    .clone()
+                    .drained()
+                    .into_actor(self)
+                    .map(|_, act, _| act.gate.resume()),
+            );
         }
     }
 
@@ -599,5 +635,60 @@ impl PeerSession {
         self.handle
             .as_ref()
             .expect("the handle exists from started() on")
+    }
+}
+
+/// Pauses a session's reading without pausing its actor: while paused, the wrapped stream
+/// returns `Pending` and is woken again by [`ReadGate::resume`]. Lives on the session's thread.
+#[derive(Default, Clone)]
+pub(crate) struct ReadGate {
+    state: Rc<GateState>,
+}
+
+#[derive(Default)]
+struct GateState {
+    paused: Cell<bool>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl ReadGate {
+    fn wrap<S: Stream + Unpin>(&self, inner: S) -> Gated<S> {
+        Gated {
+            inner,
+            gate: self.clone(),
+        }
+    }
+
+    fn pause(&self) {
+        self.state.paused.set(true);
+    }
+
+    fn resume(&self) {
+        self.state.paused.set(false);
+        if let Some(waker) = self.state.waker.take() {
+            waker.wake();
+        }
+    }
+
+    fn is_paused(&self) -> bool {
+        self.state.paused.get()
+    }
+}
+
+/// A stream behind a [`ReadGate`].
+struct Gated<S> {
+    inner: S,
+    gate: ReadGate,
+}
+
+impl<S: Stream + Unpin> Stream for Gated<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<S::Item>> {
+        if self.gate.is_paused() {
+            self.gate.state.waker.set(Some(cx.waker().clone()));
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.inner).poll_next(cx)
     }
 }

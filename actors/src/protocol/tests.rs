@@ -1130,8 +1130,19 @@ fn encode_apps_is_the_concatenation_of_single_frames() {
 /// once after it, and re-examines a frame that failed after good ones on the next call.
 #[test]
 fn frame_batch_codec_batches_after_the_handshake_and_rechecks_a_failing_frame() {
+    // A small configured cap does not switch batching off: the flag is the codec's own.
+    {
+        let small = Arc::new(AtomicUsize::new(MAX_HANDSHAKE_FRAME_BYTES));
+        let mut codec = FrameBatchCodec::new(small, Arc::new(AtomicBool::new(true)));
+        let mut buf = BytesMut::new();
+        for _ in 0..3 {
+            buf.extend_from_slice(&Frame::Ping { nonce: 1 }.encode());
+        }
+        assert_eq!(codec.decode(&mut buf).unwrap().unwrap().len(), 3);
+    }
     let cap = Arc::new(AtomicUsize::new(MAX_HANDSHAKE_FRAME_BYTES));
-    let mut codec = FrameBatchCodec::new(cap.clone());
+    let batching = Arc::new(AtomicBool::new(false));
+    let mut codec = FrameBatchCodec::new(cap.clone(), batching.clone());
     let ping = Frame::Ping { nonce: 1 }.encode();
     let big = Frame::App(Bytes::from(vec![0u8; 10_000])).encode();
     let mut buf = BytesMut::new();
@@ -1140,9 +1151,10 @@ fn frame_batch_codec_batches_after_the_handshake_and_rechecks_a_failing_frame() 
     }
     buf.extend_from_slice(&big);
     assert_eq!(codec.decode(&mut buf).unwrap().unwrap().len(), 1);
-    // The cap is raised (as the session does on the Hello): the rest comes at once, the big
-    // frame included.
+    // The cap is raised and batching switched on (as the session does on the Hello): the rest
+    // comes at once, the big frame included.
     cap.store(DEFAULT_MAX_FRAME_BYTES, Ordering::Relaxed);
+    batching.store(true, Ordering::Relaxed);
     assert_eq!(codec.decode(&mut buf).unwrap().unwrap().len(), 3);
     assert!(codec.decode(&mut buf).unwrap().is_none());
 

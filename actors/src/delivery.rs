@@ -1,0 +1,216 @@
+//! Inbound delivery: how application messages get from a session to the application's actor.
+//!
+//! There is one delivery mode. A session hands over each burst of messages read from one peer
+//! (the frames of the reads it handled before giving way, at most 16 reads, or fewer when they
+//! reach the inbound budget) as one [`Inbound`]: one mailbox hop per burst, not per message. The
+//! application walks the burst with [`Inbound::msgs`], writing per-message code and paying
+//! per-burst costs. The session checks that each payload is one well-formed MessagePack value
+//! and hands the payloads over still encoded; `msgs()` decodes them on the application's
+//! thread, so each message is allocated and freed by the same thread.
+//!
+//! Every `Inbound` holds inbound credit ([`crate::credit`]) for its bytes until it is dropped,
+//! which is how a slow application pushes back on the peer instead of growing a mailbox.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::credit::{Credit, InboundCredit};
+use crate::error::CodecError;
+use crate::handle::PeerHandle;
+use crate::protocol::{check_app_payload, decode_app, DisconnectReason};
+
+/// What an application message type must be: serde both ways, sendable across threads.
+pub trait AppMessage: Serialize + DeserializeOwned + Send + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + 'static> AppMessage for T {}
+
+/// Application messages received from one peer in one burst, in arrival order, delivered to
+/// the application's recipient as one actor message.
+///
+/// ```
+/// # use actix::prelude::*;
+/// # use peerlink_actors::Inbound;
+/// struct Echo;
+/// impl Actor for Echo { type Context = Context<Self>; }
+/// impl Handler<Inbound<String>> for Echo {
+///     type Result = ();
+///     fn handle(&mut self, inbound: Inbound<String>, _: &mut Context<Self>) {
+///         for msg in inbound.msgs() {
+///             // Replies go out on the socket the message came in on.
+///             let _ = inbound.from.send(&msg);
+///         }
+///     }
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Inbound<M> {
+    /// The connection they came in on. Reply through it so that the reply goes out on the same
+    /// socket (`from.send(&reply)`).
+    pub from: PeerHandle,
+    /// The encoded payloads, back to back.
+    payloads: Vec<u8>,
+    /// Where each payload ends in `payloads`.
+    ends: Vec<usize>,
+    /// Returned to the session's inbound budget when this burst is dropped.
+    _credit: Credit,
+    _msg: PhantomData<fn() -> M>,
+}
+
+impl<M: 'static> Message for Inbound<M> {
+    type Result = ();
+}
+
+impl<M: DeserializeOwned> Inbound<M> {
+    /// Number of messages.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there are none (never true for a delivered burst).
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Payload bytes of the burst.
+    pub fn bytes(&self) -> usize {
+        self.payloads.len()
+    }
+
+    /// Decodes the messages in arrival order. A payload that is not a valid `M` (well-formed
+    /// MessagePack of another shape) ends the iteration and closes the connection with
+    /// `bad_frame`, as the session does for malformed frames.
+    pub fn msgs(&self) -> impl Iterator<Item = M> + '_ {
+        let mut start = 0;
+        let mut failed = false;
+        self.ends.iter().map_while(move |&end| {
+            if failed {
+                return None;
+            }
+            let payload = &self.payloads[start..end];
+            start = end;
+            match decode_app::<M>(payload) {
+                Ok(msg) => Some(msg),
+                Err(e) => {
+                    log::debug!(
+                        "peer {} conn {}: bad application message: {e}",
+                        self.from.ip(),
+                        self.from.conn_id()
+                    );
+                    failed = true;
+                    self.from.disconnect(DisconnectReason::BadFrame);
+                    None
+                }
+            }
+        })
+    }
+}
+
+/// Most payload bytes an [`Inbox`] preallocates for the next burst.
+const BURST_BYTES_KEPT: usize = 256 * 1024;
+
+/// Extra bytes of inbound credit a delivered message costs beyond its payload: its offset in
+/// the burst and its share of the burst's envelope. A peer sending empty messages still uses
+/// up the budget, so tiny messages cannot queue without bound.
+pub(crate) const MESSAGE_OVERHEAD_BYTES: usize = 64;
+
+/// A session's receiver of application payloads: checks each payload as its frame arrives (so
+/// the read buffer it came from is free again before the next read) and hands the payloads of
+/// a burst to the application in one go.
+pub(crate) struct Inbox {
+    deliver: Arc<dyn Fn(PayloadBurst) + Send + Sync>,
+    payloads: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+/// A burst on its way to the application, before it is typed.
+pub(crate) struct PayloadBurst {
+    pub(crate) from: PeerHandle,
+    pub(crate) payloads: Vec<u8>,
+    pub(crate) ends: Vec<usize>,
+    pub(crate) credit: Credit,
+}
+
+impl<M> From<PayloadBurst> for Inbound<M> {
+    fn from(b: PayloadBurst) -> Self {
+        Inbound {
+            from: b.from,
+            payloads: b.payloads,
+            ends: b.ends,
+            _credit: b.credit,
+            _msg: PhantomData,
+        }
+    }
+}
+
+/// How a network's sessions hand bursts to the application: shared by all of its sessions.
+#[derive(Clone)]
+pub(crate) struct Delivery {
+    deliver: Arc<dyn Fn(PayloadBurst) + Send + Sync>,
+}
+
+impl Delivery {
+    /// Bursts become [`Inbound<M>`] sent to `app`.
+    pub(crate) fn to<M: AppMessage>(app: Recipient<Inbound<M>>) -> Self {
+        Self {
+            deliver: Arc::new(move |burst| app.do_send(Inbound::<M>::from(burst))),
+        }
+    }
+
+    /// A new session's inbox.
+    pub(crate) fn inbox(&self) -> Inbox {
+        Inbox {
+            deliver: self.deliver.clone(),
+            payloads: Vec::new(),
+            ends: Vec::new(),
+        }
+    }
+}
+
+impl Inbox {
+    /// Checks one App payload and keeps it for the next [`Inbox::flush`]. An error (not one
+    /// well-formed MessagePack value) closes the connection; the payloads before it are still
+    /// delivered.
+    pub(crate) fn push(&mut self, payload: &[u8]) -> Result<(), CodecError> {
+        check_app_payload(payload)?;
+        self.payloads.extend_from_slice(payload);
+        self.ends.push(self.payloads.len());
+        Ok(())
+    }
+
+    /// The inbound credit the kept payloads will hold once delivered.
+    pub(crate) fn cost(&self) -> usize {
+        cost_of(self.payloads.len(), self.ends.len())
+    }
+
+    /// Whether nothing is kept.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Hands the kept payloads to the application, in order, holding inbound credit for them.
+    pub(crate) fn flush(&mut self, from: &PeerHandle, credit: &Arc<InboundCredit>) {
+        if self.ends.is_empty() {
+            return;
+        }
+        // The next burst is likely about as long as this one: room for it in one allocation.
+        let payloads = Vec::with_capacity(self.payloads.len().min(BURST_BYTES_KEPT));
+        let ends = Vec::with_capacity(self.ends.len().min(BURST_BYTES_KEPT / 64));
+        let payloads = std::mem::replace(&mut self.payloads, payloads);
+        let ends = std::mem::replace(&mut self.ends, ends);
+        let credit = credit.take(cost_of(payloads.len(), ends.len()));
+        (self.deliver)(PayloadBurst {
+            from: from.clone(),
+            payloads,
+            ends,
+            credit,
+        });
+    }
+}
+
+/// Inbound credit of `n` messages of `bytes` payload bytes in all.
+pub(crate) fn cost_of(bytes: usize, n: usize) -> usize {
+    bytes + n * MESSAGE_OVERHEAD_BYTES
+}
