@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use peerlink::app::{NodeMsg, WireHash};
 use peerlink::chain::{genesis_for, genesis_hash, Block, ChainStore};
-use peerlink_actors::{DisconnectReason, Inbound, Network, PeerEvent};
+use peerlink_actors::{DisconnectReason, Inbound, Network, PeerEvent, PeerHandle};
 use sync_support::*;
 use tokio::sync::mpsc;
 
@@ -37,10 +37,18 @@ impl Actor for FakePeer {
 impl Handler<Inbound<NodeMsg>> for FakePeer {
     type Result = ();
     fn handle(&mut self, m: Inbound<NodeMsg>, _: &mut Context<Self>) {
+        for msg in m.msgs() {
+            self.answer(&m.from, msg);
+        }
+    }
+}
+
+impl FakePeer {
+    fn answer(&self, to: &PeerHandle, msg: NodeMsg) {
         let range = |from: u64, count: u32| {
             (from..from + u64::from(count)).filter(|h| (*h as usize) < self.chain.len())
         };
-        let reply = match m.msg {
+        let reply = match msg {
             NodeMsg::GetHashes {
                 request_id,
                 from,
@@ -70,7 +78,7 @@ impl Handler<Inbound<NodeMsg>> for FakePeer {
             }
             _ => return,
         };
-        let _ = m.from.send(&reply);
+        let _ = to.send(&reply);
     }
 }
 

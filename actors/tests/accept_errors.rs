@@ -10,7 +10,7 @@ use std::fs::File;
 use std::time::{Duration, Instant};
 
 use common::*;
-use peerlink_actors::constants::ACCEPT_ERROR_PAUSE;
+use peerlink_actors::limits::ACCEPT_ERROR_PAUSE;
 use tokio::net::TcpSocket;
 
 fn open_fds() -> u64 {

@@ -30,8 +30,10 @@ impl Actor for Hoarder {
 impl Handler<Inbound<TestMsg>> for Hoarder {
     type Result = ();
     fn handle(&mut self, m: Inbound<TestMsg>, _: &mut Context<Self>) {
-        if let TestMsg::Blob(b) = &m.msg {
-            self.bytes.fetch_add(b.len(), Ordering::SeqCst);
+        for msg in m.msgs() {
+            if let TestMsg::Blob(b) = &msg {
+                self.bytes.fetch_add(b.len(), Ordering::SeqCst);
+            }
         }
         if self.hoarding {
             self.kept.push(m);
@@ -87,7 +89,7 @@ async fn a_stalled_application_stops_reading_and_resumes_when_it_lets_go() {
     let mut b = TestNode::start(config(51)).await;
     b.net.connect(a.local_addr());
     b.connected().await;
-    let to_a = b.net.handle(a.local_addr().ip()).await.expect("connected");
+    let to_a = b.net.handle(a.local_addr().ip()).expect("connected");
 
     // Send, paced by B's own queue, until A stops reading (the queue no longer drains). The
     // kernel's socket buffers absorb some megabytes first; 2,000 blobs (125 MiB) is far more.

@@ -1,12 +1,12 @@
 //! Burst delivery: messages a session reads in one burst are handed over together (as one
-//! `InboundBatch` with `Network::start_batched`), in order, and a close that follows data in the
-//! same burst still delivers that data first.
+//! `Inbound`), in order, and a close that follows data in the same burst still delivers that
+//! data first.
 
 mod common;
 
 use actix::prelude::*;
 use common::*;
-use peerlink_actors::{DisconnectReason, InboundBatch, Network, PeerHandle, SendOutcome};
+use peerlink_actors::{DisconnectReason, Inbound, Network, PeerHandle, SendOutcome};
 use tokio::sync::mpsc;
 
 struct BatchCollector {
@@ -17,9 +17,9 @@ impl Actor for BatchCollector {
     type Context = Context<Self>;
 }
 
-impl Handler<InboundBatch<TestMsg>> for BatchCollector {
+impl Handler<Inbound<TestMsg>> for BatchCollector {
     type Result = ();
-    fn handle(&mut self, b: InboundBatch<TestMsg>, _: &mut Context<Self>) {
+    fn handle(&mut self, b: Inbound<TestMsg>, _: &mut Context<Self>) {
         let _ = self.batches.send((b.from.clone(), b.msgs().collect()));
     }
 }
@@ -35,7 +35,7 @@ fn text(seq: u64) -> TestMsg {
 async fn batched_delivery_keeps_order_and_groups_bursts() {
     let (tx, mut batches) = mpsc::unbounded_channel();
     let app = BatchCollector { batches: tx }.start();
-    let a: Network<TestMsg> = Network::start_batched(test_config(40), app.recipient())
+    let a: Network<TestMsg> = Network::start(test_config(40), app.recipient())
         .await
         .expect("network starts");
     let mut b = TestNode::on(41).await;
@@ -44,7 +44,7 @@ async fn batched_delivery_keeps_order_and_groups_bursts() {
     let to_a = eventually("b has a handle to a", || {
         let net = b.net.clone();
         let ip = a.local_addr().ip();
-        async move { net.handle(ip).await }
+        async move { net.handle(ip) }
     })
     .await;
 
@@ -78,7 +78,7 @@ async fn data_before_a_disconnect_in_the_same_burst_is_delivered() {
     b.net.connect(a.addr());
     b.connected().await;
     a.connected().await;
-    let to_a = b.net.handle(a.ip()).await.expect("connected");
+    let to_a = b.net.handle(a.ip()).expect("connected");
     // Ten messages and the Disconnect go out in one write, so A reads them in one burst.
     for seq in 0..10 {
         to_a.send(&text(seq)).unwrap();
@@ -100,7 +100,7 @@ async fn send_many_arrives_as_ordinary_frames_in_order() {
     b.net.connect(a.addr());
     b.connected().await;
     a.connected().await;
-    let to_a = b.net.handle(a.ip()).await.expect("connected");
+    let to_a = b.net.handle(a.ip()).expect("connected");
     let msgs: Vec<TestMsg> = (0..1_000).map(text).collect();
     for chunk in msgs.chunks(64) {
         assert_eq!(to_a.send_many(chunk).unwrap(), SendOutcome::Queued);
@@ -119,10 +119,10 @@ async fn a_large_frame_right_after_the_hello_is_accepted() {
     let mut node = TestNode::start(config.clone()).await;
     let mut peer = RawPeer::connect(47, node.addr()).await;
     let big = TestMsg::Blob(vec![9; 10_000]);
-    let mut bytes = peerlink_actors::Frame::Hello(hello_for(&config, 7))
+    let mut bytes = peerlink_actors::wire::Frame::Hello(hello_for(&config, 7))
         .encode()
         .to_vec();
-    bytes.extend_from_slice(&peerlink_actors::protocol::encode_app(&big).unwrap());
+    bytes.extend_from_slice(&peerlink_actors::wire::encode_app(&big).unwrap());
     peer.send_raw(&bytes).await;
     peer.expect_hello().await;
     let (_, got) = node.next_msg().await;
@@ -137,10 +137,10 @@ async fn an_app_frame_in_the_same_read_as_the_hello_is_delivered() {
     let mut node = TestNode::start(config.clone()).await;
     let mut peer = RawPeer::connect(49, node.addr()).await;
     let small = text(1);
-    let mut bytes = peerlink_actors::Frame::Hello(hello_for(&config, 8))
+    let mut bytes = peerlink_actors::wire::Frame::Hello(hello_for(&config, 8))
         .encode()
         .to_vec();
-    bytes.extend_from_slice(&peerlink_actors::protocol::encode_app(&small).unwrap());
+    bytes.extend_from_slice(&peerlink_actors::wire::encode_app(&small).unwrap());
     peer.send_raw(&bytes).await;
     peer.expect_hello().await;
     let (_, got) = node.next_msg().await;
@@ -156,7 +156,7 @@ async fn a_payload_of_the_wrong_shape_ends_the_batch_and_closes_with_bad_frame()
     let config = test_config(52);
     let (tx, mut batches) = mpsc::unbounded_channel();
     let app = BatchCollector { batches: tx }.start();
-    let node: Network<TestMsg> = Network::start_batched(config.clone(), app.recipient())
+    let node: Network<TestMsg> = Network::start(config.clone(), app.recipient())
         .await
         .expect("network starts");
     let mut peer = RawPeer::connect(53, node.local_addr()).await;
@@ -164,9 +164,9 @@ async fn a_payload_of_the_wrong_shape_ends_the_batch_and_closes_with_bad_frame()
     // Two good messages and a well-formed payload of the wrong shape, in one write.
     let mut bytes = Vec::new();
     for seq in 0..2 {
-        bytes.extend_from_slice(&peerlink_actors::protocol::encode_app(&text(seq)).unwrap());
+        bytes.extend_from_slice(&peerlink_actors::wire::encode_app(&text(seq)).unwrap());
     }
-    bytes.extend_from_slice(&peerlink_actors::protocol::encode_app(&42u32).unwrap());
+    bytes.extend_from_slice(&peerlink_actors::wire::encode_app(&42u32).unwrap());
     peer.send_raw(&bytes).await;
     let mut got = Vec::new();
     while got.len() < 2 {

@@ -106,7 +106,7 @@ async fn a_broadcast_then_a_send_arrive_in_that_order() {
     peer.net.connect(hub.addr());
     assert_eq!(peer.connected().await.ip, hub.ip());
     let handle = eventually("the hub's handle to the peer", || async {
-        hub.net.handle(peer.ip()).await
+        hub.net.handle(peer.ip())
     })
     .await;
     let mut seq = 0;
@@ -115,7 +115,7 @@ async fn a_broadcast_then_a_send_arrive_in_that_order() {
         seq += 1;
         let direct = text(seq, "d");
         let outcome = match round % 3 {
-            0 => hub.net.send(peer.ip(), &direct).await.unwrap(),
+            0 => hub.net.send(peer.ip(), &direct).unwrap(),
             1 => handle.send(&direct).unwrap(),
             _ => handle.send_many([&direct]).unwrap(),
         };

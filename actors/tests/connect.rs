@@ -35,12 +35,12 @@ async fn a_dials_b_one_entry_each_and_messages_flow_both_ways_in_order() {
             seq,
             body: format!("a->b {seq}"),
         };
-        assert_eq!(a.net.send(b.ip(), &m).await.unwrap(), SendOutcome::Queued);
+        assert_eq!(a.net.send(b.ip(), &m).unwrap(), SendOutcome::Queued);
         let m = TestMsg::Text {
             seq,
             body: format!("b->a {seq}"),
         };
-        assert_eq!(b.net.send(a.ip(), &m).await.unwrap(), SendOutcome::Queued);
+        assert_eq!(b.net.send(a.ip(), &m).unwrap(), SendOutcome::Queued);
     }
     for seq in 0..N {
         let (from, m) = b.next_msg().await;
@@ -72,7 +72,6 @@ async fn a_dials_b_one_entry_each_and_messages_flow_both_ways_in_order() {
                 body: "ping".into(),
             },
         )
-        .await
         .unwrap();
     let (from, _) = a.next_msg().await;
     assert_eq!(from.conn_id(), on_a.conn_id);
@@ -94,7 +93,7 @@ async fn a_dials_b_one_entry_each_and_messages_flow_both_ways_in_order() {
     // Sending to an unknown IP says so.
     let unknown = "127.0.0.99".parse().unwrap();
     assert_eq!(
-        a.net.send(unknown, &TestMsg::Blob(vec![1])).await.unwrap(),
+        a.net.send(unknown, &TestMsg::Blob(vec![1])).unwrap(),
         SendOutcome::NotConnected
     );
 

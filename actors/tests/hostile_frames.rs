@@ -8,8 +8,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use peerlink_actors::constants::MAX_HANDSHAKE_FRAME_BYTES;
-use peerlink_actors::{DisconnectReason, Frame, NetworkConfig};
+use peerlink_actors::wire::MAX_HANDSHAKE_FRAME_BYTES;
+use peerlink_actors::wire::Frame;
+use peerlink_actors::{DisconnectReason, NetworkConfig};
 
 const MAX_FRAME: usize = 64 * 1024;
 
@@ -149,9 +150,9 @@ async fn hostile_frames_close_at_once_and_cost_nothing() {
             seq: i as u64,
             body: case.name.into(),
         };
-        a.net.send(b.ip(), &m).await.unwrap();
+        a.net.send(b.ip(), &m).unwrap();
         assert_eq!(b.next_msg().await.1, m);
-        b.net.send(a.ip(), &m).await.unwrap();
+        b.net.send(a.ip(), &m).unwrap();
         assert_eq!(a.next_msg().await.1, m);
     }
     let rss_after = rss_bytes();

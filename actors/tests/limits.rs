@@ -60,7 +60,7 @@ async fn above_the_pending_handshake_limit_connections_are_refused() {
     refused(82, &node, DisconnectReason::TooManyPeers).await;
 
     // p1 completes its handshake: the slot frees and the next peer is served.
-    p1.send(&peerlink_actors::Frame::Hello(hello_for(
+    p1.send(&peerlink_actors::wire::Frame::Hello(hello_for(
         &config,
         rand::random(),
     )))

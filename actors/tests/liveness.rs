@@ -7,7 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use peerlink_actors::{DisconnectReason, Frame, NetworkConfig, PeerInfo};
+use peerlink_actors::wire::Frame;
+use peerlink_actors::{DisconnectReason, NetworkConfig, PeerInfo};
 
 #[actix::test]
 async fn healthy_link_answers_every_ping_for_three_seconds() {

@@ -19,7 +19,7 @@ async fn a_new_nonce_from_a_known_ip_replaces_the_old_connection_at_once() {
         seq: 0,
         body: "hello old b".into(),
     };
-    a.net.send(b.ip(), &m0).await.unwrap();
+    a.net.send(b.ip(), &m0).unwrap();
     assert_eq!(b.next_msg().await.1, m0);
 
     let t0 = Instant::now();
@@ -66,14 +66,14 @@ async fn a_new_nonce_from_a_known_ip_replaces_the_old_connection_at_once() {
         seq: 1,
         body: "hello b2".into(),
     };
-    a.net.send(b.ip(), &m).await.unwrap();
+    a.net.send(b.ip(), &m).unwrap();
     let (from, got) = b2.next_msg().await;
     assert_eq!((from.ip(), got), (a.ip(), m));
     let m = TestMsg::Text {
         seq: 2,
         body: "hello a".into(),
     };
-    b2.net.send(a.ip(), &m).await.unwrap();
+    b2.net.send(a.ip(), &m).unwrap();
     let (from, got) = a.next_msg().await;
     assert_eq!(from.conn_id(), new.conn_id);
     assert_eq!(got, m);

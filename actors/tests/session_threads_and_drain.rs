@@ -51,9 +51,9 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use common::*;
-use peerlink_actors::protocol::decode_app;
+use peerlink_actors::wire::{decode_app, Frame};
 use peerlink_actors::{
-    DisconnectReason, Frame, NetworkConfig, PeerEvent, PeerHandle, SendOutcome, SessionThreads,
+    DisconnectReason, NetworkConfig, PeerEvent, PeerHandle, SendOutcome, SessionThreads,
 };
 use tokio::net::TcpSocket;
 use tokio::sync::RwLock;
@@ -372,7 +372,7 @@ async fn exchange_all(nodes: &mut [TestNode], round: u64, k: u64) {
         for (i, node) in nodes.iter().enumerate() {
             for (j, &to) in ips.iter().enumerate() {
                 if i != j {
-                    let out = node.net.send(to, &text(seq, &body(i, j))).await.unwrap();
+                    let out = node.net.send(to, &text(seq, &body(i, j))).unwrap();
                     assert_eq!(out, SendOutcome::Queued, "{} -> {to}", ips[i]);
                 }
             }

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 
 use common::{median, CpuUse};
 use conns::Server;
-use peer::{Delivery, Path, Rtt};
+use peer::{Path, Rtt};
 
 /// Sizes of every scenario; `--smoke` shrinks them.
 #[derive(Debug, Clone, Copy)]
@@ -164,41 +164,18 @@ fn run_once(sizes: Sizes, only: &str) -> RunOutput {
     let want = |s: char| only.is_empty() || only.contains(s);
     if want('a') {
         let base = raw::one_connection(sizes.a_msgs, SMALL_BYTES);
-        // Every sender path with per-message (`Inbound`) and per-burst (`InboundBatch`)
-        // delivery to the receiving application.
+        // Every sender path, with the one (burst) delivery to the receiving application.
         let variants = [
-            (
-                Path::Handle,
-                Delivery::PerMessage,
-                "PeerHandle::send, Inbound",
-            ),
-            (
-                Path::Handle,
-                Delivery::Batched,
-                "PeerHandle::send, InboundBatch",
-            ),
-            (
-                Path::HandleMany,
-                Delivery::Batched,
-                "PeerHandle::send_many(64), InboundBatch",
-            ),
-            (
-                Path::Registry,
-                Delivery::PerMessage,
-                "Network::send, Inbound",
-            ),
-            (
-                Path::Registry,
-                Delivery::Batched,
-                "Network::send, InboundBatch",
-            ),
+            (Path::Handle, "PeerHandle::send"),
+            (Path::HandleMany, "PeerHandle::send_many(64)"),
+            (Path::Registry, "Network::send"),
         ];
-        for (path, delivery, label) in variants {
+        for (path, label) in variants {
             let count = match path {
                 Path::Registry => sizes.a_registry_msgs,
                 _ => sizes.a_msgs,
             };
-            let p = peer::one_connection(path, delivery, count, SMALL_BYTES);
+            let p = peer::one_connection(path, count, SMALL_BYTES);
             if let Some((p, b)) = out.check(&format!("a ({label})"), both(p, base.clone())) {
                 out.row(
                     &format!("a. 256 B msgs, 1 conn, {label}"),
@@ -212,12 +189,7 @@ fn run_once(sizes: Sizes, only: &str) -> RunOutput {
     if want('b') {
         let mb = |r: Result<f64, String>| r.map(|m| m * LARGE_BYTES as f64 / 1e6);
         let b = mb(raw::one_connection(sizes.b_msgs, LARGE_BYTES));
-        let p = mb(peer::one_connection(
-            Path::Handle,
-            Delivery::PerMessage,
-            sizes.b_msgs,
-            LARGE_BYTES,
-        ));
+        let p = mb(peer::one_connection(Path::Handle, sizes.b_msgs, LARGE_BYTES));
         if let Some((p, b)) = out.check("b", both(p, b)) {
             out.row(
                 "b. 64 KiB msgs, 1 conn, PeerHandle",
@@ -229,16 +201,11 @@ fn run_once(sizes: Sizes, only: &str) -> RunOutput {
     }
     if want('c') {
         let b = raw::broadcast(sizes.c_peers, sizes.c_msgs, SMALL_BYTES);
-        for (delivery, suffix) in [
-            (Delivery::PerMessage, ""),
-            (Delivery::Batched, ", InboundBatch"),
-        ] {
-            let p = peer::broadcast(delivery, sizes.c_peers, sizes.c_msgs, SMALL_BYTES);
-            if let Some(((p, pc), (b, bc))) = out.check("c", both(p, b.clone())) {
-                let name = format!("c. broadcast 256 B to {} peers{suffix}", sizes.c_peers);
-                out.row(&name, "deliveries/s", (p, b), Target::RatioAtLeast(0.8));
-                out.notes.push(cpu_note(&format!("c{suffix}"), pc, bc));
-            }
+        let p = peer::broadcast(sizes.c_peers, sizes.c_msgs, SMALL_BYTES);
+        if let Some(((p, pc), (b, bc))) = out.check("c", both(p, b)) {
+            let name = format!("c. broadcast 256 B to {} peers", sizes.c_peers);
+            out.row(&name, "deliveries/s", (p, b), Target::RatioAtLeast(0.8));
+            out.notes.push(cpu_note("c", pc, bc));
         }
     }
     if want('d') {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_rt::Arbiter;
 use peerlink_actors::{
-    Inbound, InboundBatch, Network, NetworkConfig, PeerHandle, SendOutcome, SessionThreads,
+    Inbound, Network, NetworkConfig, PeerHandle, SendOutcome, SessionThreads,
 };
 use tokio::sync::mpsc;
 
@@ -44,15 +44,6 @@ pub enum Path {
     HandleMany,
 }
 
-/// How the receiving application gets its messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    /// One `Inbound` actor message per application message (`Network::start`).
-    PerMessage,
-    /// One `InboundBatch` per burst read from the socket (`Network::start_batched`).
-    Batched,
-}
-
 /// The application actor of every bench node: counts data, echoes pings, forwards pongs.
 pub struct Sink {
     tally: Arc<Tally>,
@@ -73,15 +64,7 @@ impl Actor for Sink {
 impl Handler<Inbound<BenchMsg>> for Sink {
     type Result = ();
 
-    fn handle(&mut self, m: Inbound<BenchMsg>, _ctx: &mut Context<Self>) {
-        self.on_msg(&m.from, m.msg);
-    }
-}
-
-impl Handler<InboundBatch<BenchMsg>> for Sink {
-    type Result = ();
-
-    fn handle(&mut self, b: InboundBatch<BenchMsg>, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, b: Inbound<BenchMsg>, _ctx: &mut Context<Self>) {
         for msg in b.msgs() {
             self.on_msg(&b.from, msg);
         }
@@ -144,8 +127,6 @@ struct Cluster {
     nodes: Vec<Node>,
     /// Ping interval of the nodes added from now on.
     ping_interval_ms: u64,
-    /// How the nodes' applications receive messages.
-    delivery: Delivery,
 }
 
 impl Cluster {
@@ -156,7 +137,6 @@ impl Cluster {
             load_sessions: SessionThreads::new(2),
             nodes: Vec::new(),
             ping_interval_ms: DEFAULT_BENCH_PING_MS,
-            delivery: Delivery::PerMessage,
         }
     }
 
@@ -200,11 +180,10 @@ impl Cluster {
         if load {
             builder = builder.session_threads(&self.load_sessions);
         }
-        let net = match self.delivery {
-            Delivery::PerMessage => builder.start(sink.recipient()).await,
-            Delivery::Batched => builder.start_batched(sink.recipient()).await,
-        }
-        .map_err(|e| format!("node {ip}: {e}"))?;
+        let net = builder
+            .start(sink.recipient())
+            .await
+            .map_err(|e| format!("node {ip}: {e}"))?;
         self.nodes.push(Node {
             net,
             ip: IpAddr::V4(ip),
@@ -218,7 +197,7 @@ impl Cluster {
         a.net.connect(b.net.local_addr());
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let (Some(ab), Some(ba)) = (a.net.handle(b.ip).await, b.net.handle(a.ip).await) {
+            if let (Some(ab), Some(ba)) = (a.net.handle(b.ip), b.net.handle(a.ip)) {
                 return Ok((ab, ba));
             }
             if Instant::now() > deadline {
@@ -274,16 +253,10 @@ fn queued(outcome: SendOutcome) -> Result<(), String> {
 
 /// Scenarios (a) and (b): `count` messages of `size` bytes over one connection. Returns
 /// messages per second received and decoded by the other node's application.
-pub fn one_connection(
-    path: Path,
-    delivery: Delivery,
-    count: u64,
-    size: usize,
-) -> Result<f64, String> {
+pub fn one_connection(path: Path, count: u64, size: usize) -> Result<f64, String> {
     in_actix(move || async move {
         let tally = Arc::new(Tally::default());
         let mut c = Cluster::new();
-        c.delivery = delivery;
         let a = c
             .add(Ipv4Addr::new(127, 0, 1, 2), 0, tally.clone(), None)
             .await?;
@@ -320,7 +293,6 @@ pub fn one_connection(
                     }
                     Path::Registry => queued(
                         net.send(b_ip, &BenchMsg::data(i, size))
-                            .await
                             .map_err(|e| e.to_string())?,
                     )?,
                 }
@@ -386,16 +358,10 @@ async fn broadcast_run(
 }
 
 /// Scenario (c): deliveries per second of `count` broadcasts to `peers` peers, and the CPU use.
-pub fn broadcast(
-    delivery: Delivery,
-    peers: usize,
-    count: u64,
-    size: usize,
-) -> Result<(f64, CpuUse), String> {
+pub fn broadcast(peers: usize, count: u64, size: usize) -> Result<(f64, CpuUse), String> {
     in_actix(move || async move {
         let tally = Arc::new(Tally::default());
         let mut c = Cluster::new();
-        c.delivery = delivery;
         let (x, handles) = broadcast_cluster(&mut c, peers, &tally).await?;
         let net = c.nodes[x].net.clone();
         broadcast_run(&net, &handles, &tally, (count / 10).max(1), size).await?;

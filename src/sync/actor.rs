@@ -213,14 +213,23 @@ impl Handler<StopSync> for SyncActor {
 impl Handler<Inbound<NodeMsg>> for SyncActor {
     type Result = ();
 
-    fn handle(&mut self, m: Inbound<NodeMsg>, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, inbound: Inbound<NodeMsg>, _ctx: &mut Context<Self>) {
+        for msg in inbound.msgs() {
+            self.on_msg(&inbound.from, msg);
+        }
+    }
+}
+
+impl SyncActor {
+    /// One message of a burst from `from`.
+    fn on_msg(&mut self, handle: &PeerHandle, msg: NodeMsg) {
         let now = Instant::now();
-        let peer = m.from.ip();
-        self.note_handle(&m.from, now);
+        let peer = handle.ip();
+        self.note_handle(handle, now);
         let Some(store) = self.store.as_mut() else {
             return;
         };
-        match m.msg {
+        match msg {
             NodeMsg::Announce { height, tip } => {
                 self.engine.on_announce(peer, height, tip, now, store);
             }
@@ -230,14 +239,14 @@ impl Handler<Inbound<NodeMsg>> for SyncActor {
                 count,
             } => {
                 if count == 0 || count > MAX_BLOCKS_PER_REQUEST {
-                    return misbehaving(&m.from, "GetBlocks count out of range");
+                    return misbehaving(handle, "GetBlocks count out of range");
                 }
                 if !self.cfg.serve {
                     return;
                 }
                 match store.blocks(from, count as usize, self.cfg.max_response_bytes) {
                     Ok(blocks) => {
-                        let _ = m.from.send(&NodeMsg::Blocks { request_id, blocks });
+                        let _ = handle.send(&NodeMsg::Blocks { request_id, blocks });
                     }
                     Err(e) => log::error!("cannot read blocks from {from}: {e}"),
                 }
@@ -248,7 +257,7 @@ impl Handler<Inbound<NodeMsg>> for SyncActor {
                 count,
             } => {
                 if count == 0 || count > MAX_HASHES_PER_REQUEST {
-                    return misbehaving(&m.from, "GetHashes count out of range");
+                    return misbehaving(handle, "GetHashes count out of range");
                 }
                 if !self.cfg.serve {
                     return;
@@ -258,7 +267,7 @@ impl Handler<Inbound<NodeMsg>> for SyncActor {
                     .iter()
                     .map(|h| WireHash(*h))
                     .collect();
-                let _ = m.from.send(&NodeMsg::Hashes {
+                let _ = handle.send(&NodeMsg::Hashes {
                     request_id,
                     from,
                     hashes,
@@ -276,7 +285,6 @@ impl Handler<Inbound<NodeMsg>> for SyncActor {
                     .on_hashes(peer, request_id, from, hashes, now, store);
             }
         }
-        self.after_engine();
     }
 }
 

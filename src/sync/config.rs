@@ -129,7 +129,7 @@ impl SyncConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use peerlink_actors::constants::DEFAULT_MAX_FRAME_BYTES;
+    use peerlink_actors::wire::DEFAULT_MAX_FRAME_BYTES;
 
     #[test]
     fn defaults_agree_with_each_other_and_the_frame_cap() {

@@ -36,7 +36,9 @@ impl Actor for Collector {
 impl Handler<Inbound<TestMsg>> for Collector {
     type Result = ();
     fn handle(&mut self, m: Inbound<TestMsg>, _: &mut Context<Self>) {
-        let _ = self.inbound.send((m.from, m.msg));
+        for msg in m.msgs() {
+            let _ = self.inbound.send((m.from.clone(), msg));
+        }
     }
 }
 
@@ -170,9 +172,10 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use peerlink_actors::constants::PROTOCOL_VERSION;
-use peerlink_actors::protocol::{FrameCodec, Hello};
-use peerlink_actors::{DisconnectReason, Frame, NetMetrics};
+use peerlink_actors::wire::PROTOCOL_VERSION;
+use peerlink_actors::wire::{FrameCodec, Hello};
+use peerlink_actors::wire::Frame;
+use peerlink_actors::{DisconnectReason, NetMetrics};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::codec::Decoder;
