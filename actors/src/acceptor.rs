@@ -15,8 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::bans::{BanList, BanPeer};
 use crate::constants::ACCEPT_ERROR_PAUSE;
-use crate::metrics::NetMetrics;
 use crate::env::SessionEnv;
+use crate::metrics::NetMetrics;
 use crate::permit::Permit;
 use crate::pool::SessionPool;
 use crate::protocol::{DisconnectReason, Frame};

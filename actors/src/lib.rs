@@ -149,8 +149,8 @@ pub use registry::{DisconnectRecord, PeerEvent, PeerInfo, RegistryStats};
 /// this module.
 pub mod wire {
     pub use crate::constants::{
-        DEFAULT_MAX_FRAME_BYTES, MAX_HANDSHAKE_FRAME_BYTES, MAX_USER_AGENT_BYTES,
-        PROTOCOL_VERSION, READ_BUFFER_INITIAL_BYTES,
+        DEFAULT_MAX_FRAME_BYTES, MAX_HANDSHAKE_FRAME_BYTES, MAX_USER_AGENT_BYTES, PROTOCOL_VERSION,
+        READ_BUFFER_INITIAL_BYTES,
     };
     pub use crate::protocol::{
         decode_app, encode_app, encode_apps, Frame, FrameCodec, Hello, HelloPolicy,

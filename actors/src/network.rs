@@ -174,7 +174,9 @@ impl<M: AppMessage> Network<M> {
             pool.clone().control().spawn(async move {
                 let _ = tx.send(Acceptor::new(listener, env, pool).map(Actor::start));
             });
-            rx.await.map_err(|_| NetworkError::Stopped)?.map_err(bind_error)?
+            rx.await
+                .map_err(|_| NetworkError::Stopped)?
+                .map_err(bind_error)?
         };
         let connector = {
             let (env, pool) = (env.clone(), pool.clone());
@@ -215,7 +217,8 @@ impl<M: AppMessage> Network<M> {
     /// broadcasts, so a fast broadcaster cannot queue without bound.
     pub async fn broadcast(&self, msg: &M, except: Option<IpAddr>) -> Result<usize, NetworkError> {
         let frame = encode_app(msg).map_err(|e| NetworkError::Encode(e.to_string()))?;
-        if frame.len() > self.inner.env.config.max_frame_bytes + crate::protocol::LENGTH_PREFIX_BYTES
+        if frame.len()
+            > self.inner.env.config.max_frame_bytes + crate::protocol::LENGTH_PREFIX_BYTES
         {
             return Err(NetworkError::TooLarge {
                 len: frame.len(),
@@ -349,7 +352,10 @@ impl<M> Network<M> {
             .await
             .is_err()
         {
-            log::warn!("{} sessions or writers still running at shutdown", tasks.len());
+            log::warn!(
+                "{} sessions or writers still running at shutdown",
+                tasks.len()
+            );
         }
         if self.inner.owns_pool {
             self.inner.pool.stop();

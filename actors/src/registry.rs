@@ -615,7 +615,9 @@ impl PeerRegistry {
             let mut queue = s.queue.borrow_mut();
             if queue.len() >= MAX_PENDING_EVENTS {
                 self.metrics.events_dropped.inc();
-                log::warn!("a peer event subscriber is {MAX_PENDING_EVENTS} events behind: event dropped");
+                log::warn!(
+                    "a peer event subscriber is {MAX_PENDING_EVENTS} events behind: event dropped"
+                );
                 continue;
             }
             queue.push_back(event.clone());

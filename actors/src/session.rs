@@ -30,17 +30,17 @@ use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use crate::permit::Permit;
 use crate::connector::DialEvent;
 use crate::constants::{
     CLOSE_FLUSH_TIMEOUT, MAX_HANDSHAKE_FRAME_BYTES, PROTOCOL_VERSION, READ_BUFFER_INITIAL_BYTES,
 };
 use crate::credit::InboundCredit;
+use crate::delivery::Inbox;
+use crate::env::SessionEnv;
 use crate::error::CodecError;
 use crate::handle::{spawn_writer, PeerHandle, WriterClose, WriterParts};
 use crate::metrics::NetMetrics;
-use crate::delivery::Inbox;
-use crate::env::SessionEnv;
+use crate::permit::Permit;
 use crate::policy::ConnFacts;
 use crate::protocol::{DisconnectReason, Frame, FrameBatchCodec, Hello};
 use crate::registry::{PeerMeta, Register, RegisterOutcome, Unregister};

@@ -7,9 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use peerlink_actors::wire::Frame;
 use peerlink_actors::wire::PROTOCOL_VERSION;
 use peerlink_actors::AddrStatus;
-use peerlink_actors::wire::Frame;
 use peerlink_actors::{DisconnectReason, NetworkConfig};
 
 fn config(last: u8) -> NetworkConfig {

@@ -8,8 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use peerlink_actors::wire::MAX_HANDSHAKE_FRAME_BYTES;
 use peerlink_actors::wire::Frame;
+use peerlink_actors::wire::MAX_HANDSHAKE_FRAME_BYTES;
 use peerlink_actors::{DisconnectReason, NetworkConfig};
 
 const MAX_FRAME: usize = 64 * 1024;

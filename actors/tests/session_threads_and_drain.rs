@@ -505,7 +505,8 @@ async fn shared_session_threads_outlive_shutdowns_and_stop_when_the_last_user_is
     let threads = SessionThreads::new(2);
     assert_eq!(threads.len(), 2);
     let pool: HashSet<u32> = actix_threads().difference(&before).copied().collect();
-    assert_eq!(pool.len(), 2, "SessionThreads::new(2) started {pool:?}");
+    // Two session threads and the control plane's thread.
+    assert_eq!(pool.len(), 3, "SessionThreads::new(2) started {pool:?}");
 
     // Three networks on the shared threads start no threads of their own.
     let mut nodes = Vec::new();

@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use peerlink_actors::wire::{Frame, Hello, HelloPolicy};
 use peerlink_actors::wire::{
     MAX_HANDSHAKE_FRAME_BYTES, PROTOCOL_VERSION, READ_BUFFER_INITIAL_BYTES,
 };
-use peerlink_actors::wire::{Frame, Hello, HelloPolicy};
 use peerlink_actors::{Network, NetworkConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

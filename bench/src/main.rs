@@ -189,7 +189,11 @@ fn run_once(sizes: Sizes, only: &str) -> RunOutput {
     if want('b') {
         let mb = |r: Result<f64, String>| r.map(|m| m * LARGE_BYTES as f64 / 1e6);
         let b = mb(raw::one_connection(sizes.b_msgs, LARGE_BYTES));
-        let p = mb(peer::one_connection(Path::Handle, sizes.b_msgs, LARGE_BYTES));
+        let p = mb(peer::one_connection(
+            Path::Handle,
+            sizes.b_msgs,
+            LARGE_BYTES,
+        ));
         if let Some((p, b)) = out.check("b", both(p, b)) {
             out.row(
                 "b. 64 KiB msgs, 1 conn, PeerHandle",

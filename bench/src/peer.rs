@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_rt::Arbiter;
-use peerlink_actors::{
-    Inbound, Network, NetworkConfig, PeerHandle, SendOutcome, SessionThreads,
-};
+use peerlink_actors::{Inbound, Network, NetworkConfig, PeerHandle, SendOutcome, SessionThreads};
 use tokio::sync::mpsc;
 
 use crate::common::{percentile, BenchMsg, CpuMeter, CpuUse, Tally};

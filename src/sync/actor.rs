@@ -217,11 +217,12 @@ impl Handler<Inbound<NodeMsg>> for SyncActor {
         for msg in inbound.msgs() {
             self.on_msg(&inbound.from, msg);
         }
+        self.after_engine();
     }
 }
 
 impl SyncActor {
-    /// One message of a burst from `from`.
+    /// One message of a burst from `handle`'s peer.
     fn on_msg(&mut self, handle: &PeerHandle, msg: NodeMsg) {
         let now = Instant::now();
         let peer = handle.ip();

@@ -172,9 +172,9 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use peerlink_actors::wire::Frame;
 use peerlink_actors::wire::PROTOCOL_VERSION;
 use peerlink_actors::wire::{FrameCodec, Hello};
-use peerlink_actors::wire::Frame;
 use peerlink_actors::{DisconnectReason, NetMetrics};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
