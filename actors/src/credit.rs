@@ -1,23 +1,23 @@
 //! Inbound credit: bytes of application messages delivered by a session and not yet consumed by
-//! the application. Each [`crate::Inbound`] carries a [`Credit`] for its size; dropping the
-//! message returns it. When a session's outstanding credit exceeds its budget, the session stops
-//! reading (the actor waits) until the application has consumed half of it, so a fast peer and
+//! the application, counted with a per-message overhead so that tiny messages cost something
+//! too. Each [`crate::Inbound`] burst carries a [`Credit`] for its cost; dropping the burst
+//! returns it. The count is a [`crate::level::Level`], the one byte-count waiter of the crate.
+//! When a session's outstanding credit exceeds its budget, the session stops reading (its
+//! mailbox and timers go on) until the application has consumed half of it, so a fast peer and
 //! a slow application cost a bounded amount of memory and TCP pushes back on the peer.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::Notify;
+use crate::level::Level;
 
 /// One session's outstanding inbound bytes.
 #[derive(Debug)]
 pub(crate) struct InboundCredit {
-    bytes: AtomicUsize,
-    notify: Notify,
+    bytes: Level,
     budget: usize,
 }
 
-/// Bytes of one delivered message; returned to the session's budget on drop.
+/// Bytes of one delivered burst; returned to the session's budget on drop.
 #[derive(Debug)]
 pub struct Credit {
     counter: Arc<InboundCredit>,
@@ -27,15 +27,14 @@ pub struct Credit {
 impl InboundCredit {
     pub(crate) fn new(budget: usize) -> Arc<Self> {
         Arc::new(Self {
-            bytes: AtomicUsize::new(0),
-            notify: Notify::new(),
+            bytes: Level::default(),
             budget,
         })
     }
 
-    /// Takes `n` bytes of credit for a message about to be delivered.
+    /// Takes `n` bytes of credit for a burst about to be delivered.
     pub(crate) fn take(self: &Arc<Self>, n: usize) -> Credit {
-        self.bytes.fetch_add(n, Ordering::AcqRel);
+        self.bytes.add(n);
         Credit {
             counter: self.clone(),
             n,
@@ -44,38 +43,23 @@ impl InboundCredit {
 
     /// Whether the outstanding bytes exceed the budget.
     pub(crate) fn is_over(&self) -> bool {
-        self.bytes.load(Ordering::Acquire) > self.budget
-    }
-
-    fn low_water(&self) -> usize {
-        self.budget / 2
+        self.bytes.get() > self.budget
     }
 
     /// Resolves once the outstanding bytes are at or below half the budget.
     pub(crate) async fn drained(self: Arc<Self>) {
-        loop {
-            let notified = self.notify.notified();
-            if self.bytes.load(Ordering::Acquire) <= self.low_water() {
-                return;
-            }
-            notified.await;
-        }
+        self.bytes.at_most(self.budget / 2, || false).await;
     }
 
     /// Bytes delivered and not yet consumed.
     pub(crate) fn outstanding(&self) -> usize {
-        self.bytes.load(Ordering::Acquire)
+        self.bytes.get()
     }
 }
 
 impl Drop for Credit {
     fn drop(&mut self) {
-        let before = self.counter.bytes.fetch_sub(self.n, Ordering::AcqRel);
-        let low = self.counter.low_water();
-        if before > low && before - self.n <= low {
-            // notify_one keeps a permit if the session is not waiting yet: no lost wake-up.
-            self.counter.notify.notify_one();
-        }
+        self.counter.bytes.sub(self.n);
     }
 }
 

@@ -214,3 +214,28 @@ impl Inbox {
 pub(crate) fn cost_of(bytes: usize, n: usize) -> usize {
     bytes + n * MESSAGE_OVERHEAD_BYTES
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tiny messages cost their overhead: a peer cannot queue many empty messages for free.
+    #[test]
+    fn inbound_cost_counts_a_per_message_overhead() {
+        let delivery = Delivery {
+            deliver: Arc::new(|_| {}),
+        };
+        let mut inbox = delivery.inbox();
+        assert!(inbox.is_empty());
+        for _ in 0..1_000 {
+            inbox.push(&[0xc0]).unwrap(); // nil: one byte
+        }
+        assert_eq!(inbox.cost(), 1_000 * (1 + MESSAGE_OVERHEAD_BYTES));
+        assert!(
+            inbox.push(&[0x92, 0x01]).is_err(),
+            "truncated array refused"
+        );
+        assert!(inbox.push(&[0x01, 0x02]).is_err(), "trailing bytes refused");
+        assert_eq!(inbox.cost(), 1_000 * (1 + MESSAGE_OVERHEAD_BYTES));
+    }
+}

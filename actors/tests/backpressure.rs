@@ -135,3 +135,59 @@ async fn a_stalled_application_stops_reading_and_resumes_when_it_lets_go() {
     assert!(!to_a.is_closed());
     a.shutdown().await;
 }
+
+/// Sends blobs from `to_a` until A stops reading (its application holds the inbound budget).
+async fn stall(to_a: &peerlink_actors::PeerHandle) {
+    for _ in 0..2_000 {
+        if !drains(to_a, Duration::from_secs(1)).await {
+            return;
+        }
+        assert_eq!(
+            to_a.send(&TestMsg::Blob(vec![7; BLOB])).unwrap(),
+            SendOutcome::Queued
+        );
+    }
+    panic!("A kept reading although its application held everything");
+}
+
+/// A session paused because its application holds the inbound budget still obeys: a requested
+/// disconnect closes it with its reason, and so does shutdown (with `shutdown` on the wire),
+/// without waiting for the application to let go.
+#[actix::test]
+async fn a_paused_session_still_closes_on_request_and_at_shutdown() {
+    for (case, ip) in [("disconnect", 150), ("shutdown", 152)] {
+        let hoarder = Hoarder {
+            kept: Vec::new(),
+            hoarding: true,
+            bytes: Arc::new(AtomicUsize::new(0)),
+        }
+        .start();
+        let a: Network<TestMsg> = Network::start(config(ip), hoarder.clone().recipient())
+            .await
+            .expect("network starts");
+        let mut b = TestNode::start(config(ip + 1)).await;
+        b.net.connect(a.local_addr());
+        b.connected().await;
+        let to_a = b.net.handle(a.local_addr().ip()).expect("connected");
+        stall(&to_a).await;
+
+        let expected = if case == "disconnect" {
+            assert!(
+                a.disconnect(b.ip(), peerlink_actors::DisconnectReason::Requested)
+                    .await
+            );
+            peerlink_actors::DisconnectReason::Requested
+        } else {
+            a.shutdown().await;
+            peerlink_actors::DisconnectReason::Shutdown
+        };
+        let gone = b.disconnected().await;
+        assert_eq!(gone.reason, expected, "{case}: B is told why");
+        assert!(gone.by_peer, "{case}: A closed");
+        hoarder.do_send(LetGo);
+        b.net.shutdown().await;
+        if case == "disconnect" {
+            a.shutdown().await;
+        }
+    }
+}
