@@ -3,8 +3,10 @@
 //! late cleanups) is serialized by this actor's mailbox and settled by [`DuplicatePolicy`].
 //!
 //! Sessions `Register` after their handshake and `Unregister` when they stop; an `Unregister`
-//! whose conn id is not the stored one is stale and ignored. Applications send through
-//! `SendToPeer` / `Broadcast`, or fetch a [`PeerHandle`] once and send without this hop.
+//! whose conn id is not the stored one is stale and ignored. After every change the registry
+//! publishes its map as IP -> [`PeerHandle`] (read by `Network::send` and `Network::handle`
+//! without a mailbox hop), tells the broadcast lanes, and queues a [`PeerEvent`] for each
+//! subscriber (a bounded queue per subscriber, delivered in order).
 //!
 //! Replacement is not a separate request: when the policy decides that a registering connection
 //! replaces the stored one (a restart, or the winning side of a simultaneous open), `Register`

@@ -595,7 +595,7 @@ impl PeerSession {
         }
     }
 
-    /// Hands the decoded messages of the burst to the application.
+    /// Hands the checked payloads of the burst to the application (decoded on its thread).
     fn flush_inbound(&mut self) {
         if let Some(handle) = &self.handle {
             self.inbox.flush(handle, &self.credit);

@@ -33,7 +33,7 @@ const WAIT: Duration = Duration::from_secs(60);
 /// How a peerlink sender reaches the peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
-    /// `Network::send`: the registry's `SendToPeer`, awaited.
+    /// `Network::send`: looks the peer up in the registry's published map, then sends.
     Registry,
     /// `PeerHandle::send`: no registry hop.
     Handle,
