@@ -44,6 +44,8 @@ pub(crate) struct PeerRegistry {
     published: PublishedHandles,
     policy: DuplicatePolicy,
     subscribers: Vec<Subscriber>,
+    /// Bound of each subscriber's queue ([`MAX_PENDING_EVENTS`]; smaller in tests).
+    max_pending_events: usize,
     recent: VecDeque<DisconnectRecord>,
     metrics: Arc<NetMetrics>,
     shutting_down: bool,
@@ -307,6 +309,7 @@ impl PeerRegistry {
             entries: HashMap::new(),
             lanes,
             published,
+            max_pending_events: MAX_PENDING_EVENTS,
             policy,
             subscribers: Vec::new(),
             recent: VecDeque::with_capacity(RECENT_DISCONNECTS),
@@ -615,10 +618,11 @@ impl PeerRegistry {
         self.subscribers.retain(|s| s.recipient.connected());
         for s in &self.subscribers {
             let mut queue = s.queue.borrow_mut();
-            if queue.len() >= MAX_PENDING_EVENTS {
+            if queue.len() >= self.max_pending_events {
                 self.metrics.events_dropped.inc();
                 log::warn!(
-                    "a peer event subscriber is {MAX_PENDING_EVENTS} events behind: event dropped"
+                    "a peer event subscriber is {} events behind: event dropped",
+                    self.max_pending_events
                 );
                 continue;
             }

@@ -292,6 +292,95 @@ async fn broadcasts_reach_exactly_the_registered_set_and_events_come_in_order() 
     assert_eq!(*events.lock().unwrap(), expected);
 }
 
+/// A subscriber whose thread is blocked until released.
+struct Blocked {
+    release: std::sync::mpsc::Receiver<()>,
+    seen: Arc<Mutex<usize>>,
+}
+
+impl Actor for Blocked {
+    type Context = Context<Self>;
+}
+
+impl Handler<PeerEvent> for Blocked {
+    type Result = ();
+    fn handle(&mut self, _: PeerEvent, _: &mut Context<Self>) {
+        // Blocks this actor's own arbiter thread until the test lets it go.
+        let _ = self.release.recv();
+        *self.seen.lock().unwrap() += 1;
+    }
+}
+
+#[actix::test]
+async fn a_subscriber_that_does_not_keep_up_costs_a_bounded_queue() {
+    let (registry, _) = start_registry();
+    let metrics = Arc::new(NetMetrics::default());
+    let registry = {
+        drop(registry);
+        let policy = DuplicatePolicy {
+            local_nonce: LOCAL_NONCE,
+            max_inbound: 8,
+            max_outbound: 8,
+        };
+        let mut r = PeerRegistry::new(
+            policy,
+            metrics.clone(),
+            vec![Lane::spawn_here()],
+            PublishedHandles::default(),
+        );
+        r.max_pending_events = 4;
+        r.start()
+    };
+    let (release, rx) = std::sync::mpsc::channel();
+    let seen = Arc::new(Mutex::new(0));
+    let arbiter = Arbiter::new();
+    let blocked = Blocked::start_in_arbiter(&arbiter.handle(), {
+        let seen = seen.clone();
+        move |_| Blocked { release: rx, seen }
+    });
+    registry.send(Subscribe(blocked.recipient())).await.unwrap();
+    // 20 connections come and go: 40 events for a subscriber stuck on the first one.
+    for i in 0..20u8 {
+        let s = TestSession::new([127, 0, 2, i + 1], Direction::Inbound, 1, 1);
+        registry.send(s.register()).await.unwrap();
+        registry.send(s.unregister()).await.unwrap();
+    }
+    let dropped = metrics.events_dropped.get();
+    assert_eq!(
+        dropped,
+        40 - 4,
+        "one in delivery and three waiting, the rest dropped"
+    );
+    let seen_reaches = |n: usize| {
+        let (seen, registry) = (seen.clone(), registry.clone());
+        async move {
+            for _ in 0..100_000 {
+                if *seen.lock().unwrap() == n {
+                    break;
+                }
+                registry.send(GetStats).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            *seen.lock().unwrap()
+        }
+    };
+    for _ in 0..4 {
+        release.send(()).unwrap();
+    }
+    assert_eq!(seen_reaches(4).await, 4, "the queue drains in order");
+    // Once it has caught up, later events flow again.
+    let s = TestSession::new([127, 0, 2, 200], Direction::Inbound, 1, 1);
+    registry.send(s.register()).await.unwrap();
+    release.send(()).unwrap();
+    assert_eq!(seen_reaches(5).await, 5);
+    assert_eq!(
+        metrics.events_dropped.get(),
+        dropped,
+        "nothing more dropped"
+    );
+    arbiter.stop();
+}
+
 /// One step of a random history against the registry.
 #[derive(Debug, Clone)]
 enum Op {
