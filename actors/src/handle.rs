@@ -21,6 +21,7 @@ use crate::lanes::LaneLink;
 use crate::level::Level;
 use crate::metrics::NetMetrics;
 use crate::protocol::{encode_apps, with_encoded_apps, DisconnectReason};
+use crate::secure::SecureWrite;
 use crate::session::{PeerSession, WriterFailed};
 use crate::ConnId;
 
@@ -350,7 +351,7 @@ pub(crate) fn spawn_writer(
     ip: IpAddr,
     conn_id: ConnId,
     link: LaneLink,
-    write_half: OwnedWriteHalf,
+    write_half: SecureWrite<OwnedWriteHalf>,
     budget: usize,
     session: Addr<PeerSession>,
     metrics: Arc<NetMetrics>,
@@ -414,7 +415,7 @@ fn release_buffers(state: &SendState, taken: &mut Taken) {
 
 /// Drains the outbox into the socket until told to close.
 async fn run_writer(
-    mut wr: OwnedWriteHalf,
+    mut wr: SecureWrite<OwnedWriteHalf>,
     mut close: oneshot::Receiver<WriterClose>,
     state: Arc<SendState>,
     session: Addr<PeerSession>,
@@ -427,13 +428,15 @@ async fn run_writer(
             // Idle. Large buffers left by a burst are kept for the next burst (freeing and
             // regrowing them on every pause cost page faults), but not by a connection that
             // stays idle.
-            let holding = taken.open.capacity() > WRITE_BUFFER_KEEP_BYTES;
+            let holding = taken.open.capacity() > WRITE_BUFFER_KEEP_BYTES
+                || wr.scratch_bytes() > WRITE_BUFFER_KEEP_BYTES;
             tokio::select! {
                 biased;
                 how = &mut close => break how.unwrap_or(WriterClose::Abort),
                 () = state.wake.notified() => continue,
                 () = tokio::time::sleep(WRITE_BUFFER_RELEASE_AFTER), if holding => {
                     release_buffers(&state, &mut taken);
+                    wr.release_buffers();
                     continue;
                 }
             }
@@ -482,7 +485,7 @@ async fn run_writer(
 /// Writes what was taken, in order: the sealed segments, then the open buffer (kept, cleared,
 /// for the next swap).
 async fn write_taken(
-    wr: &mut OwnedWriteHalf,
+    wr: &mut SecureWrite<OwnedWriteHalf>,
     taken: &mut Taken,
     state: &SendState,
     metrics: &NetMetrics,
@@ -497,7 +500,8 @@ async fn write_taken(
         taken.open.clear();
     }
     debug_assert!(taken.is_empty());
-    Ok(())
+    // The record layer may hold the last record of the batch.
+    wr.flush().await
 }
 
 fn account(state: &SendState, metrics: &NetMetrics, len: usize) {

@@ -94,6 +94,7 @@ pub mod network;
 pub mod policy;
 pub mod protocol;
 pub mod registry;
+pub mod secure;
 pub mod session;
 
 use std::net::IpAddr;

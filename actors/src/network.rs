@@ -531,11 +531,12 @@ impl<M: AppMessage> Network<M> {
     }
 
     async fn start_with(
-        config: NetworkConfig,
+        mut config: NetworkConfig,
         threads: Option<SessionThreads>,
         new_inbox: NewInbox,
     ) -> Result<Self, NetworkError> {
         config.validate()?;
+        crate::secure::prepare(&mut config);
         let listener =
             TcpListener::bind(config.listen)
                 .await

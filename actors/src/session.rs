@@ -11,7 +11,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -33,6 +33,7 @@ use crate::network::{Inbox, SessionEnv};
 use crate::policy::ConnFacts;
 use crate::protocol::{DisconnectReason, Frame, FrameBatchCodec, Hello};
 use crate::registry::{PeerMeta, Register, RegisterOutcome, Unregister};
+use crate::secure::{self, Established, NodeKey, PublicKey, SecureError, SecureRead, SecureWrite};
 use crate::{canonical_ip, ConnId, Direction};
 
 /// Live counters of one session, shared with the registry for snapshots (atomics, no lock).
@@ -97,6 +98,8 @@ pub struct PeerSession {
     peer_addr: SocketAddr,
     origin: Option<DialOrigin>,
     stream: Option<TcpStream>,
+    /// The static key the peer authenticated with (none on the plaintext transport).
+    remote_key: Option<PublicKey>,
     handle: Option<PeerHandle>,
     writer_close: Option<oneshot::Sender<WriterClose>>,
     max_frame: Arc<AtomicUsize>,
@@ -167,6 +170,7 @@ impl PeerSession {
             peer_addr,
             origin,
             stream: Some(stream),
+            remote_key: None,
             handle: None,
             writer_close: None,
             max_frame: Arc::new(AtomicUsize::new(MAX_HANDSHAKE_FRAME_BYTES)),
@@ -181,6 +185,114 @@ impl PeerSession {
             inbound_permit,
             pending_permit,
         })
+    }
+
+    /// Sets up the read and write halves over the (possibly encrypted) stream.
+    fn start_io(
+        &mut self,
+        stream: TcpStream,
+        cipher: Option<secure::SharedCipher>,
+        ctx: &mut Context<Self>,
+    ) {
+        let (read_half, write_half) = stream.into_split();
+        let (handle, close) = spawn_writer(
+            self.ip,
+            self.conn_id,
+            self.env.lane_links[self.lane].clone(),
+            SecureWrite::new(write_half, cipher.clone()),
+            self.env.config.outbound_budget_bytes,
+            ctx.address(),
+            self.env.metrics.clone(),
+        );
+        self.handle = Some(handle);
+        self.writer_close = Some(close);
+        let codec = FrameBatchCodec::new(self.max_frame.clone());
+        ctx.add_stream(FramedRead::with_capacity(
+            SecureRead::new(read_half, cipher),
+            codec,
+            READ_BUFFER_INITIAL_BYTES,
+        ));
+    }
+
+    fn send_hello(&self) {
+        if let Some(handle) = &self.handle {
+            handle.send_control(Frame::Hello(self.our_hello()).encode());
+        }
+    }
+
+    /// The Noise handshake ended: check the peer's key, then run the frame protocol (Hello
+    /// first) inside the channel.
+    fn on_handshake(
+        &mut self,
+        stream: TcpStream,
+        res: Result<Established, SecureError>,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.phase == Phase::Closing {
+            return;
+        }
+        let est = match res {
+            Ok(est) => est,
+            Err(SecureError::Refused(reason)) => {
+                log::debug!(
+                    "peer {} conn {}: refused before the handshake: {reason}",
+                    self.ip,
+                    self.conn_id
+                );
+                return self.close(reason, true, ctx);
+            }
+            Err(e) => {
+                log::info!(
+                    "peer {} conn {}: noise handshake failed: {e}",
+                    self.ip,
+                    self.conn_id
+                );
+                return self.close(DisconnectReason::HandshakeFailed, false, ctx);
+            }
+        };
+        let remote = est.remote;
+        self.remote_key = Some(remote);
+        self.start_io(stream, Some(Arc::new(Mutex::new(est.cipher))), ctx);
+        if let Err(reason) = self.check_key(&remote) {
+            log::info!(
+                "peer {} conn {}: key {remote} refused: {reason}",
+                self.ip,
+                self.conn_id
+            );
+            if reason == DisconnectReason::SelfConnection {
+                if let Some(origin) = &self.origin {
+                    origin
+                        .connector
+                        .do_send(DialEvent::OwnAddress { addr: origin.addr });
+                }
+            }
+            // Sent inside the channel: the peer learns why, nobody else does.
+            return self.close(reason, false, ctx);
+        }
+        log::debug!(
+            "peer {} conn {}: channel up, key {remote}",
+            self.ip,
+            self.conn_id
+        );
+        self.send_hello();
+    }
+
+    /// Whether the key the peer authenticated with may connect: not our own, the pinned one
+    /// if its IP is pinned, and a listed one if `allowed_keys` is set.
+    fn check_key(&self, remote: &PublicKey) -> Result<(), DisconnectReason> {
+        let cfg = &self.env.config;
+        if cfg.node_key.as_ref().map(|k| k.public()).as_ref() == Some(remote) {
+            return Err(DisconnectReason::SelfConnection);
+        }
+        if let Some(pinned) = cfg.pinned_key(self.ip) {
+            if pinned != *remote {
+                return Err(DisconnectReason::KeyMismatch);
+            }
+        }
+        if !cfg.allowed_keys.is_empty() && !cfg.allowed_keys.contains(remote) {
+            return Err(DisconnectReason::KeyNotAllowed);
+        }
+        Ok(())
     }
 
     fn our_hello(&self) -> Hello {
@@ -205,25 +317,6 @@ impl Actor for PeerSession {
             ctx.stop();
             return;
         };
-        let (read_half, write_half) = stream.into_split();
-        let (handle, close) = spawn_writer(
-            self.ip,
-            self.conn_id,
-            self.env.lane_links[self.lane].clone(),
-            write_half,
-            self.env.config.outbound_budget_bytes,
-            ctx.address(),
-            self.env.metrics.clone(),
-        );
-        handle.send_control(Frame::Hello(self.our_hello()).encode());
-        self.handle = Some(handle);
-        self.writer_close = Some(close);
-        let codec = FrameBatchCodec::new(self.max_frame.clone());
-        ctx.add_stream(FramedRead::with_capacity(
-            read_half,
-            codec,
-            READ_BUFFER_INITIAL_BYTES,
-        ));
         let shutdown = self.env.shutdown.clone();
         ctx.spawn(
             async move { shutdown.cancelled().await }
@@ -246,6 +339,28 @@ impl Actor for PeerSession {
             self.local_addr,
             self.peer_addr
         );
+        match self.env.config.transport {
+            secure::Transport::Plaintext => {
+                self.start_io(stream, None, ctx);
+                self.send_hello();
+            }
+            secure::Transport::Noise => {
+                // Network::start always sets the key; a fresh one here is never a downgrade.
+                let key = (self.env.config.node_key.clone()).unwrap_or_else(NodeKey::generate);
+                let initiator = self.direction == Direction::Outbound;
+                // Spawned, not awaited: the handshake timer and shutdown still reach the actor.
+                let handshake = async move {
+                    let mut stream = stream;
+                    let res = secure::handshake(&mut stream, &key, initiator).await;
+                    (stream, res)
+                };
+                ctx.spawn(
+                    handshake
+                        .into_actor(self)
+                        .map(|(stream, res), act, ctx| act.on_handshake(stream, res, ctx)),
+                );
+            }
+        }
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -316,6 +431,20 @@ impl PeerSession {
         }
         match frame {
             Ok(frame) => self.on_frame(frame, ctx),
+            Err(CodecError::Io(e)) if SecureError::is_decrypt_failure(&e) => {
+                // Tampered with, truncated or forged: nothing of that record was delivered.
+                log::info!(
+                    "peer {} conn {}: closing: {e}",
+                    self.ip,
+                    self.conn_id
+                );
+                self.env
+                    .metrics
+                    .frames_rejected
+                    .get_or_create(&NetMetrics::reason(DisconnectReason::DecryptFailed))
+                    .inc();
+                self.close(DisconnectReason::DecryptFailed, false, ctx);
+            }
             Err(CodecError::Io(e)) => {
                 log::debug!("peer {} conn {}: read failed: {e}", self.ip, self.conn_id);
                 self.close(DisconnectReason::ConnectionLost, true, ctx);
@@ -474,6 +603,7 @@ impl PeerSession {
                 direction: self.direction,
                 remote_nonce: hello.nonce,
                 dialer_port,
+                remote_key: self.remote_key,
             },
             session: ctx.address(),
             handle: self.peer_handle().clone(),
