@@ -1,6 +1,7 @@
 //! The command line: `peerlink run` starts a node, `peerlink produce` builds a chain offline,
 //! `peerlink devnet` runs several nodes in one process and reports on their sync, `peerlink
-//! status` and `peerlink peers` ask a running node through its admin API. Parsing only; `main`
+//! status` and `peerlink peers` ask a running node through its admin API, `peerlink id` prints
+//! the node key. Parsing only; `main`
 //! carries the commands out.
 //!
 //! To add a subcommand, add a variant to [`Command`] and a match arm in `main`. Subcommands that

@@ -41,6 +41,8 @@
 //!
 //! ## Layout
 //!
+//! - `secure`: node keys, the Noise XX handshake and the AEAD record layer every connection runs
+//!   under the frame codec (by default), pinning and `allowed_keys`.
 //! - `protocol`: frames, MessagePack encoding, the length-prefixed codec (spec: `PROTOCOL.md`).
 //! - `session`, `handle`, `credit`: the session actor, its send side, its inbound budget.
 //! - `lanes`: per-session-thread broadcast fan-out.

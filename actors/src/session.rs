@@ -3,6 +3,11 @@
 //! ping/pong and the close path. It registers with the [`crate::PeerRegistry`] after the handshake and
 //! unregisters, with its conn id and a reason, when it stops.
 //!
+//! On the Noise transport (the default) the socket first runs the handshake of
+//! [`crate::secure`] (spawned on the actor, bounded by the handshake timer); the peer's key is
+//! checked (self, pinned, allowed), then the halves below run over the record layer and the
+//! Hello is sent inside the channel.
+//!
 //! Life of a session: `AwaitingHello` (cap 4 KiB, handshake timer running; both sides sent their
 //! Hello on connect) -> `Registering` (the registry decides; the actor waits, so no frame is
 //! handled meanwhile) -> `Active` (frame cap raised, pings on the interval, application frames
