@@ -256,11 +256,7 @@ pub fn load_node_key(data_dir: &std::path::Path) -> Result<NodeKey, NodeError> {
     let path = data_dir.join(NODE_KEY_FILE);
     let (key, created) = NodeKey::load_or_create(&path)?;
     if created {
-        log::info!(
-            "created node key {} in {}",
-            key.public(),
-            path.display()
-        );
+        log::info!("created node key {} in {}", key.public(), path.display());
     }
     Ok(key)
 }

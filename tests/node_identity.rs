@@ -19,8 +19,15 @@ fn peerlink_id(data_dir: &std::path::Path) -> String {
         .stdin(Stdio::null())
         .output()
         .expect("run peerlink id");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let key = String::from_utf8(out.stdout).expect("utf-8").trim().to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string();
     assert_eq!(key.len(), 64, "{key}");
     assert!(key.chars().all(|c| c.is_ascii_hexdigit()), "{key}");
     key
@@ -31,7 +38,11 @@ fn identity_persists_and_peers_see_keys() {
     let data = tempfile::tempdir().expect("tempdir");
     let key = peerlink_id(data.path());
     let key_file = data.path().join("node.key");
-    let mode = std::fs::metadata(&key_file).expect("key file").permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&key_file)
+        .expect("key file")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
     assert_eq!(peerlink_id(data.path()), key, "id is stable");
 
@@ -120,10 +131,17 @@ fn a_key_file_with_loose_permissions_is_refused() {
     let stderr = &out.stderr;
     let last = stderr.trim().lines().last().unwrap_or_default();
     assert!(last.starts_with("error: "), "{stderr}");
-    assert!(last.contains("node.key") && last.contains("644"), "{stderr}");
+    assert!(
+        last.contains("node.key") && last.contains("644"),
+        "{stderr}"
+    );
     assert!(last.contains("chmod 600"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     // The key was left as it was: the operator decides.
-    let mode = std::fs::metadata(&key_file).expect("key").permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&key_file)
+        .expect("key")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o644);
 }

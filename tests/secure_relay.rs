@@ -64,7 +64,11 @@ async fn relay(relay_ip: [u8; 4], server: SocketAddr) -> (SocketAddr, Arc<Mutex<
             if n == 0 || cw.write_all(&buf[..n]).await.is_err() {
                 break;
             }
-            record.lock().unwrap().to_client.extend_from_slice(&buf[..n]);
+            record
+                .lock()
+                .unwrap()
+                .to_client
+                .extend_from_slice(&buf[..n]);
         }
         let _ = cw.shutdown().await;
     });
@@ -105,9 +109,13 @@ async fn sync_through_relay(
     let dir_b = tempfile::tempdir().expect("tmp");
     let store_b = ChainStore::open(dir_b.path(), NETWORK).expect("store");
     let b = Node {
-        node: start_node(config([127, 0, 2, base + 2], transport), store_b, sync_config())
-            .await
-            .expect("b starts"),
+        node: start_node(
+            config([127, 0, 2, base + 2], transport),
+            store_b,
+            sync_config(),
+        )
+        .await
+        .expect("b starts"),
         dir: dir_b,
     };
     b.node.net.connect(relay_addr);
@@ -130,7 +138,11 @@ async fn relay_sees_no_clear_text_and_sync_completes() {
         let windows: std::collections::HashSet<&[u8]> = bytes.windows(16).collect();
         for (h, p) in payloads.iter().enumerate() {
             for w in p.chunks(16) {
-                assert!(!windows.contains(w), "payload of block {} in clear {dir}", h + 1);
+                assert!(
+                    !windows.contains(w),
+                    "payload of block {} in clear {dir}",
+                    h + 1
+                );
             }
         }
     }
@@ -143,5 +155,8 @@ async fn plaintext_relay_sees_magic_genesis_and_payloads() {
     let both = [seen.to_server.as_slice(), seen.to_client.as_slice()].concat();
     assert!(contains(&both, &magic));
     assert!(contains(&both, &genesis));
-    assert!(contains(&seen.to_client, &payloads[BLOCKS as usize / 2][..16]));
+    assert!(contains(
+        &seen.to_client,
+        &payloads[BLOCKS as usize / 2][..16]
+    ));
 }

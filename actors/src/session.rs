@@ -438,11 +438,7 @@ impl PeerSession {
             Ok(frame) => self.on_frame(frame, ctx),
             Err(CodecError::Io(e)) if SecureError::is_decrypt_failure(&e) => {
                 // Tampered with, truncated or forged: nothing of that record was delivered.
-                log::info!(
-                    "peer {} conn {}: closing: {e}",
-                    self.ip,
-                    self.conn_id
-                );
+                log::info!("peer {} conn {}: closing: {e}", self.ip, self.conn_id);
                 self.env
                     .metrics
                     .frames_rejected

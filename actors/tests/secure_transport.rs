@@ -94,7 +94,11 @@ async fn a_flipped_bit_closes_with_a_reason_and_nothing_corrupt_is_delivered() {
     assert_eq!(info.ip, lo(152));
     assert_eq!(info.remote_key, Some(key_b), "a knows b by its key");
     b.connected().await;
-    let to_a = b.net.handle(lo(152)).await.expect("b registered the relay's IP");
+    let to_a = b
+        .net
+        .handle(lo(152))
+        .await
+        .expect("b registered the relay's IP");
     for seq in 0..5 {
         to_a.send(&text(seq)).expect("encodes");
     }
@@ -117,7 +121,11 @@ async fn a_flipped_bit_closes_with_a_reason_and_nothing_corrupt_is_delivered() {
     // Whatever arrived is exactly what b sent, in order; the tampered record delivered nothing.
     let mut next = 5;
     while let Ok((_, msg)) = a.inbound.try_recv() {
-        assert_eq!(msg, text(next), "only authentic messages reach the application");
+        assert_eq!(
+            msg,
+            text(next),
+            "only authentic messages reach the application"
+        );
         next += 1;
     }
     assert!(next < 10, "the tampered record was not delivered");
@@ -232,9 +240,7 @@ async fn a_node_reached_under_its_own_key_is_a_self_connection() {
 async fn a_clear_text_client_gets_nothing_in_clear() {
     let node = TestNode::on(162).await;
     let socket = TcpSocket::new_v4().expect("socket");
-    socket
-        .bind(SocketAddr::new(lo(163), 0))
-        .expect("bind");
+    socket.bind(SocketAddr::new(lo(163), 0)).expect("bind");
     let mut stream: TcpStream = socket.connect(node.addr()).await.expect("connects");
     let hello = Frame::Hello(hello_for(node.net.config(), 7)).encode();
     stream.write_all(&hello).await.expect("writes");

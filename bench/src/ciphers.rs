@@ -23,7 +23,10 @@ fn measure(suite: &str, size: usize) -> Result<f64, String> {
     let err = |e: snow::Error| e.to_string();
     let params: snow::params::NoiseParams = suite.parse().map_err(err)?;
     let b = snow::Builder::new(params.clone());
-    let (ki, kr) = (b.generate_keypair().map_err(err)?, b.generate_keypair().map_err(err)?);
+    let (ki, kr) = (
+        b.generate_keypair().map_err(err)?,
+        b.generate_keypair().map_err(err)?,
+    );
     let mut i = snow::Builder::new(params.clone())
         .local_private_key(&ki.private)
         .map_err(err)?
@@ -37,7 +40,11 @@ fn measure(suite: &str, size: usize) -> Result<f64, String> {
     let mut msg = vec![0u8; 1024];
     let mut payload = vec![0u8; 1024];
     for step in 0..3 {
-        let (w, rd) = if step % 2 == 0 { (&mut i, &mut r) } else { (&mut r, &mut i) };
+        let (w, rd) = if step % 2 == 0 {
+            (&mut i, &mut r)
+        } else {
+            (&mut r, &mut i)
+        };
         let n = w.write_message(&[], &mut msg).map_err(err)?;
         rd.read_message(&msg[..n], &mut payload).map_err(err)?;
     }

@@ -208,7 +208,9 @@ async fn client(addr: SocketAddr, i: usize, block: u8) -> Result<std::net::TcpSt
         .await
         .map_err(|e| e.to_string())?;
     out.flush().await.map_err(|e| e.to_string())?;
-    s.write_all(out.get_ref()).await.map_err(|e| e.to_string())?;
+    s.write_all(out.get_ref())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut rd = SecureRead::new(&mut s, cipher);
     let mut len = [0u8; 4];
     rd.read_exact(&mut len).await.map_err(|e| e.to_string())?;
@@ -334,7 +336,10 @@ async fn baseline_server(n: usize) -> Result<(), String> {
                     None => None,
                 };
                 let (rd, wr) = stream.into_split();
-                let (rd, mut wr) = (SecureRead::new(rd, cipher.clone()), SecureWrite::new(wr, cipher));
+                let (rd, mut wr) = (
+                    SecureRead::new(rd, cipher.clone()),
+                    SecureWrite::new(wr, cipher),
+                );
                 if wr.write_all(&hello).await.is_err() || wr.flush().await.is_err() {
                     return;
                 }

@@ -174,7 +174,11 @@ fn run_once(sizes: Sizes, only: &str) -> RunOutput {
     // The encrypted rows: peerlink over Noise against the raw baseline with the same cipher
     // and record layer; (c) and (d) stay plaintext-only.
     common::set_noise(true);
-    let noise_only: String = if only.is_empty() { "abef".into() } else { only.replace(['c', 'd'], "") };
+    let noise_only: String = if only.is_empty() {
+        "abef".into()
+    } else {
+        only.replace(['c', 'd'], "")
+    };
     if !noise_only.is_empty() {
         let noise = run_transport(sizes, &noise_only);
         out.rows.extend(noise.rows);

@@ -169,7 +169,9 @@ pub fn one_connection_noise(count: u64, size: usize) -> Result<f64, String> {
             let mut frames = FramedRead::new(SecureRead::new(sr, sc), LengthDelimitedCodec::new());
             while let Some(frame) = frames.next().await {
                 let frame = frame.map_err(err)?;
-                if let BenchMsg::Data { .. } = rmp_serde::from_slice::<BenchMsg>(&frame).map_err(err)? {
+                if let BenchMsg::Data { .. } =
+                    rmp_serde::from_slice::<BenchMsg>(&frame).map_err(err)?
+                {
                     reader_tally.hit();
                 }
             }

@@ -326,7 +326,8 @@ impl<W: AsyncWrite + Unpin> SecureWrite<W> {
     /// Writes buffered ciphertext until none is left or the socket would block.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.start < self.end {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.out[self.start..self.end]))?;
+            let n =
+                ready!(Pin::new(&mut self.inner).poll_write(cx, &self.out[self.start..self.end]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }

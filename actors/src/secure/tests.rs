@@ -15,7 +15,10 @@ const SPEC: &str = include_str!("../../../PROTOCOL.md");
 /// The hex block `name` of PROTOCOL.md ("```hex name=..."), comments after `#` removed.
 fn spec_hex(name: &str) -> Vec<u8> {
     let mut lines = SPEC.lines();
-    let headers = [format!("```noise name={name}"), format!("```hex name={name}")];
+    let headers = [
+        format!("```noise name={name}"),
+        format!("```hex name={name}"),
+    ];
     while let Some(line) = lines.next() {
         if !headers.iter().any(|h| line.trim() == h) {
             continue;
@@ -84,8 +87,14 @@ fn spec_handshake_messages_are_exact() {
             n + 1
         );
     }
-    assert_eq!(i.remote.0.to_vec(), spec_hex("noise-responder-static-public"));
-    assert_eq!(r.remote.0.to_vec(), spec_hex("noise-initiator-static-public"));
+    assert_eq!(
+        i.remote.0.to_vec(),
+        spec_hex("noise-responder-static-public")
+    );
+    assert_eq!(
+        r.remote.0.to_vec(),
+        spec_hex("noise-initiator-static-public")
+    );
 }
 
 /// The first record each way carries the spec's Ping frame; the bytes on the wire are exact.
@@ -98,7 +107,11 @@ async fn spec_first_records_are_exact() {
         let mut w = SecureWrite::new(Vec::new(), Some(cipher));
         w.write_all(&plain).await.unwrap();
         w.flush().await.unwrap();
-        assert_eq!(hex::encode(w.get_ref()), hex::encode(spec_hex(name)), "{name}");
+        assert_eq!(
+            hex::encode(w.get_ref()),
+            hex::encode(spec_hex(name)),
+            "{name}"
+        );
     }
 }
 
@@ -154,7 +167,9 @@ async fn records_round_trip_across_rekeys() {
 #[actix_rt::test]
 async fn mismatched_rekey_fails() {
     let (mut w, mut r, _, _) = pair(2, 5).await;
-    w.write_all(&vec![1u8; 3 * MAX_RECORD_PLAINTEXT_BYTES]).await.unwrap();
+    w.write_all(&vec![1u8; 3 * MAX_RECORD_PLAINTEXT_BYTES])
+        .await
+        .unwrap();
     w.flush().await.unwrap();
     let mut buf = vec![0u8; 4 * MAX_RECORD_BYTES];
     let mut total = 0;
@@ -228,7 +243,9 @@ async fn garbage_handshake_fails_cleanly() {
     // A plaintext peer's Hello frame header, read as a handshake message.
     b.write_all(&[0, 0, 0, 0x4f, 0x81]).await.unwrap();
     drop(b);
-    assert!(handshake(&mut a, &NodeKey::generate(), false).await.is_err());
+    assert!(handshake(&mut a, &NodeKey::generate(), false)
+        .await
+        .is_err());
 }
 
 #[test]
@@ -245,7 +262,10 @@ fn key_file_is_created_0600_and_reloaded() {
     assert_eq!(k1, k2);
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let err = NodeKey::load_or_create(&path).unwrap_err();
-    assert!(matches!(err, KeyFileError::LoosePermissions(_, 0o644)), "{err}");
+    assert!(
+        matches!(err, KeyFileError::LoosePermissions(_, 0o644)),
+        "{err}"
+    );
     assert!(err.to_string().contains("chmod 600"), "{err}");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::write(&path, "not hex\n").unwrap();
@@ -328,4 +348,3 @@ proptest! {
         prop_assert!(sent == got);
     }
 }
-

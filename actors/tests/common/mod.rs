@@ -172,11 +172,11 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use peerlink_actors::constants::PROTOCOL_VERSION;
 use peerlink_actors::protocol::{FrameCodec, Hello};
-use peerlink_actors::{DisconnectReason, Frame, NetMetrics};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use peerlink_actors::secure::{
     handshake, NodeKey, PublicKey, SecureError, SecureRead, SecureWrite, Transport,
 };
+use peerlink_actors::{DisconnectReason, Frame, NetMetrics};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::codec::Decoder;
@@ -257,7 +257,11 @@ impl RawPeer {
     /// A raw peer speaking clear text (for a node configured `transport = "plaintext"`).
     pub fn plaintext(stream: TcpStream) -> RawPeer {
         let (rd, wr) = stream.into_split();
-        Self::with_halves(SecureRead::new(rd, None), SecureWrite::new(wr, None), NodeKey::generate())
+        Self::with_halves(
+            SecureRead::new(rd, None),
+            SecureWrite::new(wr, None),
+            NodeKey::generate(),
+        )
     }
 
     /// Runs `transport` on `stream` with `key` as the raw peer's identity. A handshake the node
