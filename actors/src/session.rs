@@ -286,18 +286,12 @@ impl PeerSession {
     /// if its IP is pinned, and a listed one if `allowed_keys` is set.
     fn check_key(&self, remote: &PublicKey) -> Result<(), DisconnectReason> {
         let cfg = &self.env.config;
-        if cfg.node_key.as_ref().map(|k| k.public()).as_ref() == Some(remote) {
-            return Err(DisconnectReason::SelfConnection);
-        }
-        if let Some(pinned) = cfg.pinned_key(self.ip) {
-            if pinned != *remote {
-                return Err(DisconnectReason::KeyMismatch);
-            }
-        }
-        if !cfg.allowed_keys.is_empty() && !cfg.allowed_keys.contains(remote) {
-            return Err(DisconnectReason::KeyNotAllowed);
-        }
-        Ok(())
+        secure::admit_key(
+            cfg.node_key.as_ref().map(|k| k.public()).as_ref(),
+            cfg.pinned_key(self.ip).as_ref(),
+            &cfg.allowed_keys,
+            remote,
+        )
     }
 
     fn our_hello(&self) -> Hello {

@@ -118,6 +118,28 @@ impl From<SecureError> for std::io::Error {
     }
 }
 
+/// Whether a peer that authenticated with `remote` may connect, checked in this order: not
+/// our own key (`SelfConnection`), the key pinned for its IP if any (`KeyMismatch`), one of
+/// `allowed` if that list is not empty (`KeyNotAllowed`).
+pub fn admit_key(
+    own: Option<&PublicKey>,
+    pinned: Option<&PublicKey>,
+    allowed: &[PublicKey],
+    remote: &PublicKey,
+) -> Result<(), crate::protocol::DisconnectReason> {
+    use crate::protocol::DisconnectReason;
+    if own == Some(remote) {
+        return Err(DisconnectReason::SelfConnection);
+    }
+    if pinned.is_some_and(|p| p != remote) {
+        return Err(DisconnectReason::KeyMismatch);
+    }
+    if !allowed.is_empty() && !allowed.contains(remote) {
+        return Err(DisconnectReason::KeyNotAllowed);
+    }
+    Ok(())
+}
+
 /// Readies a configuration for start: draws a node key if the application set none (a new
 /// identity for this run), and warns loudly about the plaintext transport.
 pub(crate) fn prepare(config: &mut crate::NetworkConfig) {

@@ -287,6 +287,30 @@ fn tempdir() -> std::path::PathBuf {
 }
 
 #[test]
+fn key_admission_order() {
+    use crate::protocol::DisconnectReason::*;
+    let k = |b| PublicKey([b; 32]);
+    assert_eq!(admit_key(Some(&k(1)), None, &[], &k(2)), Ok(()));
+    assert_eq!(
+        admit_key(Some(&k(1)), None, &[], &k(1)),
+        Err(SelfConnection)
+    );
+    // Self first, even when pinned or listed.
+    assert_eq!(
+        admit_key(Some(&k(1)), Some(&k(1)), &[k(1)], &k(1)),
+        Err(SelfConnection)
+    );
+    assert_eq!(admit_key(None, Some(&k(3)), &[], &k(2)), Err(KeyMismatch));
+    assert_eq!(admit_key(None, Some(&k(2)), &[], &k(2)), Ok(()));
+    assert_eq!(
+        admit_key(None, Some(&k(2)), &[k(3)], &k(2)),
+        Err(KeyNotAllowed)
+    );
+    assert_eq!(admit_key(None, None, &[k(3)], &k(2)), Err(KeyNotAllowed));
+    assert_eq!(admit_key(None, None, &[k(3), k(2)], &k(2)), Ok(()));
+}
+
+#[test]
 fn debug_never_shows_the_secret() {
     let key = NodeKey::from_secret([0xab; 32]);
     let shown = format!("{key:?}");
