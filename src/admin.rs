@@ -63,6 +63,10 @@ pub struct AdminState {
 pub struct StatusReport {
     /// This node instance's nonce, 16 hex digits.
     pub node_nonce: String,
+    /// This node's public key (its identity), 64 hex digits.
+    pub node_key: String,
+    /// `noise` or `plaintext`.
+    pub transport: String,
     /// Network name.
     pub network: String,
     /// Address the node listens on for peers.
@@ -92,6 +96,8 @@ pub struct StatusReport {
 pub struct PeerRow {
     /// Canonical peer IP.
     pub ip: IpAddr,
+    /// The key the peer authenticated with, 64 hex digits (none on the plaintext transport).
+    pub key: Option<String>,
     /// Port the peer listens on (from its Hello), if it listens.
     pub listen_port: Option<u16>,
     /// "inbound" or "outbound".
@@ -241,6 +247,18 @@ async fn status(state: web::Data<AdminState>) -> HttpResponse {
     };
     HttpResponse::Ok().json(StatusReport {
         node_nonce: format!("{:016x}", state.network.node_nonce()),
+        node_key: state
+            .network
+            .config()
+            .node_key
+            .as_ref()
+            .map(|k| k.public().to_hex())
+            .unwrap_or_default(),
+        transport: match state.network.config().transport {
+            peerlink_actors::secure::Transport::Noise => "noise",
+            peerlink_actors::secure::Transport::Plaintext => "plaintext",
+        }
+        .to_string(),
         network: state.network_name.clone(),
         listen: state.network.local_addr(),
         user_agent: state.user_agent.clone(),
@@ -285,6 +303,7 @@ fn unix_seconds(t: SystemTime) -> u64 {
 fn peer_row(p: &PeerInfo) -> PeerRow {
     PeerRow {
         ip: p.ip,
+        key: p.remote_key.map(|k| k.to_hex()),
         listen_port: p.listen_addr.map(|a| a.port()),
         direction: p.direction.as_str().to_string(),
         conn_id: p.conn_id.0,
@@ -364,6 +383,8 @@ async fn connect(state: web::Data<AdminState>, body: web::Json<ConnectRequest>) 
 /// `peerlink status` output.
 pub fn render_status(s: &StatusReport) -> String {
     let rows = [
+        ("node key", s.node_key.clone()),
+        ("transport", s.transport.clone()),
         ("node nonce", s.node_nonce.clone()),
         ("network", s.network.clone()),
         ("listen", s.listen.to_string()),
@@ -396,7 +417,7 @@ pub fn render_peers(r: &PeersReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<40} {:>6} {:<8} {:>10} {:>9} {:>7} {:>7} {:>12} {:>12}",
+        "{:<40} {:>6} {:<8} {:>10} {:>9} {:>7} {:>7} {:>12} {:>12}  KEY",
         "IP", "PORT", "DIR", "UP (s)", "RTT (ms)", "PINGS", "PONGS", "BYTES IN", "BYTES OUT"
     );
     for p in &r.peers {
@@ -410,7 +431,7 @@ pub fn render_peers(r: &PeersReport) -> String {
             .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             out,
-            "{:<40} {:>6} {:<8} {:>10} {:>9} {:>7} {:>7} {:>12} {:>12}",
+            "{:<40} {:>6} {:<8} {:>10} {:>9} {:>7} {:>7} {:>12} {:>12}  {}",
             p.ip.to_string(),
             port,
             p.direction,
@@ -419,7 +440,8 @@ pub fn render_peers(r: &PeersReport) -> String {
             p.pings_sent,
             p.pongs_matched,
             p.bytes_in,
-            p.bytes_out
+            p.bytes_out,
+            p.key.as_deref().unwrap_or("-")
         );
     }
     let _ = writeln!(out, "{} peer(s)", r.peers.len());
@@ -461,6 +483,7 @@ mod tests {
         let report = PeersReport {
             peers: vec![PeerRow {
                 ip: "127.0.0.2".parse().unwrap(),
+                key: Some("ab".repeat(32)),
                 listen_port: Some(7700),
                 direction: "outbound".into(),
                 conn_id: 3,

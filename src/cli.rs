@@ -1,6 +1,7 @@
 //! The command line: `peerlink run` starts a node, `peerlink produce` builds a chain offline,
 //! `peerlink devnet` runs several nodes in one process and reports on their sync, `peerlink
-//! status` and `peerlink peers` ask a running node through its admin API. Parsing only; `main`
+//! status` and `peerlink peers` ask a running node through its admin API, `peerlink id` prints
+//! the node key. Parsing only; `main`
 //! carries the commands out.
 //!
 //! To add a subcommand, add a variant to [`Command`] and a match arm in `main`. Subcommands that
@@ -13,6 +14,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, ConfigError};
+use peerlink_actors::secure::PeerAddr;
 
 /// Environment variable read for the admin token when `--token` is not given.
 pub const TOKEN_ENV: &str = "PEERLINK_ADMIN_TOKEN";
@@ -40,6 +42,17 @@ pub enum Command {
     Status(QueryArgs),
     /// List a running node's peers and recent disconnects (from its admin API).
     Peers(QueryArgs),
+    /// Print this node's public key (its identity), creating the key file in the data dir if
+    /// there is none yet.
+    Id(IdArgs),
+}
+
+/// Arguments of `peerlink id`.
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// Data directory holding the node key (`node.key`, created with mode 0600 if missing).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
 }
 
 /// Arguments of `peerlink run`.
@@ -59,9 +72,10 @@ pub struct NodeArgs {
     /// Address to listen on for peers (overrides network.listen).
     #[arg(long, value_name = "IP:PORT", value_parser = parse_socket_addr)]
     pub listen: Option<SocketAddr>,
-    /// Peer to keep connected to; repeatable. Replaces network.peers when given.
-    #[arg(long = "peer", value_name = "IP:PORT", value_parser = parse_socket_addr)]
-    pub peers: Vec<SocketAddr>,
+    /// Peer to keep connected to, `IP:PORT` or `KEYHEX@IP:PORT` (pins the key the peer must
+    /// present); repeatable. Replaces network.peers when given.
+    #[arg(long = "peer", value_name = "[KEYHEX@]IP:PORT")]
+    pub peers: Vec<PeerAddr>,
     /// Address of the admin HTTP API (overrides admin.bind).
     #[arg(long, value_name = "IP:PORT", value_parser = parse_socket_addr)]
     pub admin: Option<SocketAddr>,

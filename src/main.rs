@@ -53,6 +53,13 @@ fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Produce(args) => produce(&args),
+        Command::Id(args) => {
+            std::fs::create_dir_all(&args.data_dir)
+                .with_context(|| format!("data directory {}", args.data_dir.display()))?;
+            let key = peerlink::node::load_node_key(&args.data_dir)?;
+            println!("{}", key.public());
+            Ok(())
+        }
         Command::Devnet(args) => {
             let system = actix::System::new();
             let mut out = std::io::stdout();

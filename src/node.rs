@@ -26,6 +26,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use peerlink_actors::secure::NodeKey;
 use peerlink_actors::NetworkError;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -99,6 +100,9 @@ pub enum NodeError {
     /// The networking subsystem failed to start (for instance, the listen address is in use).
     #[error(transparent)]
     Network(#[from] NetworkError),
+    /// The node key file cannot be used (loose permissions, unreadable, malformed).
+    #[error(transparent)]
+    Key(#[from] peerlink_actors::secure::KeyFileError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -209,12 +213,13 @@ impl SyncMetrics {
 ///
 /// Everything that can fail because of the operator's input (config, data directory, busy
 /// ports) fails here, before the node is announced as running.
-pub fn run(config: Config) -> Result<(), NodeError> {
+pub fn run(mut config: Config) -> Result<(), NodeError> {
     config.validate()?;
     std::fs::create_dir_all(&config.node.data_dir).map_err(|source| NodeError::DataDir {
         path: config.node.data_dir.clone(),
         source,
     })?;
+    config.network.node_key = Some(load_node_key(&config.node.data_dir)?);
     // Bound before the network starts, so that a busy admin port aborts a clean start.
     let admin_listener =
         std::net::TcpListener::bind(config.admin.bind).map_err(|source| NodeError::AdminBind {
@@ -240,6 +245,20 @@ pub fn run(config: Config) -> Result<(), NodeError> {
         })?;
     let system = actix::System::new();
     system.block_on(serve(config, store, admin_listener))
+}
+
+/// Name of the node key file in the data dir.
+pub const NODE_KEY_FILE: &str = "node.key";
+
+/// Loads the node's static key from `DATA_DIR/node.key`, creating it (mode 0600) on first
+/// start; a key file that group or others can access is refused.
+pub fn load_node_key(data_dir: &std::path::Path) -> Result<NodeKey, NodeError> {
+    let path = data_dir.join(NODE_KEY_FILE);
+    let (key, created) = NodeKey::load_or_create(&path)?;
+    if created {
+        log::info!("created node key {} in {}", key.public(), path.display());
+    }
+    Ok(key)
 }
 
 /// The node's life inside the actix system: start, wait for a signal, shut down.

@@ -2,13 +2,14 @@
 //! it as the `[network]` section of its TOML file. Durations are integers with their unit in the
 //! key (`_ms`); defaults come from [`crate::constants`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::constants::*;
 use crate::error::ConfigError;
+use crate::secure::{NodeKey, PeerAddr, PublicKey, Transport};
 
 /// Configuration of one node's networking. Unknown keys are rejected when parsed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,8 +18,15 @@ pub struct NetworkConfig {
     /// Address the acceptor listens on; its IP is also the source IP of outbound connections,
     /// so that peers key this node by the right address.
     pub listen: SocketAddr,
-    /// Peers the connector keeps dialling (up to `target_outbound` at once).
-    pub peers: Vec<SocketAddr>,
+    /// Peers the connector keeps dialling (up to `target_outbound` at once): `IP:PORT`, or
+    /// `KEYHEX@IP:PORT` to pin the key the peer at that IP must present.
+    pub peers: Vec<PeerAddr>,
+    /// How connections are carried: `noise` (encrypted and authenticated, the default) or
+    /// `plaintext` (only for benchmarks and interop tests; logged as a warning at start).
+    pub transport: Transport,
+    /// When not empty, only peers presenting one of these keys are admitted (a permissioned
+    /// network, e.g. a masternode set).
+    pub allowed_keys: Vec<PublicKey>,
     /// Network magic, sent as 4 big-endian bytes in the Hello; a peer with another magic belongs
     /// to another network and is refused.
     pub magic: u32,
@@ -64,6 +72,10 @@ pub struct NetworkConfig {
     /// application (a chain-agnostic application may leave it zero).
     #[serde(skip)]
     pub genesis: [u8; 32],
+    /// The node's static key (its identity). Set by the application, which keeps it in a key
+    /// file; `None` makes `Network::start` draw a fresh one (a new identity per start).
+    #[serde(skip)]
+    pub node_key: Option<NodeKey>,
 }
 
 impl Default for NetworkConfig {
@@ -71,6 +83,8 @@ impl Default for NetworkConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
             peers: Vec::new(),
+            transport: Transport::Noise,
+            allowed_keys: Vec::new(),
             magic: 0x706c_6e6b, // "plnk"
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             outbound_budget_bytes: DEFAULT_OUTBOUND_BUDGET_BYTES,
@@ -91,6 +105,7 @@ impl Default for NetworkConfig {
             session_threads: 0,
             user_agent: concat!("peerlink/", env!("CARGO_PKG_VERSION")).to_string(),
             genesis: [0; 32],
+            node_key: None,
         }
     }
 }
@@ -119,6 +134,14 @@ impl NetworkConfig {
     /// Dial tick as a `Duration`.
     pub fn dial_tick(&self) -> Duration {
         Duration::from_millis(self.dial_tick_ms)
+    }
+
+    /// The key pinned for `ip` by a `KEYHEX@IP:PORT` peer entry, if any.
+    pub fn pinned_key(&self, ip: IpAddr) -> Option<PublicKey> {
+        self.peers
+            .iter()
+            .find(|p| p.key.is_some() && crate::canonical_ip(p.addr.ip()) == ip)
+            .and_then(|p| p.key)
     }
 
     /// Number of session threads this config asks for, resolving 0 to the number of cores.

@@ -96,8 +96,8 @@ impl Connector {
         let mut plan = DialPlan::new(backoff, cfg.max_address_book);
         let now = Instant::now();
         let listen = env.listen_addr;
-        for addr in &cfg.peers {
-            plan.add(*addr, now, true);
+        for peer in &cfg.peers {
+            plan.add(peer.addr, now, true);
         }
         if !listen.ip().is_unspecified() {
             plan.mark_own(listen, now);

@@ -377,6 +377,29 @@ impl PeerHandle {
     }
 }
 
+/// What a writer task writes to: the socket's write half behind the record layer, or an
+/// in-memory pipe for the test kit. Its own buffers count towards what an idle writer frees.
+pub(crate) trait WriteSink: AsyncWrite + Unpin {
+    /// Bytes of scratch buffers the sink holds (encryption buffers).
+    fn scratch_bytes(&self) -> usize {
+        0
+    }
+    /// Frees those buffers.
+    fn release_buffers(&mut self) {}
+}
+
+impl<T: AsyncWrite + Unpin> WriteSink for crate::secure::SecureWrite<T> {
+    fn scratch_bytes(&self) -> usize {
+        crate::secure::SecureWrite::scratch_bytes(self)
+    }
+    fn release_buffers(&mut self) {
+        crate::secure::SecureWrite::release_buffers(self)
+    }
+}
+
+#[cfg(any(test, feature = "test-util"))]
+impl WriteSink for tokio::io::DuplexStream {}
+
 /// What a writer needs besides the socket.
 pub(crate) struct WriterParts {
     pub ip: IpAddr,
@@ -397,7 +420,7 @@ pub(crate) struct WriterParts {
 
 /// Creates the handle and spawns the writer task on the current thread's runtime. Returns the
 /// handle and the sender that tells the writer how to finish.
-pub(crate) fn spawn_writer<W: AsyncWrite + Unpin + 'static>(
+pub(crate) fn spawn_writer<W: WriteSink + 'static>(
     parts: WriterParts,
     write_half: W,
 ) -> (PeerHandle, oneshot::Sender<WriterClose>) {
@@ -464,7 +487,7 @@ fn release_buffers(state: &SendState, taken: &mut Taken) {
 }
 
 /// Drains the outbox into the socket until told to close.
-async fn run_writer<W: AsyncWrite + Unpin>(
+async fn run_writer<W: WriteSink>(
     mut wr: W,
     mut close: oneshot::Receiver<WriterClose>,
     state: Arc<SendState>,
@@ -478,13 +501,15 @@ async fn run_writer<W: AsyncWrite + Unpin>(
             // Idle. Large buffers left by a burst are kept for the next burst (freeing and
             // regrowing them on every pause cost page faults), but not by a connection that
             // stays idle.
-            let holding = taken.open.capacity() > WRITE_BUFFER_KEEP_BYTES;
+            let holding = taken.open.capacity() > WRITE_BUFFER_KEEP_BYTES
+                || wr.scratch_bytes() > WRITE_BUFFER_KEEP_BYTES;
             tokio::select! {
                 biased;
                 how = &mut close => break how.unwrap_or(WriterClose::Abort),
                 () = state.wake.notified() => continue,
                 () = tokio::time::sleep(WRITE_BUFFER_RELEASE_AFTER), if holding => {
                     release_buffers(&state, &mut taken);
+                    wr.release_buffers();
                     continue;
                 }
             }
@@ -532,7 +557,7 @@ async fn run_writer<W: AsyncWrite + Unpin>(
 
 /// Writes what was taken, in order: the sealed segments, then the open buffer (kept, cleared,
 /// for the next swap).
-async fn write_taken<W: AsyncWrite + Unpin>(
+async fn write_taken<W: WriteSink>(
     wr: &mut W,
     taken: &mut Taken,
     state: &SendState,
@@ -548,7 +573,8 @@ async fn write_taken<W: AsyncWrite + Unpin>(
         taken.open.clear();
     }
     debug_assert!(taken.is_empty());
-    Ok(())
+    // The record layer may hold the last record of the batch.
+    wr.flush().await
 }
 
 fn account(state: &SendState, metrics: &NetMetrics, len: usize) {

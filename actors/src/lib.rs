@@ -68,6 +68,8 @@
 //! - `network` (entry point), `pool` (threads), `env` (what sessions share), `delivery`.
 //! - `session`, `handle`, `credit`, `level`: the session actor, its send side, its inbound
 //!   budget, the byte-count waiter both use.
+//! - `secure`: node keys, the Noise XX handshake and the AEAD record layer every connection runs
+//!   under the frame codec (by default), pinning and `allowed_keys`.
 //! - `lanes`: per-session-thread broadcast fan-out.
 //! - `registry`, `policy`: the registry actor and its duplicate rule.
 //! - `acceptor`, `connector`, `dial_plan`, `bans`, `permit`: starting connections.
@@ -126,6 +128,7 @@ mod policy;
 mod pool;
 mod protocol;
 mod registry;
+pub mod secure;
 mod session;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testkit;
@@ -143,6 +146,7 @@ pub use network::{Network, NetworkBuilder};
 pub use pool::SessionThreads;
 pub use protocol::DisconnectReason;
 pub use registry::{DisconnectRecord, PeerEvent, PeerInfo, RegistryStats};
+pub use secure::{NodeKey, PeerAddr, PublicKey, Transport};
 
 /// The wire format, for tools and tests that speak the protocol directly (raw peers, fuzzers,
 /// other implementations' test vectors). The spec is `PROTOCOL.md`; applications never need

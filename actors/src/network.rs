@@ -115,11 +115,12 @@ impl<M: AppMessage> Network<M> {
     }
 
     async fn start_with(
-        config: NetworkConfig,
+        mut config: NetworkConfig,
         threads: Option<SessionThreads>,
         delivery: Delivery,
     ) -> Result<Self, NetworkError> {
         config.validate()?;
+        crate::secure::prepare(&mut config);
         let addr = config.listen;
         let bind_error = move |source| NetworkError::Bind { addr, source };
         let listener = TcpListener::bind(config.listen).await.map_err(bind_error)?;

@@ -3,8 +3,9 @@
 //! the handshake, so both ends always keep the same socket (DESIGN.md invariants 1-3):
 //!
 //! 1. No entry for the IP: accept (if the direction's limit allows).
-//! 2. The registered connection has another remote nonce: the peer restarted, and the new
-//!    connection replaces the old one at once (the old one may be half-open).
+//! 2. The registered connection has another remote nonce or another remote key: the peer
+//!    restarted, and the new connection replaces the old one at once (the old one may be
+//!    half-open).
 //! 3. Same remote nonce (two sockets to the same node instance, e.g. a simultaneous open): keep
 //!    the connection dialled by the node with the larger nonce. If both were dialled by the same
 //!    node, keep the one whose dialler-side port is larger. Every input here (who dialled, both
@@ -27,6 +28,8 @@ pub struct ConnFacts {
     /// TCP port on the dialling side of the socket (our local port if we dialled, the peer's
     /// port otherwise).
     pub dialer_port: u16,
+    /// Static key the peer authenticated with (none on the plaintext transport).
+    pub remote_key: Option<crate::secure::PublicKey>,
 }
 
 /// Decision for a registering connection.
@@ -84,7 +87,8 @@ impl DuplicatePolicy {
                 Resolution::Accept
             };
         };
-        if old.remote_nonce != new.remote_nonce {
+        // Another node instance behind the IP (new nonce, or new key): a restart, replace now.
+        if old.remote_nonce != new.remote_nonce || old.remote_key != new.remote_key {
             return Resolution::Replace {
                 old: old.conn_id,
                 reason: DisconnectReason::PeerRestarted,
@@ -130,6 +134,7 @@ mod tests {
             direction,
             remote_nonce,
             dialer_port,
+            remote_key: None,
         }
     }
 
@@ -179,6 +184,37 @@ mod tests {
                 old: ConnId(1),
                 reason: DisconnectReason::PeerRestarted
             }
+        );
+    }
+
+    #[test]
+    fn new_key_is_a_restart_and_replaces() {
+        let p = policy(10);
+        let key = |b| Some(crate::secure::PublicKey([b; 32]));
+        let old = ConnFacts {
+            remote_key: key(1),
+            ..facts(1, Direction::Outbound, 5, 4000)
+        };
+        // Same nonce (as unlikely as it is), another key: another node instance.
+        let new = ConnFacts {
+            remote_key: key(2),
+            ..facts(2, Direction::Outbound, 5, 4001)
+        };
+        assert_eq!(
+            p.resolve(Some(&old), &new, Occupancy::default()),
+            Resolution::Replace {
+                old: ConnId(1),
+                reason: DisconnectReason::PeerRestarted
+            }
+        );
+        // Same key and nonce: an ordinary duplicate.
+        let dup = ConnFacts {
+            remote_key: key(1),
+            ..facts(3, Direction::Outbound, 5, 3999)
+        };
+        assert_eq!(
+            p.resolve(Some(&old), &dup, Occupancy::default()),
+            Resolution::Reject(DisconnectReason::Duplicate)
         );
     }
 

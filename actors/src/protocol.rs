@@ -91,6 +91,16 @@ pub enum DisconnectReason {
     Misbehaving,
     /// The socket closed or failed without a Disconnect frame. Never sent.
     ConnectionLost,
+    /// The Noise handshake failed (garbage, another protocol, failed authentication). Never
+    /// sent: there is no channel to send it in.
+    HandshakeFailed,
+    /// A record failed authentication (tampered with, truncated or forged); nothing of it was
+    /// delivered.
+    DecryptFailed,
+    /// The peer's IP is pinned to another key (`KEYHEX@IP:PORT`).
+    KeyMismatch,
+    /// `allowed_keys` is set and the peer's key is not in it.
+    KeyNotAllowed,
     /// A reason this build does not know, received from a newer peer. Decoding it never fails,
     /// so new reasons can be added without breaking older nodes. Never sent.
     #[serde(other)]
@@ -99,7 +109,7 @@ pub enum DisconnectReason {
 
 impl DisconnectReason {
     /// All reasons, for metrics and tests.
-    pub const ALL: [DisconnectReason; 20] = [
+    pub const ALL: [DisconnectReason; 24] = [
         Self::Requested,
         Self::Shutdown,
         Self::Duplicate,
@@ -119,6 +129,10 @@ impl DisconnectReason {
         Self::TooManyPeers,
         Self::Misbehaving,
         Self::ConnectionLost,
+        Self::HandshakeFailed,
+        Self::DecryptFailed,
+        Self::KeyMismatch,
+        Self::KeyNotAllowed,
         Self::Unknown,
     ];
 
@@ -144,13 +158,20 @@ impl DisconnectReason {
             Self::TooManyPeers => "too_many_peers",
             Self::Misbehaving => "misbehaving",
             Self::ConnectionLost => "connection_lost",
+            Self::HandshakeFailed => "handshake_failed",
+            Self::DecryptFailed => "decrypt_failed",
+            Self::KeyMismatch => "key_mismatch",
+            Self::KeyNotAllowed => "key_not_allowed",
             Self::Unknown => "unknown",
         }
     }
 
     /// Whether a Disconnect frame carrying this reason is worth sending (the socket may work).
     pub fn is_sent_on_wire(self) -> bool {
-        !matches!(self, Self::ConnectionLost | Self::SlowPeer | Self::Unknown)
+        !matches!(
+            self,
+            Self::ConnectionLost | Self::SlowPeer | Self::HandshakeFailed | Self::Unknown
+        )
     }
 }
 

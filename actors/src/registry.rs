@@ -104,6 +104,8 @@ pub struct PeerInfo {
     pub direction: Direction,
     /// Nonce from the peer's Hello.
     pub remote_nonce: u64,
+    /// Static key the peer authenticated with (none on the plaintext transport).
+    pub remote_key: Option<crate::secure::PublicKey>,
     /// Handshake data and addresses.
     pub local_addr: SocketAddr,
     /// The peer's side of the socket.
@@ -410,10 +412,12 @@ impl Handler<Register> for PeerRegistry {
         self.entries.insert(msg.ip, entry);
         self.publish_handles();
         log::info!(
-            "connected to {} {} (conn {})",
+            "connected to {} {} (conn {}, key {})",
             msg.ip,
             info.direction.as_str(),
-            info.conn_id
+            info.conn_id,
+            info.remote_key
+                .map_or_else(|| "none: plaintext".to_string(), |k| k.to_hex())
         );
         self.publish(PeerEvent::Connected { info, handle }, ctx);
         MessageResult(outcome)
@@ -658,6 +662,7 @@ fn info_of(ip: IpAddr, e: &PeerEntry) -> PeerInfo {
         conn_id: e.facts.conn_id,
         direction: e.facts.direction,
         remote_nonce: e.facts.remote_nonce,
+        remote_key: e.facts.remote_key,
         local_addr: e.meta.local_addr,
         peer_addr: e.meta.peer_addr,
         listen_addr: e.meta.listen_addr,

@@ -3,6 +3,11 @@
 //! ping/pong and the close path. It registers with the [`crate::PeerRegistry`] after the handshake and
 //! unregisters, with its conn id and a reason, when it stops.
 //!
+//! On the Noise transport (the default) the socket first runs the handshake of
+//! [`crate::secure`] (spawned on the actor, bounded by the handshake timer); the peer's key is
+//! checked (self, pinned, allowed), then the halves below run over the record layer and the
+//! Hello is sent inside the channel.
+//!
 //! Life of a session: `AwaitingHello` (cap 4 KiB, handshake timer running; both sides sent their
 //! Hello on connect) -> `Registering` (the registry decides; reading is paused, so no frame is
 //! handled meanwhile) -> `Active` (frame cap raised, pings on the interval, application
@@ -18,7 +23,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -44,6 +49,7 @@ use crate::permit::Permit;
 use crate::policy::ConnFacts;
 use crate::protocol::{DisconnectReason, Frame, FrameBatchCodec, Hello};
 use crate::registry::{PeerMeta, Register, RegisterOutcome, Unregister};
+use crate::secure::{self, Established, NodeKey, PublicKey, SecureError, SecureRead, SecureWrite};
 use crate::{canonical_ip, ConnId, Direction};
 
 /// Live counters of one session, shared with the registry for snapshots (atomics, no lock).
@@ -108,6 +114,8 @@ pub(crate) struct PeerSession {
     peer_addr: SocketAddr,
     origin: Option<DialOrigin>,
     stream: Option<TcpStream>,
+    /// The static key the peer authenticated with (none on the plaintext transport).
+    remote_key: Option<PublicKey>,
     handle: Option<PeerHandle>,
     writer_close: Option<oneshot::Sender<WriterClose>>,
     max_frame: Arc<AtomicUsize>,
@@ -185,6 +193,7 @@ impl PeerSession {
             peer_addr,
             origin,
             stream: Some(stream),
+            remote_key: None,
             handle: None,
             writer_close: None,
             max_frame: Arc::new(AtomicUsize::new(MAX_HANDSHAKE_FRAME_BYTES)),
@@ -202,6 +211,113 @@ impl PeerSession {
             pending_permit,
             _task: task,
         })
+    }
+
+    /// Sets up the read and write halves over the (possibly encrypted) stream.
+    fn start_io(
+        &mut self,
+        stream: TcpStream,
+        cipher: Option<secure::SharedCipher>,
+        ctx: &mut Context<Self>,
+    ) {
+        let (read_half, write_half) = stream.into_split();
+        let (handle, close) = spawn_writer(
+            WriterParts {
+                ip: self.ip,
+                conn_id: self.conn_id,
+                link: self.env.lane_links[self.lane].clone(),
+                budget: self.env.config.outbound_budget_bytes,
+                max_frame_bytes: self.env.config.max_frame_bytes,
+                session: ctx.address().recipient(),
+                failed: ctx.address().recipient(),
+                metrics: self.env.metrics.clone(),
+                task: self.env.tasks.token(),
+            },
+            SecureWrite::new(write_half, cipher.clone()),
+        );
+        self.handle = Some(handle);
+        self.writer_close = Some(close);
+        let codec = FrameBatchCodec::new(self.max_frame.clone(), self.batching.clone());
+        ctx.add_stream(self.gate.wrap(FramedRead::with_capacity(
+            SecureRead::new(read_half, cipher),
+            codec,
+            READ_BUFFER_INITIAL_BYTES,
+        )));
+    }
+
+    fn send_hello(&self) {
+        if let Some(handle) = &self.handle {
+            handle.send_control(Frame::Hello(self.our_hello()).encode());
+        }
+    }
+
+    /// The Noise handshake ended: check the peer's key, then run the frame protocol (Hello
+    /// first) inside the channel.
+    fn on_handshake(
+        &mut self,
+        stream: TcpStream,
+        res: Result<Established, SecureError>,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.phase == Phase::Closing {
+            return;
+        }
+        let est = match res {
+            Ok(est) => est,
+            Err(SecureError::Refused(reason)) => {
+                log::debug!(
+                    "peer {} conn {}: refused before the handshake: {reason}",
+                    self.ip,
+                    self.conn_id
+                );
+                return self.close(reason, true, ctx);
+            }
+            Err(e) => {
+                log::info!(
+                    "peer {} conn {}: noise handshake failed: {e}",
+                    self.ip,
+                    self.conn_id
+                );
+                return self.close(DisconnectReason::HandshakeFailed, false, ctx);
+            }
+        };
+        let remote = est.remote;
+        self.remote_key = Some(remote);
+        self.start_io(stream, Some(Arc::new(Mutex::new(est.cipher))), ctx);
+        if let Err(reason) = self.check_key(&remote) {
+            log::info!(
+                "peer {} conn {}: key {remote} refused: {reason}",
+                self.ip,
+                self.conn_id
+            );
+            if reason == DisconnectReason::SelfConnection {
+                if let Some(origin) = &self.origin {
+                    origin
+                        .connector
+                        .do_send(DialEvent::OwnAddress { addr: origin.addr });
+                }
+            }
+            // Sent inside the channel: the peer learns why, nobody else does.
+            return self.close(reason, false, ctx);
+        }
+        log::debug!(
+            "peer {} conn {}: channel up, key {remote}",
+            self.ip,
+            self.conn_id
+        );
+        self.send_hello();
+    }
+
+    /// Whether the key the peer authenticated with may connect: not our own, the pinned one
+    /// if its IP is pinned, and a listed one if `allowed_keys` is set.
+    fn check_key(&self, remote: &PublicKey) -> Result<(), DisconnectReason> {
+        let cfg = &self.env.config;
+        secure::admit_key(
+            cfg.node_key.as_ref().map(|k| k.public()).as_ref(),
+            cfg.pinned_key(self.ip).as_ref(),
+            &cfg.allowed_keys,
+            remote,
+        )
     }
 
     fn our_hello(&self) -> Hello {
@@ -226,30 +342,6 @@ impl Actor for PeerSession {
             ctx.stop();
             return;
         };
-        let (read_half, write_half) = stream.into_split();
-        let (handle, close) = spawn_writer(
-            WriterParts {
-                ip: self.ip,
-                conn_id: self.conn_id,
-                link: self.env.lane_links[self.lane].clone(),
-                budget: self.env.config.outbound_budget_bytes,
-                max_frame_bytes: self.env.config.max_frame_bytes,
-                session: ctx.address().recipient(),
-                failed: ctx.address().recipient(),
-                metrics: self.env.metrics.clone(),
-                task: self.env.tasks.token(),
-            },
-            write_half,
-        );
-        handle.send_control(Frame::Hello(self.our_hello()).encode());
-        self.handle = Some(handle);
-        self.writer_close = Some(close);
-        let codec = FrameBatchCodec::new(self.max_frame.clone(), self.batching.clone());
-        ctx.add_stream(self.gate.wrap(FramedRead::with_capacity(
-            read_half,
-            codec,
-            READ_BUFFER_INITIAL_BYTES,
-        )));
         let shutdown = self.env.shutdown.clone();
         ctx.spawn(
             async move { shutdown.cancelled().await }
@@ -272,6 +364,28 @@ impl Actor for PeerSession {
             self.local_addr,
             self.peer_addr
         );
+        match self.env.config.transport {
+            secure::Transport::Plaintext => {
+                self.start_io(stream, None, ctx);
+                self.send_hello();
+            }
+            secure::Transport::Noise => {
+                // Network::start always sets the key; a fresh one here is never a downgrade.
+                let key = (self.env.config.node_key.clone()).unwrap_or_else(NodeKey::generate);
+                let initiator = self.direction == Direction::Outbound;
+                // Spawned, not awaited: the handshake timer and shutdown still reach the actor.
+                let handshake = async move {
+                    let mut stream = stream;
+                    let res = secure::handshake(&mut stream, &key, initiator).await;
+                    (stream, res)
+                };
+                ctx.spawn(
+                    handshake
+                        .into_actor(self)
+                        .map(|(stream, res), act, ctx| act.on_handshake(stream, res, ctx)),
+                );
+            }
+        }
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -341,6 +455,16 @@ impl PeerSession {
         }
         match frame {
             Ok(frame) => self.on_frame(frame, ctx),
+            Err(CodecError::Io(e)) if SecureError::is_decrypt_failure(&e) => {
+                // Tampered with, truncated or forged: nothing of that record was delivered.
+                log::info!("peer {} conn {}: closing: {e}", self.ip, self.conn_id);
+                self.env
+                    .metrics
+                    .frames_rejected
+                    .get_or_create(&NetMetrics::reason(DisconnectReason::DecryptFailed))
+                    .inc();
+                self.close(DisconnectReason::DecryptFailed, false, ctx);
+            }
             Err(CodecError::Io(e)) => {
                 log::debug!("peer {} conn {}: read failed: {e}", self.ip, self.conn_id);
                 self.close(DisconnectReason::ConnectionLost, true, ctx);
@@ -500,6 +624,7 @@ impl PeerSession {
                 direction: self.direction,
                 remote_nonce: hello.nonce,
                 dialer_port,
+                remote_key: self.remote_key,
             },
             session: ctx.address().recipient(),
             handle: self.peer_handle().clone(),

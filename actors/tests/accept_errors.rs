@@ -85,7 +85,7 @@ async fn accept_errors_pause_and_the_waiting_peer_is_accepted_afterwards() {
     // Descriptors come back: the waiting connection is accepted and gets the node's Hello.
     drop(filler);
     set_nofile(saved);
-    let mut peer = RawPeer::from_stream(stream);
+    let mut peer = RawPeer::from_stream(stream).await;
     let hello = tokio::time::timeout(Duration::from_secs(5), peer.expect_hello())
         .await
         .expect("the node greets the connection that waited through EMFILE");

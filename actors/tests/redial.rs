@@ -13,7 +13,7 @@ async fn a_lost_configured_peer_is_redialled() {
     let a = TestNode::on(62).await;
     let a_addr = a.addr();
     let mut b = TestNode::start(NetworkConfig {
-        peers: vec![a_addr],
+        peers: vec![a_addr.into()],
         ..test_config(63)
     })
     .await;

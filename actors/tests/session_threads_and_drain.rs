@@ -137,7 +137,7 @@ async fn stalled_raw_peer(hub_last: u8, raw_last: u8) -> Stalled {
         .await
         .expect("connect within the wait bound")
         .expect("raw peer connects");
-    let mut raw = RawPeer::from_stream(stream);
+    let mut raw = RawPeer::from_stream(stream).await;
     raw.handshake(hub.net.config()).await;
     let handle = match hub.next_event().await {
         PeerEvent::Connected { info, handle } => {

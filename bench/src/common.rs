@@ -290,3 +290,35 @@ mod tests {
         assert_eq!(ips.len(), 10_000);
     }
 }
+
+/// Transport of this process's peerlink nodes and baselines: set once from `--transport`
+/// before any scenario runs (children get it on their command line).
+static NOISE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Selects the transport for what runs next.
+pub fn set_noise(on: bool) {
+    NOISE.store(on, Ordering::Relaxed);
+}
+
+/// Whether scenarios run over Noise (peerlink's default) rather than plaintext.
+pub fn noise() -> bool {
+    NOISE.load(Ordering::Relaxed)
+}
+
+/// The peerlink transport matching [`noise`].
+pub fn transport() -> peerlink_actors::secure::Transport {
+    if noise() {
+        peerlink_actors::secure::Transport::Noise
+    } else {
+        peerlink_actors::secure::Transport::Plaintext
+    }
+}
+
+/// The name of the transport, for row labels and child command lines.
+pub fn transport_name() -> &'static str {
+    if noise() {
+        "noise"
+    } else {
+        "plaintext"
+    }
+}

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use peerlink_actors::secure::{handshake, NodeKey, SecureRead, SecureWrite};
 use peerlink_actors::wire::{Frame, Hello, HelloPolicy};
 use peerlink_actors::wire::{
     MAX_HANDSHAKE_FRAME_BYTES, PROTOCOL_VERSION, READ_BUFFER_INITIAL_BYTES,
@@ -78,6 +79,7 @@ pub fn measure(server: Server, n: usize, block: u8) -> Result<SessionsResult, St
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut child = Command::new(exe)
         .args(["--child", server.as_str(), "--n", &n.to_string()])
+        .args(["--transport", crate::common::transport_name()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -191,17 +193,34 @@ fn run_clients(addr: SocketAddr, n: usize, block: u8) -> Result<Vec<std::net::Tc
 
 async fn client(addr: SocketAddr, i: usize, block: u8) -> Result<std::net::TcpStream, String> {
     let mut s = connect_from(client_ip(block, i), addr).await?;
-    s.write_all(&client_hello(0x5eed_0000_0000 + i as u64))
+    // Over Noise: the handshake (initiator, a fresh key per client, as a new node would), then
+    // the Hello inside the channel.
+    let cipher = if crate::common::noise() {
+        let est = handshake(&mut s, &NodeKey::generate(), true)
+            .await
+            .map_err(|e| e.to_string())?;
+        Some(Arc::new(std::sync::Mutex::new(est.cipher)))
+    } else {
+        None
+    };
+    let mut out = SecureWrite::new(Vec::new(), cipher.clone());
+    out.write_all(&client_hello(0x5eed_0000_0000 + i as u64))
         .await
         .map_err(|e| e.to_string())?;
+    out.flush().await.map_err(|e| e.to_string())?;
+    s.write_all(out.get_ref())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut rd = SecureRead::new(&mut s, cipher);
     let mut len = [0u8; 4];
-    s.read_exact(&mut len).await.map_err(|e| e.to_string())?;
+    rd.read_exact(&mut len).await.map_err(|e| e.to_string())?;
     let len = u32::from_be_bytes(len) as usize;
     if len == 0 || len > MAX_HANDSHAKE_FRAME_BYTES {
         return Err(format!("server hello of {len} bytes"));
     }
     let mut body = vec![0u8; len];
-    s.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+    rd.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+    drop(rd);
     match Frame::decode(Bytes::from(body)).map_err(|e| e.to_string())? {
         Frame::Hello(_) => {}
         other => return Err(format!("client {i}: server sent {}", other.kind())),
@@ -257,6 +276,7 @@ async fn peerlink_server(n: usize) -> Result<(), String> {
         ping_interval_ms: 120_000,
         ping_timeout_ms: 360_000,
         handshake_timeout_ms: 30_000,
+        transport: crate::common::transport(),
         ..NetworkConfig::default()
     };
     let app = actix::Actor::start(Sink::new(Arc::new(Tally::default()), None));
@@ -296,16 +316,31 @@ async fn baseline_server(n: usize) -> Result<(), String> {
         genesis: [0; 32],
     };
     let our_hello = client_hello(1);
+    let key = crate::common::noise().then(NodeKey::generate);
     tokio::spawn(async move {
         let mut next_id = 0u64;
         while let Ok((stream, peer)) = listener.accept().await {
             next_id += 1;
             let (id, reg, policy, hello) =
                 (next_id, reg_tx.clone(), policy.clone(), our_hello.clone());
+            let key = key.clone();
             tokio::spawn(async move {
+                let mut stream = stream;
                 let _ = stream.set_nodelay(true);
-                let (rd, mut wr) = stream.into_split();
-                if wr.write_all(&hello).await.is_err() {
+                // The same cipher as peerlink's transport, driven by plain tokio tasks.
+                let cipher = match &key {
+                    Some(key) => match handshake(&mut stream, key, false).await {
+                        Ok(est) => Some(Arc::new(std::sync::Mutex::new(est.cipher))),
+                        Err(_) => return,
+                    },
+                    None => None,
+                };
+                let (rd, wr) = stream.into_split();
+                let (rd, mut wr) = (
+                    SecureRead::new(rd, cipher.clone()),
+                    SecureWrite::new(wr, cipher),
+                );
+                if wr.write_all(&hello).await.is_err() || wr.flush().await.is_err() {
                     return;
                 }
                 let codec = LengthDelimitedCodec::builder()

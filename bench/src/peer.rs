@@ -172,6 +172,7 @@ impl Cluster {
             ping_interval_ms: self.ping_interval_ms,
             ping_timeout_ms: 360_000,
             handshake_timeout_ms: 10_000,
+            transport: crate::common::transport(),
             ..NetworkConfig::default()
         };
         let mut builder = Network::builder(config);

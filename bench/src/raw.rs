@@ -99,7 +99,7 @@ async fn pair(ip: Ipv4Addr, from: Ipv4Addr) -> Result<(TcpStream, TcpStream), St
 
 /// Sends `count` data messages of `size` bytes, batched.
 async fn send_data(
-    wr: &mut TcpStream,
+    wr: &mut (impl tokio::io::AsyncWrite + Unpin),
     buf: &mut BytesMut,
     count: u64,
     size: usize,
@@ -115,7 +115,7 @@ async fn send_data(
         wr.write_all(buf).await.map_err(err)?;
         buf.clear();
     }
-    Ok(())
+    wr.flush().await.map_err(err)
 }
 
 /// Scenarios (a) and (b): messages per second received and decoded.
@@ -132,6 +132,58 @@ pub fn one_connection(count: u64, size: usize) -> Result<f64, String> {
             tally.wait_for(warmup, WAIT).await?;
             let start = Instant::now();
             send_data(&mut client, &mut buf, count, size).await?;
+            tally.wait_for(warmup + count, WAIT).await?;
+            Ok::<_, String>(start.elapsed())
+        });
+        let elapsed = sender.await.map_err(err)??;
+        reader.abort();
+        Ok(count as f64 / elapsed.as_secs_f64())
+    })
+}
+
+/// Scenarios (a) and (b) over Noise: the same sender and receiver tasks as
+/// [`one_connection`], the stream run through the same Noise handshake and AEAD record layer
+/// as peerlink's transport (`peerlink_actors::secure`), so the ratio isolates peerlink's own
+/// overhead from the cipher's.
+pub fn one_connection_noise(count: u64, size: usize) -> Result<f64, String> {
+    use peerlink_actors::secure::{handshake, NodeKey, SecureRead, SecureWrite};
+    in_tokio(async move {
+        let tally = Arc::new(Tally::default());
+        let (mut client, mut server) =
+            pair(Ipv4Addr::new(127, 0, 1, 3), Ipv4Addr::new(127, 0, 1, 2)).await?;
+        let (ck, sk) = (NodeKey::generate(), NodeKey::generate());
+        let (ce, se) = tokio::join!(
+            handshake(&mut client, &ck, true),
+            handshake(&mut server, &sk, false)
+        );
+        let cipher = |e: Result<peerlink_actors::secure::Established, _>| {
+            e.map(|e| Some(Arc::new(std::sync::Mutex::new(e.cipher))))
+                .map_err(|e: peerlink_actors::secure::SecureError| e.to_string())
+        };
+        let (cc, sc) = (cipher(ce)?, cipher(se)?);
+        let (_client_rd, cw) = client.into_split();
+        let (sr, _server_wr) = server.into_split();
+        let mut cw = SecureWrite::new(cw, cc);
+        let reader_tally = tally.clone();
+        let reader = tokio::spawn(async move {
+            let mut frames = FramedRead::new(SecureRead::new(sr, sc), LengthDelimitedCodec::new());
+            while let Some(frame) = frames.next().await {
+                let frame = frame.map_err(err)?;
+                if let BenchMsg::Data { .. } =
+                    rmp_serde::from_slice::<BenchMsg>(&frame).map_err(err)?
+                {
+                    reader_tally.hit();
+                }
+            }
+            Ok::<_, String>(())
+        });
+        let warmup = (count / 10).clamp(1, 10_000);
+        let sender = tokio::spawn(async move {
+            let mut buf = BytesMut::with_capacity(2 * BATCH_BYTES);
+            send_data(&mut cw, &mut buf, warmup, size).await?;
+            tally.wait_for(warmup, WAIT).await?;
+            let start = Instant::now();
+            send_data(&mut cw, &mut buf, count, size).await?;
             tally.wait_for(warmup + count, WAIT).await?;
             Ok::<_, String>(start.elapsed())
         });

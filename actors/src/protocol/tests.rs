@@ -416,7 +416,11 @@ fn disconnect_reason_list_is_complete_and_distinct() {
             DisconnectReason::TooManyPeers => 16,
             DisconnectReason::Misbehaving => 17,
             DisconnectReason::ConnectionLost => 18,
-            DisconnectReason::Unknown => 19,
+            DisconnectReason::HandshakeFailed => 19,
+            DisconnectReason::DecryptFailed => 20,
+            DisconnectReason::KeyMismatch => 21,
+            DisconnectReason::KeyNotAllowed => 22,
+            DisconnectReason::Unknown => 23,
         }
     }
     let indices: BTreeSet<usize> = DisconnectReason::ALL.iter().map(|r| index(*r)).collect();
@@ -432,6 +436,7 @@ fn disconnect_reason_list_is_complete_and_distinct() {
         [
             DisconnectReason::SlowPeer,
             DisconnectReason::ConnectionLost,
+            DisconnectReason::HandshakeFailed,
             DisconnectReason::Unknown
         ]
     );

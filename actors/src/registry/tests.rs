@@ -51,6 +51,7 @@ impl TestSession {
                 direction,
                 remote_nonce,
                 dialer_port,
+                remote_key: None,
             },
             handle,
             session,

@@ -172,11 +172,15 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use peerlink_actors::secure::{
+    handshake, NodeKey, PublicKey, SecureError, SecureRead, SecureWrite, Transport,
+};
 use peerlink_actors::wire::Frame;
 use peerlink_actors::wire::PROTOCOL_VERSION;
 use peerlink_actors::wire::{FrameCodec, Hello};
 use peerlink_actors::{DisconnectReason, NetMetrics};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::codec::Decoder;
 
@@ -208,11 +212,21 @@ pub enum Read {
 }
 
 /// A hand-driven peer on a plain tokio socket that speaks the protocol byte by byte, to observe
-/// exactly what a node puts on the wire and to send what a `Network` never would.
+/// exactly what a node puts on the wire and to send what a `Network` never would. It runs the
+/// node's transport: the Noise handshake, then frames inside AEAD records (hostile frames are
+/// sent inside the channel, as an authenticated stranger would), or clear text for a node
+/// configured `transport = "plaintext"`.
 pub struct RawPeer {
-    pub stream: TcpStream,
+    rd: SecureRead<OwnedReadHalf>,
+    wr: SecureWrite<OwnedWriteHalf>,
     buf: BytesMut,
     codec: FrameCodec,
+    /// A refusal the node sent in clear instead of its handshake: read as a Disconnect frame.
+    refused: Option<DisconnectReason>,
+    /// The raw peer's own static key.
+    pub key: NodeKey,
+    /// The key the node authenticated with (none in plaintext, or when refused).
+    pub remote_key: Option<PublicKey>,
 }
 
 impl RawPeer {
@@ -226,7 +240,7 @@ impl RawPeer {
             .await
             .expect("connect within the wait bound")
             .expect("raw peer connects");
-        Self::from_stream(stream)
+        Self::from_stream(stream).await
     }
 
     /// Accepts one connection on `listener` (a node dialling the raw peer).
@@ -235,16 +249,79 @@ impl RawPeer {
             .await
             .expect("accept within the wait bound")
             .expect("accept");
-        Self::from_stream(stream)
+        Self::secure(stream, false, Transport::Noise, NodeKey::generate()).await
     }
 
-    pub fn from_stream(stream: TcpStream) -> RawPeer {
+    /// A raw peer over a stream it dialled (the Noise initiator).
+    pub async fn from_stream(stream: TcpStream) -> RawPeer {
+        Self::secure(stream, true, Transport::Noise, NodeKey::generate()).await
+    }
+
+    /// A raw peer speaking clear text (for a node configured `transport = "plaintext"`).
+    pub fn plaintext(stream: TcpStream) -> RawPeer {
+        let (rd, wr) = stream.into_split();
+        Self::with_halves(
+            SecureRead::new(rd, None),
+            SecureWrite::new(wr, None),
+            NodeKey::generate(),
+        )
+    }
+
+    /// Runs `transport` on `stream` with `key` as the raw peer's identity. A handshake the node
+    /// ends (refusal in clear, or a close) leaves a peer whose reads report that.
+    pub async fn secure(
+        mut stream: TcpStream,
+        initiator: bool,
+        transport: Transport,
+        key: NodeKey,
+    ) -> RawPeer {
         let _ = stream.set_nodelay(true);
+        if transport == Transport::Plaintext {
+            return Self::plaintext(stream);
+        }
+        let res = tokio::time::timeout(WAIT, handshake(&mut stream, &key, initiator))
+            .await
+            .expect("handshake within the wait bound");
+        let (rd, wr) = stream.into_split();
+        match res {
+            Ok(est) => {
+                let cipher = Arc::new(std::sync::Mutex::new(est.cipher));
+                let mut peer = Self::with_halves(
+                    SecureRead::new(rd, Some(cipher.clone())),
+                    SecureWrite::new(wr, Some(cipher)),
+                    key,
+                );
+                peer.remote_key = Some(est.remote);
+                peer
+            }
+            Err(e) => {
+                let mut peer =
+                    Self::with_halves(SecureRead::new(rd, None), SecureWrite::new(wr, None), key);
+                match e {
+                    SecureError::Refused(reason) => peer.refused = Some(reason),
+                    // The node closed during the handshake: reads see the close.
+                    SecureError::Io(_) => {}
+                    other => panic!("raw peer handshake failed: {other}"),
+                }
+                peer
+            }
+        }
+    }
+
+    fn with_halves(
+        rd: SecureRead<OwnedReadHalf>,
+        wr: SecureWrite<OwnedWriteHalf>,
+        key: NodeKey,
+    ) -> RawPeer {
         RawPeer {
-            stream,
+            rd,
+            wr,
             buf: BytesMut::new(),
             // The raw peer accepts anything the node may legally send.
             codec: FrameCodec::new(Arc::new(AtomicUsize::new(64 * 1024 * 1024))),
+            refused: None,
+            key,
+            remote_key: None,
         }
     }
 
@@ -253,7 +330,8 @@ impl RawPeer {
     }
 
     pub async fn send_raw(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.expect("raw peer writes");
+        self.wr.write_all(bytes).await.expect("raw peer writes");
+        self.wr.flush().await.expect("raw peer flushes");
     }
 
     /// The next frame, or `Closed`; bounded by [`WAIT`]. Panics on bytes that are no frame.
@@ -264,6 +342,9 @@ impl RawPeer {
     }
 
     async fn recv_unbounded(&mut self) -> Read {
+        if let Some(reason) = self.refused.take() {
+            return Read::Frame(Frame::Disconnect { reason });
+        }
         loop {
             if let Some(body) = self
                 .codec
@@ -272,7 +353,7 @@ impl RawPeer {
             {
                 return Read::Frame(Frame::decode(body).expect("node sends decodable frames"));
             }
-            match self.stream.read_buf(&mut self.buf).await {
+            match self.rd.read_buf(&mut self.buf).await {
                 Ok(0) => {
                     assert!(self.buf.is_empty(), "connection closed inside a frame");
                     return Read::Closed;
@@ -319,10 +400,12 @@ impl RawPeer {
         let mut chunk = vec![0u8; 64 * 1024];
         let drain = async {
             loop {
-                match self.stream.read(&mut chunk).await {
+                match self.rd.read(&mut chunk).await {
                     Ok(0) => return n,
                     Ok(k) => n += k,
                     Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return n,
+                    // A slow peer's socket is aborted mid-write: it ends inside a record.
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return n,
                     Err(e) => panic!("raw peer read failed: {e}"),
                 }
             }
