@@ -74,7 +74,7 @@ pub struct NodeArgs {
     pub listen: Option<SocketAddr>,
     /// Peer to keep connected to, `IP:PORT` or `KEYHEX@IP:PORT` (pins the key the peer must
     /// present); repeatable. Replaces network.peers when given.
-    #[arg(long = "peer", value_name = "[KEYHEX@]IP:PORT")]
+    #[arg(long = "peer", value_name = "[KEYHEX@]IP:PORT", value_parser = parse_peer)]
     pub peers: Vec<PeerAddr>,
     /// Address of the admin HTTP API (overrides admin.bind).
     #[arg(long, value_name = "IP:PORT", value_parser = parse_socket_addr)]
@@ -189,6 +189,16 @@ impl QueryArgs {
 pub fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
     s.trim().parse().map_err(|_| {
         format!("malformed address `{s}`: expected IP:PORT such as 127.0.0.1:7700 or [::1]:7700")
+    })
+}
+
+/// A peer entry: `IP:PORT`, or `KEYHEX@IP:PORT` to pin the key the peer must present.
+pub fn parse_peer(s: &str) -> Result<PeerAddr, String> {
+    s.parse().map_err(|e| {
+        format!(
+            "malformed address `{s}`: expected IP:PORT or KEYHEX@IP:PORT (64 hex digits, as \
+             printed by `peerlink id`) such as 127.0.0.1:7700 ({e})"
+        )
     })
 }
 

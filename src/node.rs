@@ -219,7 +219,6 @@ pub fn run(mut config: Config) -> Result<(), NodeError> {
         path: config.node.data_dir.clone(),
         source,
     })?;
-    config.network.node_key = Some(load_node_key(&config.node.data_dir)?);
     // Bound before the network starts, so that a busy admin port aborts a clean start.
     let admin_listener =
         std::net::TcpListener::bind(config.admin.bind).map_err(|source| NodeError::AdminBind {
@@ -243,6 +242,8 @@ pub fn run(mut config: Config) -> Result<(), NodeError> {
                 source,
             }
         })?;
+    // Last of the checks, so that a failed start leaves no new key file behind.
+    config.network.node_key = Some(load_node_key(&config.node.data_dir)?);
     let system = actix::System::new();
     system.block_on(serve(config, store, admin_listener))
 }
