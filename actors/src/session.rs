@@ -124,6 +124,8 @@ pub(crate) struct PeerSession {
     /// Pauses reading while the session waits for the registry or for inbound credit.
     gate: ReadGate,
     phase: Phase,
+    /// A `Register` was sent and its outcome has not been handled yet.
+    registering: bool,
     registered_at: Option<Instant>,
     /// Closes the session if the handshake is not done in time; cancelled once active.
     handshake_timer: Option<SpawnHandle>,
@@ -200,6 +202,7 @@ impl PeerSession {
             batching: Arc::new(AtomicBool::new(false)),
             gate: ReadGate::default(),
             phase: Phase::AwaitingHello,
+            registering: false,
             registered_at: None,
             handshake_timer: None,
             ping: None,
@@ -396,7 +399,9 @@ impl Actor for PeerSession {
         // Dropping the sender without a command makes the writer abort; close() sent one already.
         self.writer_close.take();
         self.env.metrics.record_disconnect(reason, by_peer);
-        if self.registered_at.is_some() {
+        // A session closed while its registration was in flight (a timer, a Close, a write
+        // failure) may have been stored: unregistering by conn id is harmless if it was not.
+        if self.registered_at.is_some() || self.registering {
             self.env.registry.do_send(Unregister {
                 ip: self.ip,
                 conn_id: self.conn_id,
@@ -638,19 +643,23 @@ impl PeerSession {
                 user_agent: hello.user_agent,
             },
         };
-        let fut =
-            self.env
-                .registry
-                .send(register)
-                .into_actor(self)
-                .map(|res, act, ctx| match res {
+        let fut = self
+            .env
+            .registry
+            .send(register)
+            .into_actor(self)
+            .map(|res, act, ctx| {
+                act.registering = false;
+                match res {
                     Ok(RegisterOutcome::Accepted) | Ok(RegisterOutcome::Replaced { .. }) => {
                         act.activate(ctx)
                     }
                     Ok(RegisterOutcome::Rejected(reason)) => act.close(reason, false, ctx),
                     Err(_) => act.close(DisconnectReason::Shutdown, false, ctx),
-                });
+                }
+            });
         // Reading pauses until the registry has decided; the mailbox and timers do not.
+        self.registering = true;
         self.gate.pause();
         ctx.spawn(fut);
     }
