@@ -85,6 +85,7 @@ pub mod connector;
 pub mod constants;
 pub mod credit;
 pub mod dial_plan;
+mod discovery;
 pub mod error;
 pub mod handle;
 mod lanes;
@@ -103,6 +104,12 @@ pub use acceptor::Acceptor;
 pub use config::NetworkConfig;
 pub use connector::Connector;
 pub use dial_plan::DialPlan;
+pub use discovery::{
+    is_routable, netgroup, select_to_evict, sim, subnet, AddResult, AddrBook, AddrBookConfig,
+    AddrBookSnapshot, AddrGossip, Admission, AdmissionConfig, AdmissionRefusal, DialChoice,
+    DialKind, EvictionCandidate, EvictionConfig, EvictionDecision, GossipConfig, KnownAddr,
+    NetGroup, OutboundSelector, Protection, Reachability, SelectionConfig, StoredAddr,
+};
 pub use error::{CodecError, ConfigError, NetworkError};
 pub use handle::{PeerHandle, SendOutcome};
 pub use metrics::NetMetrics;
