@@ -433,6 +433,9 @@ impl PeerSession {
                 }
             }
             (Phase::Active, Frame::Hello(_)) => self.close(DisconnectReason::BadHello, false, ctx),
+            // Address gossip (PROTOCOL.md section 3.2): valid frames; the discovery policies
+            // (`discovery`) are not wired into sessions yet, so they are accepted and ignored.
+            (Phase::Active, Frame::GetAddrs {} | Frame::Addrs { .. }) => {}
             (Phase::Registering | Phase::Closing, _) => {}
         }
     }
