@@ -224,6 +224,8 @@ pub(crate) struct SessionEnv {
     pub best_height: Arc<AtomicU64>,
     /// Cancelled once at shutdown: every session, registered or still handshaking, closes.
     pub shutdown: CancellationToken,
+    /// Where sessions forward address gossip frames (None: discovery off, frames ignored).
+    pub discovery: Option<Recipient<crate::discovery::GossipFrame>>,
 }
 
 /// Session threads. Sockets cross threads as std sockets: a tokio socket stays registered with
@@ -415,6 +417,7 @@ impl std::fmt::Debug for SessionThreads {
 pub struct NetworkBuilder<M> {
     config: NetworkConfig,
     threads: Option<SessionThreads>,
+    discovery: bool,
     _msg: PhantomData<fn(M) -> M>,
 }
 
@@ -426,9 +429,16 @@ impl<M: AppMessage> NetworkBuilder<M> {
         self
     }
 
+    /// Turns on peer discovery: address gossip (`GetAddrs`/`Addrs`) with every peer, and dials
+    /// toward `target_outbound` from the address book it fills, beyond `config.peers`.
+    pub fn discovery(mut self, on: bool) -> Self {
+        self.discovery = on;
+        self
+    }
+
     /// Starts the network; see [`Network::start`].
     pub async fn start(self, app: Recipient<Inbound<M>>) -> Result<Network<M>, NetworkError> {
-        Network::start_with(self.config, self.threads, deliver_each(app)).await
+        Network::start_with(self.config, self.threads, deliver_each(app), self.discovery).await
     }
 
     /// Starts the network delivering bursts; see [`Network::start_batched`].
@@ -436,7 +446,13 @@ impl<M: AppMessage> NetworkBuilder<M> {
         self,
         app: Recipient<InboundBatch<M>>,
     ) -> Result<Network<M>, NetworkError> {
-        Network::start_with(self.config, self.threads, deliver_batched(app)).await
+        Network::start_with(
+            self.config,
+            self.threads,
+            deliver_batched(app),
+            self.discovery,
+        )
+        .await
     }
 }
 
@@ -526,6 +542,7 @@ impl<M: AppMessage> Network<M> {
         NetworkBuilder {
             config,
             threads: None,
+            discovery: false,
             _msg: PhantomData,
         }
     }
@@ -534,6 +551,7 @@ impl<M: AppMessage> Network<M> {
         config: NetworkConfig,
         threads: Option<SessionThreads>,
         new_inbox: NewInbox,
+        discovery: bool,
     ) -> Result<Self, NetworkError> {
         config.validate()?;
         let listener =
@@ -563,7 +581,10 @@ impl<M: AppMessage> Network<M> {
         let backlogs = lanes.iter().map(Lane::backlog).collect();
         let lane_links = lanes.iter().enumerate().map(|(i, l)| l.link(i)).collect();
         let registry = PeerRegistry::new(policy, metrics.clone(), lanes).start();
+        let discovery = discovery
+            .then(|| crate::discovery::Discovery::new(listen_addr, config.target_outbound).start());
         let env = Arc::new(SessionEnv {
+            discovery: discovery.as_ref().map(|d| d.clone().recipient()),
             hello_policy: HelloPolicy {
                 magic: config.magic.to_be_bytes(),
                 genesis: config.genesis,
@@ -582,6 +603,10 @@ impl<M: AppMessage> Network<M> {
         let acceptor = Acceptor::new(listener, env.clone(), pool.clone()).start();
         let connector = Connector::new(env.clone(), pool.clone()).start();
         registry.do_send(Subscribe(connector.clone().recipient()));
+        if let Some(d) = &discovery {
+            d.do_send(crate::discovery::SetConnector(connector.clone()));
+            registry.do_send(Subscribe(d.clone().recipient()));
+        }
         log::info!("listening on {listen_addr} (node nonce {node_nonce:016x})");
         Ok(Self {
             inner: Arc::new(Inner {

@@ -11,6 +11,7 @@
 //! appear when a test or a devnet allows them, form one group and one subnet per address, so
 //! that many nodes on 127.0.x.y behave like nodes spread over the internet.
 
+mod actor;
 pub(crate) mod addr_book;
 pub(crate) mod admission;
 pub(crate) mod eviction;
@@ -21,6 +22,8 @@ pub mod sim;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::canonical_ip;
+
+pub(crate) use actor::{Discovery, GossipFrame, SetConnector};
 
 pub use addr_book::{AddResult, AddrBook, AddrBookConfig, AddrBookSnapshot, KnownAddr, StoredAddr};
 pub use admission::{Admission, AdmissionConfig, AdmissionRefusal};

@@ -1,0 +1,89 @@
+//! Address gossip and discovery over real sockets: nodes told only of a seed find each other,
+//! and a node answers `GetAddrs` once per connection, never with the asker's own address.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use peerlink_actors::protocol::WireAddr;
+use peerlink_actors::{Frame, NetworkConfig};
+
+/// The next frame that is not a Ping (Pings are answered, so the node keeps the connection).
+async fn next_non_ping(raw: &mut RawPeer) -> Frame {
+    loop {
+        match raw.recv().await {
+            Read::Frame(Frame::Ping { nonce }) => raw.send(&Frame::Pong { nonce }).await,
+            Read::Frame(f) => return f,
+            Read::Closed => panic!("the node closed the connection"),
+        }
+    }
+}
+
+#[actix::test]
+async fn nodes_told_only_of_a_seed_find_each_other() {
+    let seed = TestNode::start_discovery(test_config(155)).await;
+    let mut clients = Vec::new();
+    for last in [156u8, 157, 158] {
+        clients.push(
+            TestNode::start_discovery(NetworkConfig {
+                peers: vec![seed.addr()],
+                ..test_config(last)
+            })
+            .await,
+        );
+    }
+    // Every client ends with a peer beyond the seed: it learned another client's address from
+    // the seed (an answer or a relayed advertisement) and one of them dialled the other.
+    for c in &clients {
+        let seed_ip = seed.ip();
+        eventually("a peer besides the seed", || async {
+            let peers = c.net.peers().await;
+            (peers.iter().any(|p| p.ip != seed_ip)).then_some(())
+        })
+        .await;
+    }
+}
+
+#[actix::test]
+async fn get_addrs_is_answered_once_without_the_askers_address() {
+    let x = TestNode::on(151).await;
+    let y = TestNode::on(152).await;
+    let config = NetworkConfig {
+        peers: vec![x.addr(), y.addr()],
+        ..test_config(150)
+    };
+    let node = TestNode::start_discovery(config.clone()).await;
+    eventually("both configured peers connected", || async {
+        (node.net.peers().await.len() == 2).then_some(())
+    })
+    .await;
+
+    let mut raw = RawPeer::connect(153, node.addr()).await;
+    raw.handshake(&config).await;
+    // The node asks once on connect.
+    assert_eq!(next_non_ping(&mut raw).await, Frame::GetAddrs {});
+    raw.send(&Frame::GetAddrs {}).await;
+    let Frame::Addrs { addrs } = next_non_ping(&mut raw).await else {
+        panic!("expected Addrs");
+    };
+    let got: Vec<SocketAddr> = addrs.iter().filter_map(WireAddr::socket_addr).collect();
+    assert!(got.contains(&x.addr()), "{got:?}");
+    assert!(got.contains(&y.addr()), "{got:?}");
+    assert!(got.iter().all(|a| a.ip() != lo(153)), "{got:?}");
+    assert!(addrs.len() <= 1000);
+
+    // Asked again on the same connection within the interval: no answer. The node's own next
+    // Ping (1 s interval) comes long after any answer would have.
+    raw.send(&Frame::GetAddrs {}).await;
+    loop {
+        match raw.recv().await {
+            Read::Frame(Frame::Ping { nonce }) => {
+                raw.send(&Frame::Pong { nonce }).await;
+                break;
+            }
+            Read::Frame(f) => panic!("unexpected frame after a repeated GetAddrs: {f:?}"),
+            Read::Closed => panic!("the node closed the connection"),
+        }
+    }
+}
