@@ -107,8 +107,8 @@ pub use dial_plan::DialPlan;
 pub use discovery::{
     is_routable, netgroup, select_to_evict, sim, subnet, AddResult, AddrBook, AddrBookConfig,
     AddrBookSnapshot, AddrGossip, Admission, AdmissionConfig, AdmissionRefusal, DialChoice,
-    DialKind, EvictionCandidate, EvictionConfig, EvictionDecision, GossipConfig, KnownAddr,
-    NetGroup, OutboundSelector, Protection, Reachability, SelectionConfig, StoredAddr,
+    DialKind, DiscoveryStats, EvictionCandidate, EvictionConfig, EvictionDecision, GossipConfig,
+    KnownAddr, NetGroup, OutboundSelector, Protection, Reachability, SelectionConfig, StoredAddr,
 };
 pub use error::{CodecError, ConfigError, NetworkError};
 pub use handle::{PeerHandle, SendOutcome};

@@ -515,6 +515,7 @@ struct Inner {
     backlogs: Vec<Arc<Backlog>>,
     acceptor: Addr<Acceptor>,
     connector: Addr<Connector>,
+    discovery: Option<Addr<crate::discovery::Discovery>>,
 }
 
 impl<M: AppMessage> Network<M> {
@@ -617,6 +618,7 @@ impl<M: AppMessage> Network<M> {
                 backlogs,
                 acceptor,
                 connector,
+                discovery,
             }),
             _msg: PhantomData,
         })
@@ -729,6 +731,12 @@ impl<M> Network<M> {
     /// The send handle of a peer's current connection: send to it without the registry hop.
     pub async fn handle(&self, ip: IpAddr) -> Option<PeerHandle> {
         self.registry().send(GetHandle { ip }).await.ok().flatten()
+    }
+
+    /// Counters of the address book and gossip (None when discovery is off).
+    pub async fn discovery_stats(&self) -> Option<crate::DiscoveryStats> {
+        let d = self.inner.discovery.as_ref()?;
+        d.send(crate::discovery::GetDiscoveryStats).await.ok()
     }
 
     /// Snapshot of the registered peers.

@@ -87,3 +87,52 @@ async fn get_addrs_is_answered_once_without_the_askers_address() {
         }
     }
 }
+
+#[actix::test]
+async fn an_address_flood_stays_within_the_books_caps() {
+    let config = test_config(154);
+    let node = TestNode::start_discovery(config.clone()).await;
+    let mut raw = RawPeer::connect(159, node.addr()).await;
+    raw.handshake(&config).await;
+    assert_eq!(next_non_ping(&mut raw).await, Frame::GetAddrs {});
+    // 100,000 public addresses from 10,000 /16 groups, 10 per group, in 100 frames of 1,000.
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut sent = 0u32;
+    for frame in 0..100u32 {
+        let addrs = (0..1000u32)
+            .map(|i| {
+                let k = frame * 1000 + i;
+                // Groups 11.0/16 upwards (public space), hosts 1..=10.
+                let ip = std::net::Ipv4Addr::from(((0x0b00 + k / 10) << 16) | (k % 10 + 1));
+                WireAddr::new(SocketAddr::from((ip, 8333)), now_s)
+            })
+            .collect();
+        raw.send(&Frame::Addrs { addrs }).await;
+        sent += 1000;
+    }
+    assert_eq!(sent, 100_000);
+    // Barrier: the node handles this connection's gossip in order, so the answer to this
+    // GetAddrs comes after all 100 frames were processed.
+    raw.send(&Frame::GetAddrs {}).await;
+    let Frame::Addrs { addrs } = next_non_ping(&mut raw).await else {
+        panic!("expected Addrs");
+    };
+    assert!(addrs.len() <= 1000);
+    let stats = node.net.discovery_stats().await.expect("discovery is on");
+    println!("after the flood: {stats:?}");
+    // One connection's token bucket lets 1,000 through (burst); the rest is dropped unread.
+    assert!(stats.known <= 1000, "{stats:?}");
+    assert!(
+        stats.known >= 500,
+        "the book took what the bucket let through: {stats:?}"
+    );
+    assert!(stats.dropped >= 99_000, "{stats:?}");
+    // No network group beyond its cap; one source group within its cap.
+    assert!(stats.max_per_group <= 16, "{stats:?}");
+    assert!(stats.max_per_source <= 1000, "{stats:?}");
+    // The whole book (5,120 slots plus entries) stays well under 1 MiB.
+    assert!(stats.book_heap_bytes < 1 << 20, "{stats:?}");
+}

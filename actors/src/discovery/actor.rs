@@ -42,6 +42,7 @@ pub(crate) struct Discovery {
     peers: BTreeMap<IpAddr, Peer>,
     /// Addresses handed to the connector and not yet connected (with when).
     asked: BTreeMap<SocketAddr, u64>,
+    dropped: u64,
 }
 
 struct Peer {
@@ -61,6 +62,28 @@ pub(crate) struct GossipFrame {
     pub handle: PeerHandle,
     /// `GetAddrs` or `Addrs`.
     pub frame: Frame,
+}
+
+/// Asks for [`DiscoveryStats`].
+#[derive(Message)]
+#[rtype(result = "DiscoveryStats")]
+pub(crate) struct GetDiscoveryStats;
+
+/// Counters of a node's address book and gossip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryStats {
+    /// Addresses in the book.
+    pub known: usize,
+    /// Of them, in the tried table.
+    pub tried: usize,
+    /// Entries of the largest network group.
+    pub max_per_group: usize,
+    /// Entries learned from the most prolific source group.
+    pub max_per_source: usize,
+    /// Upper estimate of the book's heap, bytes.
+    pub book_heap_bytes: usize,
+    /// Gossiped addresses dropped by the per-connection token buckets since start.
+    pub dropped: u64,
 }
 
 /// The connector to hand addresses to (set once, after both actors exist).
@@ -102,6 +125,7 @@ impl Discovery {
             connector: None,
             peers: BTreeMap::new(),
             asked: BTreeMap::new(),
+            dropped: 0,
         }
     }
 }
@@ -119,6 +143,21 @@ impl Handler<SetConnector> for Discovery {
 
     fn handle(&mut self, msg: SetConnector, _: &mut Context<Self>) {
         self.connector = Some(msg.0);
+    }
+}
+
+impl Handler<GetDiscoveryStats> for Discovery {
+    type Result = MessageResult<GetDiscoveryStats>;
+
+    fn handle(&mut self, _: GetDiscoveryStats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(DiscoveryStats {
+            known: self.book.len(),
+            tried: self.book.tried_len(),
+            max_per_group: self.book.max_group_count(),
+            max_per_source: self.book.max_source_count(),
+            book_heap_bytes: self.book.approx_heap_bytes(),
+            dropped: self.dropped,
+        })
     }
 }
 
@@ -194,6 +233,7 @@ impl Handler<GossipFrame> for Discovery {
             Frame::Addrs { addrs } => {
                 let count = addrs.len().min(MAX_ADDRS_PER_FRAME);
                 let n = self.gossip.on_addrs(msg.conn, count, now);
+                self.dropped += (addrs.len() - n) as u64;
                 let mut news = Vec::new();
                 for w in addrs.iter().take(n) {
                     let Some(addr) = w.socket_addr() else {
