@@ -37,4 +37,6 @@ pub(crate) struct SessionEnv {
     /// Every session and every writer task holds a token of this tracker until it is gone;
     /// shutdown waits for the tracker to empty (completion by ownership, no polling).
     pub tasks: TaskTracker,
+    /// Where sessions forward address gossip frames (None: discovery off, frames ignored).
+    pub discovery: Option<Recipient<crate::discovery::GossipFrame>>,
 }

@@ -68,6 +68,9 @@
 //! - `network` (entry point), `pool` (threads), `env` (what sessions share), `delivery`.
 //! - `session`, `handle`, `credit`, `level`: the session actor, its send side, its inbound
 //!   budget, the byte-count waiter both use.
+//! - `discovery`: address book, gossip rules, outbound selection, admission and eviction as
+//!   plain policy structs (public, with the seeded simulator `sim` that drives them), and the
+//!   discovery actor on the control plane.
 //! - `secure`: node keys, the Noise XX handshake and the AEAD record layer every connection runs
 //!   under the frame codec (by default), pinning and `allowed_keys`.
 //! - `lanes`: per-session-thread broadcast fan-out.
@@ -116,6 +119,7 @@ mod constants;
 mod credit;
 mod delivery;
 mod dial_plan;
+pub mod discovery;
 mod env;
 mod error;
 mod handle;
@@ -139,6 +143,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub use config::NetworkConfig;
 pub use delivery::{AppMessage, Inbound};
 pub use dial_plan::AddrStatus;
+pub use discovery::{sim, DiscoveryStats};
 pub use error::{CodecError, ConfigError, NetworkError};
 pub use handle::{PeerHandle, SendOutcome};
 pub use metrics::NetMetrics;
@@ -157,8 +162,8 @@ pub mod wire {
         READ_BUFFER_INITIAL_BYTES,
     };
     pub use crate::protocol::{
-        decode_app, encode_app, encode_apps, Frame, FrameCodec, Hello, HelloPolicy,
-        LENGTH_PREFIX_BYTES,
+        decode_app, encode_app, encode_apps, Frame, FrameCodec, Hello, HelloPolicy, WireAddr,
+        LENGTH_PREFIX_BYTES, MAX_ADDRS_PER_FRAME,
     };
 }
 

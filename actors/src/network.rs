@@ -48,6 +48,7 @@ pub(crate) type PublishedHandles = Arc<ArcSwap<HashMap<IpAddr, PeerHandle>>>;
 pub struct NetworkBuilder<M> {
     config: NetworkConfig,
     threads: Option<SessionThreads>,
+    discovery: bool,
     _msg: PhantomData<fn(M) -> M>,
 }
 
@@ -59,9 +60,16 @@ impl<M: AppMessage> NetworkBuilder<M> {
         self
     }
 
+    /// Turns on peer discovery: address gossip (`GetAddrs`/`Addrs`) with every peer, and dials
+    /// toward `target_outbound` from the address book it fills, beyond `config.peers`.
+    pub fn discovery(mut self, on: bool) -> Self {
+        self.discovery = on;
+        self
+    }
+
     /// Starts the network; see [`Network::start`].
     pub async fn start(self, app: Recipient<Inbound<M>>) -> Result<Network<M>, NetworkError> {
-        Network::start_with(self.config, self.threads, Delivery::to(app)).await
+        Network::start_with(self.config, self.threads, Delivery::to(app), self.discovery).await
     }
 }
 
@@ -91,6 +99,7 @@ struct Inner {
     handles: PublishedHandles,
     acceptor: Addr<Acceptor>,
     connector: Addr<Connector>,
+    discovery: Option<Addr<crate::discovery::Discovery>>,
 }
 
 impl<M: AppMessage> Network<M> {
@@ -110,6 +119,7 @@ impl<M: AppMessage> Network<M> {
         NetworkBuilder {
             config,
             threads: None,
+            discovery: false,
             _msg: PhantomData,
         }
     }
@@ -118,6 +128,7 @@ impl<M: AppMessage> Network<M> {
         mut config: NetworkConfig,
         threads: Option<SessionThreads>,
         delivery: Delivery,
+        discovery: bool,
     ) -> Result<Self, NetworkError> {
         config.validate()?;
         crate::secure::prepare(&mut config);
@@ -150,6 +161,13 @@ impl<M: AppMessage> Network<M> {
                 PeerRegistry::new(policy, metrics, lanes, handles)
             })
         };
+        // Discovery runs on the control plane's thread, beside the connector it feeds.
+        let discovery = discovery.then(|| {
+            let target = config.target_outbound;
+            crate::discovery::Discovery::start_in_arbiter(pool.control(), move |_| {
+                crate::discovery::Discovery::new(listen_addr, target)
+            })
+        });
         let env = Arc::new(SessionEnv {
             hello_policy: HelloPolicy {
                 magic: config.magic.to_be_bytes(),
@@ -165,6 +183,7 @@ impl<M: AppMessage> Network<M> {
             best_height: Arc::new(AtomicU64::new(0)),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            discovery: discovery.as_ref().map(|d| d.clone().recipient()),
             config,
         });
         // The acceptor is built on the control plane's thread (its listener joins that
@@ -184,6 +203,10 @@ impl<M: AppMessage> Network<M> {
             Connector::start_in_arbiter(pool.clone().control(), move |_| Connector::new(env, pool))
         };
         registry.do_send(Subscribe(connector.clone().recipient()));
+        if let Some(d) = &discovery {
+            d.do_send(crate::discovery::SetConnector(connector.clone()));
+            registry.do_send(Subscribe(d.clone().recipient()));
+        }
         log::info!("listening on {listen_addr} (node nonce {node_nonce:016x})");
         Ok(Self {
             inner: Arc::new(Inner {
@@ -194,6 +217,7 @@ impl<M: AppMessage> Network<M> {
                 handles,
                 acceptor,
                 connector,
+                discovery,
             }),
             _msg: PhantomData,
         })
@@ -330,6 +354,12 @@ impl<M> Network<M> {
         self.inner.acceptor.do_send(BanPeer { ip, duration });
         self.inner.connector.do_send(BanPeer { ip, duration });
         self.disconnect(ip, DisconnectReason::Banned).await;
+    }
+
+    /// Counters of the address book and gossip (None when discovery is off).
+    pub async fn discovery_stats(&self) -> Option<crate::DiscoveryStats> {
+        let d = self.inner.discovery.as_ref()?;
+        d.send(crate::discovery::GetDiscoveryStats).await.ok()
     }
 
     /// Lifts a ban on `ip` (it may connect and be dialled again).

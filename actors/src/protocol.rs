@@ -87,6 +87,9 @@ pub enum DisconnectReason {
     Banned,
     /// Inbound, pending or outbound limits are full.
     TooManyPeers,
+    /// Inbound slots were full and the eviction policy chose this connection to make room for a
+    /// newcomer.
+    Evicted,
     /// The application found the peer's data invalid (bad block, unrequested response...).
     Misbehaving,
     /// The socket closed or failed without a Disconnect frame. Never sent.
@@ -109,7 +112,7 @@ pub enum DisconnectReason {
 
 impl DisconnectReason {
     /// All reasons, for metrics and tests.
-    pub const ALL: [DisconnectReason; 24] = [
+    pub const ALL: [DisconnectReason; 25] = [
         Self::Requested,
         Self::Shutdown,
         Self::Duplicate,
@@ -127,6 +130,7 @@ impl DisconnectReason {
         Self::SlowPeer,
         Self::Banned,
         Self::TooManyPeers,
+        Self::Evicted,
         Self::Misbehaving,
         Self::ConnectionLost,
         Self::HandshakeFailed,
@@ -156,6 +160,7 @@ impl DisconnectReason {
             Self::SlowPeer => "slow_peer",
             Self::Banned => "banned",
             Self::TooManyPeers => "too_many_peers",
+            Self::Evicted => "evicted",
             Self::Misbehaving => "misbehaving",
             Self::ConnectionLost => "connection_lost",
             Self::HandshakeFailed => "handshake_failed",
@@ -203,6 +208,58 @@ pub enum Frame {
     },
     /// An application message: the MessagePack encoding of the application's own type, as `bin`.
     App(Bytes),
+    /// Asks the peer for addresses of other nodes (answered at most once per interval).
+    GetAddrs {},
+    /// Addresses of nodes, as an answer to `GetAddrs` or unsolicited (a node advertising its own
+    /// listen address). At most [`MAX_ADDRS_PER_FRAME`] entries.
+    Addrs {
+        /// The addresses.
+        addrs: Vec<WireAddr>,
+    },
+}
+
+/// Most entries in one `Addrs` frame; a receiver processes at most this many.
+pub const MAX_ADDRS_PER_FRAME: usize = 1_000;
+
+/// One address in an `Addrs` frame: `[ip, port, last_seen]`, the IP as `bin` of 4 (IPv4) or 16
+/// (IPv6) bytes, `last_seen` in unix seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireAddr {
+    /// 4 or 16 bytes.
+    #[serde(with = "serde_bytes")]
+    pub ip: Vec<u8>,
+    /// TCP port.
+    pub port: u16,
+    /// Unix seconds when the node was last known to be alive.
+    pub last_seen: u64,
+}
+
+impl WireAddr {
+    /// The wire form of an address (IPv4-mapped IPv6 is sent as IPv4).
+    pub fn new(addr: std::net::SocketAddr, last_seen: u64) -> Self {
+        let ip = match crate::canonical_ip(addr.ip()) {
+            std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+            std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+        };
+        Self {
+            ip,
+            port: addr.port(),
+            last_seen,
+        }
+    }
+
+    /// The socket address, or `None` when the IP is neither 4 nor 16 bytes.
+    pub fn socket_addr(&self) -> Option<std::net::SocketAddr> {
+        let ip = match self.ip.len() {
+            4 => std::net::IpAddr::from(<[u8; 4]>::try_from(self.ip.as_slice()).ok()?),
+            16 => std::net::IpAddr::from(<[u8; 16]>::try_from(self.ip.as_slice()).ok()?),
+            _ => return None,
+        };
+        Some(std::net::SocketAddr::new(
+            crate::canonical_ip(ip),
+            self.port,
+        ))
+    }
 }
 
 /// The fixed bytes that start every App frame body: a one-entry map, the key "App".
@@ -269,6 +326,8 @@ impl Frame {
             Frame::Pong { .. } => "pong",
             Frame::Disconnect { .. } => "disconnect",
             Frame::App(_) => "app",
+            Frame::GetAddrs {} => "get_addrs",
+            Frame::Addrs { .. } => "addrs",
         }
     }
 }

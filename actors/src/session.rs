@@ -587,6 +587,17 @@ impl PeerSession {
                 }
             }
             (Phase::Active, Frame::Hello(_)) => self.close(DisconnectReason::BadHello, false, ctx),
+            // Address gossip (PROTOCOL.md section 3.2): handed to the discovery actor, which
+            // applies the rate limits; ignored when discovery is off.
+            (Phase::Active, frame @ (Frame::GetAddrs {} | Frame::Addrs { .. })) => {
+                if let Some(discovery) = &self.env.discovery {
+                    discovery.do_send(crate::discovery::GossipFrame {
+                        conn: self.conn_id,
+                        handle: self.peer_handle().clone(),
+                        frame,
+                    });
+                }
+            }
             (Phase::Registering | Phase::Closing, _) => {}
         }
     }

@@ -4,17 +4,14 @@
 //! shared cores.
 //!
 //! Layout: `common` (message, tally, measurements), `peer` (peerlink side of a-d), `raw`
-//! (baseline side of a-d), `conns` (e and f, server in a child process).
+//! (baseline side of a-d), `conns` (e and f, server in a child process), `sim` (g, the
+//! discovery simulator: virtual time, no baseline).
 //!
 //! Every run measures each scenario over the plaintext transport, then (a), (b), (e) and (f)
 //! again over Noise (rows tagged `[noise]`), whose baseline is the raw tokio code running the
 //! same Noise handshake and record layer (`peerlink_actors::secure`).
 //!
-//! Every run measures each scenario over the plaintext transport, then (a), (b), (e) and (f)
-//! again over Noise (rows tagged `[noise]`), whose baseline is the raw tokio code running the
-//! same Noise handshake and record layer (`peerlink_actors::secure`).
-//!
-//! Usage: `peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f]`. `--smoke` uses tiny
+//! Usage: `peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f,g]`. `--smoke` uses tiny
 //! sizes and exits non-zero if any scenario fails to complete (never because of a slow figure).
 
 mod ciphers;
@@ -22,6 +19,7 @@ mod common;
 mod conns;
 mod peer;
 mod raw;
+mod sim;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -51,6 +49,8 @@ pub struct Sizes {
     pub e_counts: [usize; 2],
     /// (f) connections.
     pub f_conns: usize,
+    /// (g) simulated nodes.
+    pub g_nodes: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -63,6 +63,7 @@ const FULL: Sizes = Sizes {
     d_load_msgs: 20_000,
     e_counts: [1_000, 10_000],
     f_conns: 5_000,
+    g_nodes: 1_000,
 };
 
 const SMOKE: Sizes = Sizes {
@@ -75,6 +76,7 @@ const SMOKE: Sizes = Sizes {
     d_load_msgs: 500,
     e_counts: [100, 300],
     f_conns: 200,
+    g_nodes: 100,
 };
 
 const SMALL_BYTES: usize = 256;
@@ -323,6 +325,9 @@ fn run_transport(sizes: Sizes, only: &str) -> RunOutput {
             ));
         }
     }
+    if want('g') {
+        sim::run(sizes.g_nodes, &mut out);
+    }
     out
 }
 
@@ -397,7 +402,7 @@ fn print_table(runs: &[RunOutput]) {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f]\n(every run measures plaintext rows, then [noise] rows of a, b, e, f)");
+    eprintln!("usage: peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f,g]\n(every run measures plaintext rows, then [noise] rows of a, b, e, f)");
     ExitCode::from(2)
 }
 

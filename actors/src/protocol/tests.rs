@@ -128,6 +128,31 @@ fn app_123() -> Frame {
     Frame::App(Bytes::from_static(&[0x93, 0x01, 0x02, 0x03]))
 }
 
+/// The Addrs of vector `addrs`: 127.0.1.2:7000 seen at 1,800,000,000 and [2001:db8::1]:8333
+/// seen at 0.
+fn addrs_vector_value() -> Frame {
+    Frame::Addrs {
+        addrs: vec![
+            WireAddr::new("127.0.1.2:7000".parse().unwrap(), 1_800_000_000),
+            WireAddr::new("[2001:db8::1]:8333".parse().unwrap(), 0),
+        ],
+    }
+}
+
+#[test]
+fn wire_addrs_round_trip_and_bad_ip_lengths_are_none() {
+    let a: std::net::SocketAddr = "[::ffff:1.2.3.4]:5".parse().unwrap();
+    let w = WireAddr::new(a, 9);
+    assert_eq!(w.ip, vec![1, 2, 3, 4]);
+    assert_eq!(w.socket_addr(), Some("1.2.3.4:5".parse().unwrap()));
+    let bad = WireAddr {
+        ip: vec![1, 2, 3],
+        port: 1,
+        last_seen: 0,
+    };
+    assert_eq!(bad.socket_addr(), None);
+}
+
 fn disconnect_vector_name(reason: DisconnectReason) -> String {
     format!("disconnect-{}", reason.as_str())
 }
@@ -154,6 +179,9 @@ fn canonical_frames() -> Vec<(String, Frame)> {
         ),
         ("app".into(), app_123()),
         ("app-empty".into(), Frame::App(Bytes::new())),
+        ("get-addrs".into(), Frame::GetAddrs {}),
+        ("addrs-empty".into(), Frame::Addrs { addrs: vec![] }),
+        ("addrs".into(), addrs_vector_value()),
     ];
     for reason in DisconnectReason::ALL {
         v.push((disconnect_vector_name(reason), Frame::Disconnect { reason }));
@@ -421,6 +449,7 @@ fn disconnect_reason_list_is_complete_and_distinct() {
             DisconnectReason::KeyMismatch => 21,
             DisconnectReason::KeyNotAllowed => 22,
             DisconnectReason::Unknown => 23,
+            DisconnectReason::Evicted => 24,
         }
     }
     let indices: BTreeSet<usize> = DisconnectReason::ALL.iter().map(|r| index(*r)).collect();

@@ -98,6 +98,11 @@ impl TestNode {
         }
     }
 
+    /// Starts a node with peer discovery on.
+    pub async fn start_discovery(config: NetworkConfig) -> TestNode {
+        Self::start_from(Network::builder(config).discovery(true)).await
+    }
+
     pub async fn on(ip_last: u8) -> TestNode {
         Self::start(test_config(ip_last)).await
     }

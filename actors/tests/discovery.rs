@@ -1,0 +1,138 @@
+//! Address gossip and discovery over real sockets: nodes told only of a seed find each other,
+//! and a node answers `GetAddrs` once per connection, never with the asker's own address.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use peerlink_actors::wire::Frame;
+use peerlink_actors::wire::WireAddr;
+use peerlink_actors::NetworkConfig;
+
+/// The next frame that is not a Ping (Pings are answered, so the node keeps the connection).
+async fn next_non_ping(raw: &mut RawPeer) -> Frame {
+    loop {
+        match raw.recv().await {
+            Read::Frame(Frame::Ping { nonce }) => raw.send(&Frame::Pong { nonce }).await,
+            Read::Frame(f) => return f,
+            Read::Closed => panic!("the node closed the connection"),
+        }
+    }
+}
+
+#[actix::test]
+async fn nodes_told_only_of_a_seed_find_each_other() {
+    let seed = TestNode::start_discovery(test_config(155)).await;
+    let mut clients = Vec::new();
+    for last in [156u8, 157, 158] {
+        clients.push(
+            TestNode::start_discovery(NetworkConfig {
+                peers: vec![seed.addr().into()],
+                ..test_config(last)
+            })
+            .await,
+        );
+    }
+    // Every client ends with a peer beyond the seed: it learned another client's address from
+    // the seed (an answer or a relayed advertisement) and one of them dialled the other.
+    for c in &clients {
+        let seed_ip = seed.ip();
+        eventually("a peer besides the seed", || async {
+            let peers = c.net.peers().await;
+            (peers.iter().any(|p| p.ip != seed_ip)).then_some(())
+        })
+        .await;
+    }
+}
+
+#[actix::test]
+async fn get_addrs_is_answered_once_without_the_askers_address() {
+    let x = TestNode::on(151).await;
+    let y = TestNode::on(152).await;
+    let config = NetworkConfig {
+        peers: vec![x.addr().into(), y.addr().into()],
+        ..test_config(150)
+    };
+    let node = TestNode::start_discovery(config.clone()).await;
+    eventually("both configured peers connected", || async {
+        (node.net.peers().await.len() == 2).then_some(())
+    })
+    .await;
+
+    let mut raw = RawPeer::connect(153, node.addr()).await;
+    raw.handshake(&config).await;
+    // The node asks once on connect.
+    assert_eq!(next_non_ping(&mut raw).await, Frame::GetAddrs {});
+    raw.send(&Frame::GetAddrs {}).await;
+    let Frame::Addrs { addrs } = next_non_ping(&mut raw).await else {
+        panic!("expected Addrs");
+    };
+    let got: Vec<SocketAddr> = addrs.iter().filter_map(WireAddr::socket_addr).collect();
+    assert!(got.contains(&x.addr()), "{got:?}");
+    assert!(got.contains(&y.addr()), "{got:?}");
+    assert!(got.iter().all(|a| a.ip() != lo(153)), "{got:?}");
+    assert!(addrs.len() <= 1000);
+
+    // Asked again on the same connection within the interval: no answer. The node's own
+    // Pings (1 s interval) come long after any answer would have.
+    // Two pings, since one may already have been on its way: the second is sent a full ping
+    // interval after the first was answered.
+    raw.send(&Frame::GetAddrs {}).await;
+    for _ in 0..2 {
+        match raw.recv().await {
+            Read::Frame(Frame::Ping { nonce }) => raw.send(&Frame::Pong { nonce }).await,
+            Read::Frame(f) => panic!("unexpected frame after a repeated GetAddrs: {f:?}"),
+            Read::Closed => panic!("the node closed the connection"),
+        }
+    }
+}
+
+#[actix::test]
+async fn an_address_flood_stays_within_the_books_caps() {
+    let config = test_config(154);
+    let node = TestNode::start_discovery(config.clone()).await;
+    let mut raw = RawPeer::connect(159, node.addr()).await;
+    raw.handshake(&config).await;
+    assert_eq!(next_non_ping(&mut raw).await, Frame::GetAddrs {});
+    // 100,000 public addresses from 10,000 /16 groups, 10 per group, in 100 frames of 1,000.
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut sent = 0u32;
+    for frame in 0..100u32 {
+        let addrs = (0..1000u32)
+            .map(|i| {
+                let k = frame * 1000 + i;
+                // Groups 11.0/16 upwards (public space), hosts 1..=10.
+                let ip = std::net::Ipv4Addr::from(((0x0b00 + k / 10) << 16) | (k % 10 + 1));
+                WireAddr::new(SocketAddr::from((ip, 8333)), now_s)
+            })
+            .collect();
+        raw.send(&Frame::Addrs { addrs }).await;
+        sent += 1000;
+    }
+    assert_eq!(sent, 100_000);
+    // Barrier: the node handles this connection's gossip in order, so the answer to this
+    // GetAddrs comes after all 100 frames were processed.
+    raw.send(&Frame::GetAddrs {}).await;
+    let Frame::Addrs { addrs } = next_non_ping(&mut raw).await else {
+        panic!("expected Addrs");
+    };
+    assert!(addrs.len() <= 1000);
+    let stats = node.net.discovery_stats().await.expect("discovery is on");
+    println!("after the flood: {stats:?}");
+    // One connection's token bucket lets 1,000 through (burst); the rest is dropped unread.
+    assert!(stats.known <= 1000, "{stats:?}");
+    assert!(
+        stats.known >= 500,
+        "the book took what the bucket let through: {stats:?}"
+    );
+    assert!(stats.dropped >= 99_000, "{stats:?}");
+    // No network group beyond its cap; one source group within its cap.
+    assert!(stats.max_per_group <= 16, "{stats:?}");
+    assert!(stats.max_per_source <= 1000, "{stats:?}");
+    // The whole book (5,120 slots plus entries) stays well under 1 MiB.
+    assert!(stats.book_heap_bytes < 1 << 20, "{stats:?}");
+}
