@@ -86,6 +86,9 @@ pub mod constants;
 pub mod credit;
 pub mod dial_plan;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handle;
 mod lanes;
 mod level;

@@ -1,0 +1,4 @@
+//! Fuzz target `block`: see `peerlink_fuzz::block` for what it feeds and what it asserts.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| peerlink_fuzz::block(data));

@@ -1,0 +1,4 @@
+//! Fuzz target `handshake`: see `peerlink_fuzz::handshake` for what it feeds and what it asserts.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| peerlink_fuzz::handshake(data));
