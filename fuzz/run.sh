@@ -17,9 +17,13 @@ shift $(( $# >= 2 ? 2 : 1 ))
 export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks"
-cargo build --release --quiet --bins
-./target/release/seed >/dev/null
+# An explicit --target keeps RUSTFLAGS away from build scripts and proc macros (as cargo-fuzz
+# does): only the fuzzed code is instrumented.
+host=$(rustc -vV | sed -n 's/^host: //p')
+cargo build --release --quiet --target "$host" --bins
+bin="target/$host/release"
+"./$bin/seed" >/dev/null
 mkdir -p "corpus/$target" "artifacts/$target"
-exec "./target/release/$target" "corpus/$target" \
+exec "./$bin/$target" "corpus/$target" \
     -artifact_prefix="artifacts/$target/" -max_total_time="$secs" -print_final_stats=1 \
     -rss_limit_mb=2048 "$@"

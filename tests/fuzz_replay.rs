@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 const SPEC: &str = include_str!("../PROTOCOL.md");
 
 /// Mutations per target: a few seconds in a debug build.
-const MUTATIONS: usize = 3_000;
+const MUTATIONS: usize = 20_000;
 
 fn target_fn(name: &str) -> fn(&[u8]) {
     match name {

@@ -9,9 +9,6 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytes::BytesMut;
-use tokio_util::codec::Decoder;
-
 pub use bytes::BytesMut;
 pub use tokio_util::codec::Decoder;
 

@@ -63,16 +63,24 @@ fn unavailable() -> Option<String> {
     }
     for (tool, arg) in [("ip", "-V"), ("nft", "--version")] {
         if !run_ok(tool, &[arg]) {
-            return Some(format!("`{tool}` is missing (apt-get install iproute2 nftables)"));
+            return Some(format!(
+                "`{tool}` is missing (apt-get install iproute2 nftables)"
+            ));
         }
     }
-    let probe = format!("plprobe{}", std::process::id());
+    let probe = format!(
+        "plprobe{}x{}",
+        std::process::id(),
+        LABS.fetch_add(1, Ordering::Relaxed)
+    );
     if !run_ok("ip", &["netns", "add", &probe]) {
         return Some("`ip netns add` fails".into());
     }
     let nft_ok = run_ok(
         "ip",
-        &["netns", "exec", &probe, "nft", "add", "table", "inet", "probe"],
+        &[
+            "netns", "exec", &probe, "nft", "add", "table", "inet", "probe",
+        ],
     );
     run_ok("ip", &["netns", "del", &probe]);
     (!nft_ok).then(|| "nftables does not work inside a namespace".into())
@@ -160,10 +168,27 @@ impl Host {
         self.nft(&format!(
             "table inet fault\ndelete table inet fault\ntable inet fault {{\n\
              chain inbound {{ type filter hook input priority 0; ip saddr 10.213.0.0/24 numgen random \
-             mod 100 < {percent} drop; }}\n\
+             mod 100 < {percent} counter drop; }}\n\
              chain outbound {{ type filter hook output priority 0; ip daddr 10.213.0.0/24 numgen \
-             random mod 100 < {percent} drop; }}\n}}\n"
+             random mod 100 < {percent} counter drop; }}\n}}\n"
         ));
+    }
+
+    /// Packets dropped so far by this host's fault rules that count (`lose`).
+    pub fn dropped_packets(&self) -> u64 {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &self.ns, "nft", "list", "table", "inet", "fault",
+            ])
+            .output()
+            .expect("nft list");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let words: Vec<&str> = text.split_whitespace().collect();
+        words
+            .windows(2)
+            .filter(|w| w[0] == "packets")
+            .filter_map(|w| w[1].parse::<u64>().ok())
+            .sum()
     }
 
     /// Removes this host's faults.
@@ -219,10 +244,16 @@ impl Lab {
                     &hub,
                 ],
             );
-            run("ip", &["-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", &a]);
+            run(
+                "ip",
+                &["-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", &a],
+            );
             run("ip", &["-n", &ns, "link", "set", &a, "up"]);
             run("ip", &["-n", &ns, "link", "set", "lo", "up"]);
-            run("ip", &["-n", &hub, "link", "set", &b, "master", "br0", "up"]);
+            run(
+                "ip",
+                &["-n", &hub, "link", "set", &b, "master", "br0", "up"],
+            );
         }
         Some(lab)
     }
@@ -263,7 +294,13 @@ pub struct NsNode {
 impl NsNode {
     /// Starts `peerlink run` on `host` with `config` (TOML text), dialling `peers`, with
     /// `extra` arguments; waits until its admin API answers.
-    pub fn start(host: &Host, dir: &Path, config: &str, peers: &[SocketAddr], extra: &[&str]) -> NsNode {
+    pub fn start(
+        host: &Host,
+        dir: &Path,
+        config: &str,
+        peers: &[SocketAddr],
+        extra: &[&str],
+    ) -> NsNode {
         std::fs::create_dir_all(dir).expect("node dir");
         let config_path = dir.join("node.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -285,16 +322,22 @@ impl NsNode {
             .open(self.dir.join("stderr.log"))
             .expect("log file");
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.host.ns, env!("CARGO_BIN_EXE_peerlink"), "run"])
-            .arg("--config")
-            .arg(self.dir.join("node.toml"))
-            .arg("--listen")
-            .arg(self.host.peer_addr().to_string())
-            .arg("--admin")
-            .arg(format!("127.0.0.1:{ADMIN_PORT}"))
-            .arg("--data-dir")
-            .arg(&self.data)
-            .args(extra);
+        cmd.args([
+            "netns",
+            "exec",
+            &self.host.ns,
+            env!("CARGO_BIN_EXE_peerlink"),
+            "run",
+        ])
+        .arg("--config")
+        .arg(self.dir.join("node.toml"))
+        .arg("--listen")
+        .arg(self.host.peer_addr().to_string())
+        .arg("--admin")
+        .arg(format!("127.0.0.1:{ADMIN_PORT}"))
+        .arg("--data-dir")
+        .arg(&self.data)
+        .args(extra);
         for p in peers {
             cmd.arg("--peer").arg(p.to_string());
         }
@@ -358,7 +401,10 @@ impl NsNode {
 
     /// Registered peers.
     pub fn peers(&self) -> Vec<Value> {
-        self.peers_report()["peers"].as_array().cloned().unwrap_or_default()
+        self.peers_report()["peers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Height and tip.
@@ -376,7 +422,9 @@ impl Drop for NsNode {
         if let Some(c) = self.child.as_mut() {
             // A stopped process must be continued to die cleanly from SIGKILL's point of view
             // too (it dies either way; CONT keeps `wait` prompt).
-            let _ = Command::new("kill").args(["-CONT", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
         }
         self.kill9();
         if std::thread::panicking() {
