@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one coverage-guided fuzz target on the stable toolchain: builds fuzz/ with libFuzzer's
-# coverage instrumentation (the flags cargo-fuzz passes; no nightly feature is needed), writes
-# the seed corpus from PROTOCOL.md, then fuzzes for SECONDS (default 60).
+# coverage instrumentation (the flags cargo-fuzz passes; no nightly feature is needed), then
+# fuzzes for SECONDS (default 60) from a seed corpus of PROTOCOL.md's vectors.
 #
 #   fuzz/run.sh TARGET [SECONDS] [more libFuzzer flags]
 #   targets: frame_codec handshake node_msg block
@@ -22,8 +22,8 @@ export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-co
 host=$(rustc -vV | sed -n 's/^host: //p')
 cargo build --release --quiet --target "$host" --bins
 bin="target/$host/release"
-"./$bin/seed" >/dev/null
 mkdir -p "corpus/$target" "artifacts/$target"
-exec "./$bin/$target" "corpus/$target" \
+# The target writes its seeds (PROTOCOL.md's vectors) into the corpus when it starts.
+PEERLINK_FUZZ_SEEDS="corpus/$target" exec "./$bin/$target" "corpus/$target" \
     -artifact_prefix="artifacts/$target/" -max_total_time="$secs" -print_final_stats=1 \
     -rss_limit_mb=2048 "$@"

@@ -1,6 +1,6 @@
 //! Faults below the loopback: real `peerlink run` processes in network namespaces joined by
 //! veth pairs (tests/netns), links cut without a FIN, lossy links and a partition, injected with
-//! nftables. Each test asserts that nothing is lost: connections come back exactly once, syncs
+//! nftables, and a slow or stalled link through the harness's userspace relay. Each test asserts that nothing is lost: connections come back exactly once, syncs
 //! complete on the connection they started on, a healed partition ends on one chain.
 //!
 //! Needs root, `ip` and `nft` (`.ci/run` has them and sets `PEERLINK_REQUIRE_NETNS=1`);
@@ -217,4 +217,73 @@ fn healed_partition_ends_on_one_chain_the_higher_one() {
     for n in &nodes {
         assert_eq!(n.tip(), left_tip, "node {}", n.host.ip);
     }
+}
+
+/// A slow link and a stalled one, through the harness's userspace relay on a third host: with
+/// 150 ms added each way (RTT >= 300 ms, above the 250 ms ping interval) the connection stays
+/// up and pongs keep matching; a stall that holds every byte (no FIN) for longer than the ping
+/// timeout closes both sides with `ping_timeout`, and after the relay resumes they hold exactly
+/// one connection again.
+#[test]
+fn a_slow_link_stays_up_and_a_stalled_one_is_noticed_and_healed() {
+    let Some(lab) = Lab::new(3) else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(PING_INTERVAL_MS, PING_TIMEOUT_MS);
+    let (ha, hb, hr) = (&lab.hosts[0], &lab.hosts[1], &lab.hosts[2]);
+    let relay = netns::Relay::start(hr, 7800, hb.peer_addr());
+    let b = NsNode::start(hb, &tmp.path().join("b"), &cfg, &[], &[]);
+    let a = NsNode::start(ha, &tmp.path().join("a"), &cfg, &[relay.addr], &[]);
+    let via = hr.ip.to_string();
+    wait_within(
+        "a and b connected through the relay",
+        Duration::from_secs(15),
+        || (peer_ips(&a) == [via.clone()] && peer_ips(&b) == [via.clone()]).then_some(()),
+    );
+
+    relay.set_delay(Duration::from_millis(150));
+    let ids = (conn_ids(&a), conn_ids(&b));
+    let start = a.peers()[0]["pongs_matched"].as_u64().unwrap_or(0);
+    let rtt = wait_within("ten slow pongs", Duration::from_secs(20), || {
+        let p = a.peers();
+        let p = p.first()?;
+        let slow = p["rtt_ms"].as_f64()? >= 300.0;
+        (slow && p["pongs_matched"].as_u64()? >= start + 10).then(|| p["rtt_ms"].clone())
+    });
+    eprintln!("rtt through the slow relay: {rtt} ms");
+    assert_eq!(
+        (conn_ids(&a), conn_ids(&b)),
+        ids,
+        "a slow link was replaced"
+    );
+    assert!(disconnects(&a).is_empty() && disconnects(&b).is_empty());
+
+    relay.set_delay(Duration::ZERO);
+    relay.set_stalled(true);
+    let stalled = Instant::now();
+    wait_within(
+        "both sides to drop the stalled link",
+        Duration::from_secs(15),
+        || (a.peers().is_empty() && b.peers().is_empty()).then_some(()),
+    );
+    let noticed = stalled.elapsed();
+    // The delayed chunks still in the relay may carry pongs for up to 150 ms after the stall.
+    let bound = Duration::from_millis(PING_INTERVAL_MS + PING_TIMEOUT_MS + 150 + 1_500);
+    assert!(noticed <= bound, "stall noticed after {noticed:?}");
+    for node in [&a, &b] {
+        // Redials through the stalled relay may add handshake timeouts; the registered
+        // connection itself must have ended on its pings.
+        let reasons: Vec<Value> = disconnects(node)
+            .iter()
+            .map(|d| d["reason"].clone())
+            .collect();
+        assert!(
+            reasons.iter().any(|r| r == "ping_timeout"),
+            "node {}: {reasons:?}",
+            node.host.ip
+        );
+    }
+    relay.set_stalled(false);
+    wait_within("one connection again", Duration::from_secs(15), || {
+        (peer_ips(&a) == [via.clone()] && peer_ips(&b) == [via.clone()]).then_some(())
+    });
 }

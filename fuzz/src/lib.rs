@@ -134,6 +134,26 @@ pub fn block(data: &[u8]) {
     }
 }
 
+/// PROTOCOL.md, the source of the seed corpus.
+pub const SPEC: &str = include_str!("../../PROTOCOL.md");
+
+/// Writes `target`'s seeds into the directory named by `PEERLINK_FUZZ_SEEDS`, if set (called
+/// from each target's libFuzzer init, before the corpus is read; `fuzz/run.sh` sets it).
+pub fn write_seeds_from_env(target: &str) {
+    let Some(dir) = std::env::var_os("PEERLINK_FUZZ_SEEDS") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).expect("create the corpus directory");
+    for (name, inputs) in seeds(SPEC) {
+        if name == target {
+            for (i, input) in inputs.iter().enumerate() {
+                std::fs::write(dir.join(format!("seed-{i:03}")), input).expect("write a seed");
+            }
+        }
+    }
+}
+
 /// The seed corpus of every target, from PROTOCOL.md's vectors: `(target, inputs)`.
 pub fn seeds(spec: &str) -> Vec<(&'static str, Vec<Vec<u8>>)> {
     let frames = vectors(spec, "```hex");

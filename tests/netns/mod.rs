@@ -248,6 +248,24 @@ impl Lab {
                 "ip",
                 &["-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", &a],
             );
+            // Wire-sized packets: without this, GSO/GRO hand nftables 64 KiB super-packets and
+            // "5 % of packets" would mean a few huge losses.
+            for (n, dev) in [(&ns, &a), (&hub, &b)] {
+                run(
+                    "ip",
+                    &[
+                        "-n",
+                        n,
+                        "link",
+                        "set",
+                        dev,
+                        "gso_max_size",
+                        "1500",
+                        "gro_max_size",
+                        "1500",
+                    ],
+                );
+            }
             run("ip", &["-n", &ns, "link", "set", &a, "up"]);
             run("ip", &["-n", &ns, "link", "set", "lo", "up"]);
             run(
@@ -458,4 +476,114 @@ pub fn produce_offline(data: &Path, blocks: u64, bytes: usize) {
         .status()
         .expect("run peerlink produce");
     assert!(status.success(), "peerlink produce failed");
+}
+
+/// A userspace TCP relay inside a host's namespace, for what nftables cannot do here (no
+/// netem): added delay and stalls. It listens on the host's address and forwards each accepted
+/// connection to `to`, so both nodes see the relay host's IP as their peer. Stalling holds the
+/// bytes (nothing is closed, no FIN, no RST); resuming releases them.
+pub struct Relay {
+    /// Where nodes dial to go through the relay.
+    pub addr: SocketAddr,
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    /// Starts a relay on `host` port `port` forwarding to `to`.
+    pub fn start(host: &Host, port: u16, to: SocketAddr) -> Relay {
+        use std::sync::atomic::{AtomicBool, AtomicU64};
+        use std::sync::Arc;
+        let addr = SocketAddr::new(host.ip.into(), port);
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let stalled = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let listener = host.within(move || std::net::TcpListener::bind(addr).expect("relay bind"));
+        listener.set_nonblocking(true).expect("nonblocking");
+        let (d, s, st, ns) = (
+            delay_ms.clone(),
+            stalled.clone(),
+            stop.clone(),
+            host.clone(),
+        );
+        std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((inbound, _)) => {
+                        let Ok(outbound) = ns.within(move || std::net::TcpStream::connect(to))
+                        else {
+                            continue;
+                        };
+                        let _ = inbound.set_nonblocking(false);
+                        for (from, into) in [
+                            (inbound.try_clone(), outbound.try_clone()),
+                            (outbound.try_clone(), inbound.try_clone()),
+                        ] {
+                            if let (Ok(from), Ok(into)) = (from, into) {
+                                let (d, s, st) = (d.clone(), s.clone(), st.clone());
+                                std::thread::spawn(move || pump(from, into, &d, &s, &st));
+                            }
+                        }
+                    }
+                    // Polled so that `stop` ends the thread; 10 ms is the accept latency.
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Relay {
+            addr,
+            delay_ms,
+            stalled,
+            stop,
+        }
+    }
+
+    /// Delays every chunk by `delay` in each direction.
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Stops (true) or resumes (false) forwarding, holding the bytes meanwhile.
+    pub fn set_stalled(&self, stalled: bool) {
+        self.stalled.store(stalled, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.stalled.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Copies `from` to `into`, chunk by chunk, after the delay and while not stalled.
+fn pump(
+    mut from: std::net::TcpStream,
+    mut into: std::net::TcpStream,
+    delay_ms: &std::sync::atomic::AtomicU64,
+    stalled: &std::sync::atomic::AtomicBool,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    use std::io::{Read, Write};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let delay = delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            // The injected fault itself: this chunk is late by `delay`.
+            std::thread::sleep(Duration::from_millis(delay));
+        }
+        while stalled.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if stop.load(Ordering::Relaxed) || into.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = into.shutdown(std::net::Shutdown::Write);
 }
