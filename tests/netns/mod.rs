@@ -199,7 +199,6 @@ impl Host {
 
 /// A set of hosts on one bridge; removed on drop.
 pub struct Lab {
-    id: String,
     hub: String,
     /// The hosts, addresses 10.213.0.1, .2, ...
     pub hosts: Vec<Host>,
@@ -224,7 +223,6 @@ impl Lab {
         let hub = format!("{id}h");
         // From here on, Drop removes whatever was created.
         let mut lab = Lab {
-            id: id.clone(),
             hub: hub.clone(),
             hosts: Vec::new(),
         };
@@ -294,7 +292,6 @@ impl Drop for Lab {
             let _ = run_ok("ip", &["netns", "del", &h.ns]);
         }
         let _ = run_ok("ip", &["netns", "del", &self.hub]);
-        let _ = &self.id;
     }
 }
 
