@@ -188,10 +188,11 @@ async fn a_peer_restarting_during_ten_thousand_sends_loses_nothing_silently() {
         got, sent_after_restart,
         "the new instance missed or reordered"
     );
-    // What the old instance got before its shutdown: strictly increasing, all before 3,000.
+    // What the old instance got before its shutdown (drained until 100 ms pass without one; the
+    // count is reported, not asserted): strictly increasing, all before 3,000.
     let mut old = Vec::new();
     while let Ok(Some((_, TestMsg::Text { seq, .. }))) =
-        tokio::time::timeout(Duration::from_millis(1), b1.inbound.recv()).await
+        tokio::time::timeout(Duration::from_millis(100), b1.inbound.recv()).await
     {
         old.push(seq);
     }
