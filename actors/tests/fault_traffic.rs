@@ -34,7 +34,14 @@ fn max_blob() -> Vec<u8> {
 /// times the baseline's worst on a loaded machine, and pongs keep coming), the flood arrives whole, and nobody is disconnected.
 #[actix::test]
 async fn a_flood_of_maximum_frames_does_not_delay_another_peers_pongs() {
-    let mut hub = TestNode::start(config(2)).await;
+    // The hub and the flooder ping each other behind up to 8 MiB of queued frames (see
+    // `both_ends_sending_...`): a long timeout on that link, so that only the pinger's own
+    // latency is measured.
+    let mut hub = TestNode::start(NetworkConfig {
+        ping_timeout_ms: 30_000,
+        ..config(2)
+    })
+    .await;
     let pinger = TestNode::start(NetworkConfig {
         ping_interval_ms: 100,
         session_threads: 1,
@@ -43,6 +50,7 @@ async fn a_flood_of_maximum_frames_does_not_delay_another_peers_pongs() {
     .await;
     let flooder = TestNode::start(NetworkConfig {
         session_threads: 1,
+        ping_timeout_ms: 30_000,
         ..config(4)
     })
     .await;
@@ -279,8 +287,16 @@ async fn a_broadcast_while_half_of_fifty_peers_die_reaches_every_survivor_once()
 /// connection, with no disconnect.
 #[actix::test]
 async fn both_ends_sending_four_mib_frames_at_once_neither_deadlock_nor_drop() {
-    let mut a = TestNode::start(config(30)).await;
-    let mut b = TestNode::start(config(31)).await;
+    // Pings and pongs queue behind the data in each end's outbox (FIFO, up to the 8 MiB budget),
+    // so a round trip here takes up to two full outboxes: with the suite's 3 s timeout a debug
+    // build on a loaded machine (a few MB/s) was dropped with ping_timeout. 30 s keeps the
+    // assertion about deadlock and drops, not about the machine's speed.
+    let slow_ok = |last| NetworkConfig {
+        ping_timeout_ms: 30_000,
+        ..config(last)
+    };
+    let mut a = TestNode::start(slow_ok(30)).await;
+    let mut b = TestNode::start(slow_ok(31)).await;
     a.net.connect(b.addr());
     a.connected().await;
     b.connected().await;
@@ -296,21 +312,43 @@ async fn both_ends_sending_four_mib_frames_at_once_neither_deadlock_nor_drop() {
     let send_all = |h: peerlink_actors::PeerHandle| async move {
         for k in 0..8u8 {
             h.drained_to(4 << 20).await;
-            assert_eq!(h.send(&frame(k)).unwrap(), SendOutcome::Queued);
+            let outcome = h.send(&frame(k)).unwrap();
+            if outcome != SendOutcome::Queued {
+                return Err((k, outcome));
+            }
         }
+        Ok(())
     };
     let (sa, sb) = (
         actix::spawn(send_all(ha.clone())),
         actix::spawn(send_all(hb.clone())),
     );
-    for k in 0..8u8 {
+    let mut received = true;
+    'recv: for k in 0..8u8 {
         for node in [&mut a, &mut b] {
-            let (_, m) = node.next_msg().await;
-            assert_eq!(m, frame(k), "frame {k}");
+            match tokio::time::timeout(WAIT, node.inbound.recv()).await {
+                Ok(Some((_, m))) => assert_eq!(m, frame(k), "frame {k}"),
+                _ => {
+                    received = false;
+                    break 'recv;
+                }
+            }
         }
     }
-    sa.await.unwrap();
-    sb.await.unwrap();
+    let (ra, rb) = (sa.await.unwrap(), sb.await.unwrap());
+    if !received || ra.is_err() || rb.is_err() {
+        let why = |s: peerlink_actors::RegistryStats| {
+            s.recent_disconnects
+                .iter()
+                .map(|d| format!("{:?}", d))
+                .collect::<Vec<_>>()
+        };
+        panic!(
+            "a sent {ra:?}, b sent {rb:?}, all received: {received}; a's disconnects {:?}, b's {:?}",
+            why(a.net.stats().await.unwrap()),
+            why(b.net.stats().await.unwrap())
+        );
+    }
     assert_eq!(a.net.peers().await[0].conn_id, ha.conn_id());
     assert_eq!(b.net.peers().await[0].conn_id, hb.conn_id());
     assert_eq!(a.net.stats().await.unwrap().disconnects, 0);
