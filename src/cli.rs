@@ -160,6 +160,18 @@ pub struct DevnetArgs {
     /// IPv4 loopback address of node 0; node i uses this address + i (all in 127.0.0.0/8).
     #[arg(long, value_name = "IP", default_value = "127.0.0.2")]
     pub base_ip: Ipv4Addr,
+    /// Who dials whom: `line` (i dials i + 1), `ring` (the line closed: the last dials node 0)
+    /// or `seed` (every node dials node 0).
+    #[arg(long, value_enum, default_value_t = crate::devnet::Topology::Line)]
+    pub topology: crate::devnet::Topology,
+    /// Soak: after the sync, keep the nodes running this long (node 0 producing a block every
+    /// 2 s), print reconnects, pong rate, one-entry-per-IP violations and RSS over time, and end
+    /// with a verdict (exit status). `0s` (the default) skips the soak.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// How often the soak prints its figures.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub report_every: Duration,
 }
 
 /// Arguments of the commands that query a running node.
@@ -271,6 +283,22 @@ mod tests {
         assert_eq!((d.nodes, d.blocks, d.block_bytes), (8, 5000, 1024));
         assert_eq!(d.timeout, Duration::from_secs(120));
         assert!(d.base_ip.is_loopback());
+        assert_eq!(d.topology, crate::devnet::Topology::Line);
+        assert_eq!(d.duration, Duration::ZERO);
+        let cli = Cli::try_parse_from([
+            "peerlink",
+            "devnet",
+            "--duration",
+            "30m",
+            "--topology",
+            "ring",
+        ])
+        .unwrap();
+        let Command::Devnet(d) = cli.command else {
+            panic!("not devnet")
+        };
+        assert_eq!(d.duration, Duration::from_secs(1800));
+        assert_eq!(d.topology, crate::devnet::Topology::Ring);
     }
 
     #[test]

@@ -22,6 +22,12 @@
 //!
 //! Pings run every [`DEVNET_PING_INTERVAL_MS`] so that the pong rate is measured even in a
 //! short run.
+//!
+//! `--topology ring|seed` changes who dials whom ([`Topology`]); `--duration D` adds a soak
+//! phase after the relay phase: node 0 keeps producing a block every
+//! [`crate::soak::SOAK_BLOCK_INTERVAL`] for `D`, every `--report-every` the devnet prints
+//! reconnects, pong rate, one-entry-per-IP violations and RSS per node, and the run ends with
+//! the soak's verdict ([`crate::soak::SoakTracker`]) in the exit status.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -38,6 +44,7 @@ use peerlink_actors::{NetworkConfig, PeerInfo, RegistryStats};
 use crate::chain::block::MAX_BLOCK_PAYLOAD_BYTES;
 use crate::chain::{produce, short_hex, to_hex, BlockHash, ChainError, ChainStore};
 use crate::cli::DevnetArgs;
+use crate::soak::{process_rss_bytes, NodeSample, SoakTracker, SOAK_BLOCK_INTERVAL};
 use crate::sync::{start_node, SyncConfig, SyncError, SyncNode, SyncStatus};
 
 /// Network name of the devnet's chain.
@@ -64,6 +71,38 @@ pub const PLAIN_TABLE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How often node statuses are polled while waiting for a tip.
 const POLL: Duration = Duration::from_millis(10);
+
+/// Who dials whom in the devnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Topology {
+    /// Node i dials node i + 1: blocks cross n - 1 hops.
+    Line,
+    /// The line, closed: the last node also dials node 0 (two paths to every node).
+    Ring,
+    /// Every node dials node 0 (a star around the seed).
+    Seed,
+}
+
+impl Topology {
+    /// The dials `(from, to)` of a network of `n` nodes.
+    pub fn edges(self, n: usize) -> Vec<(usize, usize)> {
+        let line = (0..n.saturating_sub(1)).map(|i| (i, i + 1));
+        match self {
+            Topology::Line => line.collect(),
+            Topology::Ring if n >= 3 => line.chain(std::iter::once((n - 1, 0))).collect(),
+            Topology::Ring => line.collect(),
+            Topology::Seed => (1..n).map(|i| (i, 0)).collect(),
+        }
+    }
+
+    /// Connections node `i` of `n` holds when every dial succeeded.
+    pub fn expected(self, i: usize, n: usize) -> usize {
+        self.edges(n)
+            .iter()
+            .filter(|(a, b)| *a == i || *b == i)
+            .count()
+    }
+}
 
 /// Why a devnet run failed. Each message says what went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -216,9 +255,10 @@ pub async fn run(args: &DevnetArgs, out: &mut dyn Write) -> Result<DevnetReport,
     let target = (store0.height(), store0.tip_hash());
     writeln!(
         out,
-        "devnet: {} nodes in a line on {}..; node 0 built {prebuilt} blocks of {} bytes in {:.1} s \
-         (tip {}), {live} more will be produced live",
+        "devnet: {} nodes ({:?} topology) on {}..; node 0 built {prebuilt} blocks of {} bytes in \
+         {:.1} s (tip {}), {live} more will be produced live",
         args.nodes,
+        args.topology,
         args.base_ip,
         args.block_bytes,
         built.elapsed().as_secs_f64(),
@@ -293,8 +333,8 @@ async fn drive(
 ) -> Result<DevnetReport, DevnetError> {
     let started = Instant::now();
     let deadline = started + args.timeout;
-    for pair in nodes.windows(2) {
-        pair[0].net.connect(pair[1].net.local_addr());
+    for (a, b) in args.topology.edges(nodes.len()) {
+        nodes[a].net.connect(nodes[b].net.local_addr());
     }
     let mut table = Table::new(std::io::stdout().is_terminal());
 
@@ -350,6 +390,12 @@ async fn drive(
         relay_max = relay_max.max(t.elapsed());
     }
 
+    let soak = if args.duration.is_zero() {
+        None
+    } else {
+        Some(soak(args, nodes, interrupted, out).await?)
+    };
+
     // Final state.
     let statuses = statuses(nodes).await?;
     table.draw(nodes, &statuses, out).await?;
@@ -359,7 +405,7 @@ async fn drive(
         let stats = node.net.stats().await.map_err(SyncError::from)?;
         reports.push(node_report(
             i,
-            nodes.len(),
+            args.topology.expected(i, nodes.len()),
             node,
             s,
             &peers,
@@ -378,19 +424,113 @@ async fn drive(
     };
     write!(out, "{}", render_report(&report))?;
     check_report(&report)?;
-    Ok(report)
+    match soak {
+        Some(Err(failed)) => Err(DevnetError::Check(failed)),
+        _ => Ok(report),
+    }
+}
+
+/// Samples every node's counters for the soak.
+async fn soak_samples(
+    args: &DevnetArgs,
+    nodes: &[SyncNode],
+) -> Result<Vec<NodeSample>, DevnetError> {
+    let statuses = statuses(nodes).await?;
+    let mut samples = Vec::with_capacity(nodes.len());
+    for (i, (node, s)) in nodes.iter().zip(&statuses).enumerate() {
+        let peers = node.net.peers().await;
+        let stats = node.net.stats().await.map_err(SyncError::from)?;
+        samples.push(NodeSample {
+            connects: stats.connects,
+            disconnects: stats.disconnects,
+            replaced: stats.replaced,
+            connections: peers.len(),
+            distinct_ips: peers.iter().map(|p| p.ip).collect::<BTreeSet<_>>().len(),
+            expected: args.topology.expected(i, nodes.len()),
+            pings_sent: peers.iter().map(|p| p.pings_sent).sum(),
+            pongs_matched: peers.iter().map(|p| p.pongs_matched).sum(),
+            height: s.height,
+        });
+    }
+    Ok(samples)
+}
+
+/// The soak phase: `--duration` of pings and a block every [`SOAK_BLOCK_INTERVAL`], sampled
+/// every `--report-every`; then every node must reach node 0's tip again. Returns the verdict
+/// (`Err` text when a threshold was missed); errors only when the run itself broke.
+async fn soak(
+    args: &DevnetArgs,
+    nodes: &[SyncNode],
+    interrupted: &AtomicBool,
+    out: &mut dyn Write,
+) -> Result<Result<String, String>, DevnetError> {
+    writeln!(
+        out,
+        "soak: {} nodes ({:?}) for {}, a block every {} s, figures every {}",
+        nodes.len(),
+        args.topology,
+        humantime::format_duration(args.duration),
+        SOAK_BLOCK_INTERVAL.as_secs(),
+        humantime::format_duration(args.report_every)
+    )?;
+    let mut tracker = SoakTracker::new(soak_samples(args, nodes).await?);
+    let started = Instant::now();
+    let end = started + args.duration;
+    let every = args.report_every.max(Duration::from_millis(100));
+    let mut next_report = started + every;
+    let mut next_block = started + SOAK_BLOCK_INTERVAL;
+    loop {
+        if interrupted.load(Ordering::SeqCst) {
+            return Err(DevnetError::Interrupted);
+        }
+        let now = Instant::now();
+        if now >= next_block {
+            nodes[0].produce().await?;
+            next_block += SOAK_BLOCK_INTERVAL;
+        }
+        if now >= next_report || now >= end {
+            let samples = soak_samples(args, nodes).await?;
+            let text = tracker.observe(started.elapsed(), &samples, process_rss_bytes());
+            write!(out, "{text}")?;
+            out.flush()?;
+            next_report += every;
+        }
+        if now >= end {
+            break;
+        }
+        let wake = next_block.min(next_report).min(end);
+        tokio::time::sleep(wake.saturating_duration_since(Instant::now())).await;
+    }
+    // The last block must reach every node before the final checks.
+    let want = {
+        let s = nodes[0].status().await?;
+        (s.height, s.tip)
+    };
+    let deadline = Instant::now() + args.timeout;
+    loop {
+        let statuses = statuses(nodes).await?;
+        if statuses.iter().all(|s| (s.height, s.tip) == want) {
+            break;
+        }
+        check_time(args, deadline, interrupted, &statuses, want)?;
+        tokio::time::sleep(POLL).await;
+    }
+    let verdict = tracker.verdict();
+    match &verdict {
+        Ok(s) | Err(s) => writeln!(out, "{s}")?,
+    }
+    Ok(verdict)
 }
 
 fn node_report(
     index: usize,
-    n: usize,
+    expected: usize,
     node: &SyncNode,
     s: &SyncStatus,
     peers: &[PeerInfo],
     stats: &RegistryStats,
     synced_after: Option<Duration>,
 ) -> NodeReport {
-    let expected = if index == 0 || index == n - 1 { 1 } else { 2 };
     NodeReport {
         index,
         addr: node.net.local_addr(),
@@ -427,7 +567,7 @@ pub fn check_report(r: &DevnetReport) -> Result<(), DevnetError> {
         }
         if n.connections != n.expected {
             problems.push(format!(
-                "node {} has {} connections, expected {} (its neighbours in the line)",
+                "node {} has {} connections, expected {} (its neighbours in the topology)",
                 n.index, n.connections, n.expected
             ));
         }
@@ -680,6 +820,19 @@ mod tests {
     }
 
     #[test]
+    fn topologies_give_each_node_its_neighbours() {
+        assert_eq!(Topology::Line.edges(3), vec![(0, 1), (1, 2)]);
+        assert_eq!(Topology::Ring.edges(3), vec![(0, 1), (1, 2), (2, 0)]);
+        assert_eq!(Topology::Ring.edges(2), vec![(0, 1)]);
+        assert_eq!(Topology::Seed.edges(3), vec![(1, 0), (2, 0)]);
+        assert_eq!(Topology::Line.expected(0, 4), 1);
+        assert_eq!(Topology::Line.expected(1, 4), 2);
+        assert_eq!(Topology::Ring.expected(0, 4), 2);
+        assert_eq!(Topology::Seed.expected(0, 4), 3);
+        assert_eq!(Topology::Seed.expected(3, 4), 1);
+    }
+
+    #[test]
     fn node_addresses_stay_in_loopback() {
         assert_eq!(
             node_ip(Ipv4Addr::new(127, 0, 0, 2), 3),
@@ -691,6 +844,9 @@ mod tests {
             block_bytes: 1,
             timeout: Duration::from_secs(1),
             base_ip: Ipv4Addr::new(127, 255, 255, 254),
+            topology: Topology::Line,
+            duration: Duration::ZERO,
+            report_every: Duration::from_secs(60),
         };
         assert!(check_args(&args).is_err());
         args.base_ip = Ipv4Addr::new(10, 0, 0, 1);

@@ -13,7 +13,8 @@
 //! - `app`: `NodeMsg`, the node's application messages inside App frames.
 //! - `chain`: blocks, genesis per network and the redb chain store.
 //! - `sync`: the block sync policy (`SyncEngine`) and the actor that carries it out.
-//! - `devnet`: N nodes in one process, the main demo and end-to-end check.
+//! - `devnet`: N nodes in one process, the main demo and end-to-end check; `soak`: the
+//!   verdict of `devnet --duration` (long runs).
 #![deny(missing_docs)]
 
 pub mod admin;
@@ -23,4 +24,5 @@ pub mod cli;
 pub mod config;
 pub mod devnet;
 pub mod node;
+pub mod soak;
 pub mod sync;

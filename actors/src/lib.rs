@@ -122,6 +122,9 @@ mod dial_plan;
 pub mod discovery;
 mod env;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handle;
 mod lanes;
 mod level;

@@ -611,14 +611,14 @@ impl Decoder for FrameCodec {
 /// buffer, not in a batch being handled. A frame that fails after good ones stays in the buffer
 /// and is examined again on the next call.
 #[derive(Debug, Clone)]
-pub(crate) struct FrameBatchCodec {
+pub struct FrameBatchCodec {
     inner: FrameCodec,
     batching: Arc<AtomicBool>,
 }
 
 impl FrameBatchCodec {
     /// A batching codec with the given shared cap and handshake flag.
-    pub(crate) fn new(max_body: Arc<AtomicUsize>, batching: Arc<AtomicBool>) -> Self {
+    pub fn new(max_body: Arc<AtomicUsize>, batching: Arc<AtomicBool>) -> Self {
         Self {
             inner: FrameCodec::new(max_body),
             batching,
