@@ -154,10 +154,12 @@ pub fn child_main(sec: Sec, n: usize) -> Result<(), String> {
         let rss0 = rss_bytes()?;
         println!("addr {addr}");
         std::io::stdout().flush().map_err(err)?;
-        tokio::time::timeout(CHILD_WAIT, established.wait_for(|c| *c >= n as u64))
+        let all = tokio::time::timeout(CHILD_WAIT, established.wait_for(|c| *c >= n as u64))
             .await
-            .map_err(|_| format!("{} of {n} connections", *established.borrow()))?
-            .map_err(err)?;
+            .map(|r| r.is_ok());
+        if all != Ok(true) {
+            return Err(format!("{} of {n} connections", *established.borrow()));
+        }
         let end_ns = monotonic_ns();
         tokio::time::sleep(Duration::from_millis(300)).await;
         let rss1 = rss_bytes()?;

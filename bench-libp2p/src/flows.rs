@@ -14,7 +14,6 @@ use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use crate::common::{err, in_tokio, percentile, put_frame, Tally};
 use crate::node::{Node, Sec};
-use crate::Sizes;
 
 /// Batch size of the writers: the same as peerlink's and the raw baseline's.
 const BATCH_BYTES: usize = 64 * 1024;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::identity::Keypair;
+use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{noise, plaintext, tcp, yamux, Multiaddr, PeerId, Stream, StreamProtocol, Swarm};
 use tokio::sync::{mpsc, watch};
@@ -106,7 +107,7 @@ pub struct Node {
     pub addr: Multiaddr,
     /// Opens and accepts streams.
     pub control: libp2p_stream::Control,
-    dial: mpsc::UnboundedSender<Multiaddr>,
+    dial: mpsc::UnboundedSender<(PeerId, Multiaddr)>,
     established: watch::Receiver<u64>,
     task: JoinHandle<()>,
 }
@@ -118,13 +119,19 @@ impl Node {
         let addr = listen(&mut swarm, ip).await?;
         let peer = *swarm.local_peer_id();
         let control = swarm.behaviour().new_control();
-        let (dial, mut dials) = mpsc::unbounded_channel::<Multiaddr>();
+        let (dial, mut dials) = mpsc::unbounded_channel::<(PeerId, Multiaddr)>();
         let (count, established) = watch::channel(0u64);
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    Some(to) = dials.recv() => {
-                        if let Err(e) = swarm.dial(to) {
+                    Some((peer, addr)) = dials.recv() => {
+                        // A new source port: the default, binding the dial to the listen
+                        // port, failed with EADDRINUSE between loopback addresses here.
+                        let opts = DialOpts::peer_id(peer)
+                            .addresses(vec![addr])
+                            .allocate_new_port()
+                            .build();
+                        if let Err(e) = swarm.dial(opts) {
                             eprintln!("dial failed: {e}");
                         }
                     }
@@ -156,15 +163,11 @@ impl Node {
     /// Dials `peer` at `addr` and waits until the connection is established.
     pub async fn connect_to(&mut self, addr: Multiaddr, peer: PeerId) -> Result<(), String> {
         let before = *self.established.borrow();
-        let addr = addr.with_p2p(peer).map_err(|_| "bad address")?;
-        self.dial.send(addr).map_err(err)?;
-        tokio::time::timeout(
-            SETUP_WAIT,
-            self.established.wait_for(|n| *n > before),
-        )
-        .await
-        .map_err(|_| format!("no connection to {peer} in {SETUP_WAIT:?}"))?
-        .map_err(err)?;
+        self.dial.send((peer, addr)).map_err(err)?;
+        tokio::time::timeout(SETUP_WAIT, self.established.wait_for(|n| *n > before))
+            .await
+            .map_err(|_| format!("no connection to {peer} in {SETUP_WAIT:?}"))?
+            .map_err(err)?;
         Ok(())
     }
 
