@@ -48,6 +48,9 @@ struct Outbox {
     sealed: Vec<Bytes>,
     /// Small frames, copied in one after the other: one buffer for a whole burst.
     open: Vec<u8>,
+    /// Pings and pongs: written before queued data, between whole frames of it, so that a
+    /// busy but healthy connection still answers and measures liveness in time.
+    control: Vec<u8>,
     /// The writer found the outbox empty and waits to be notified.
     writer_idle: bool,
     /// The writer has finished; nothing more is accepted.
@@ -56,7 +59,7 @@ struct Outbox {
 
 impl Outbox {
     fn is_empty(&self) -> bool {
-        self.sealed.is_empty() && self.open.is_empty()
+        self.sealed.is_empty() && self.open.is_empty() && self.control.is_empty()
     }
 
     /// Appends a frame that is already encoded: a large one as the shared bytes (one reference
@@ -366,6 +369,14 @@ impl PeerHandle {
         self.inner.state.enqueue_frame(&frame) == Enqueued::Queued
     }
 
+    /// A ping or pong: same budget, but written ahead of queued data (between whole frames),
+    /// so that liveness does not wait behind megabytes of application data.
+    pub(crate) fn send_liveness(&self, frame: &[u8]) -> bool {
+        self.inner.state.enqueue(frame.len(), |outbox| {
+            outbox.control.extend_from_slice(frame)
+        }) == Enqueued::Queued
+    }
+
     /// Marks the handle closed so that later sends report `NotConnected`.
     pub(crate) fn mark_closed(&self) {
         self.inner.state.closed.store(true, Ordering::Release);
@@ -456,11 +467,12 @@ pub(crate) fn spawn_writer<W: WriteSink + 'static>(
 struct Taken {
     sealed: Vec<Bytes>,
     open: Vec<u8>,
+    control: Vec<u8>,
 }
 
 impl Taken {
     fn is_empty(&self) -> bool {
-        self.sealed.is_empty() && self.open.is_empty()
+        self.sealed.is_empty() && self.open.is_empty() && self.control.is_empty()
     }
 }
 
@@ -474,6 +486,7 @@ fn take(state: &SendState, taken: &mut Taken) -> bool {
     }
     std::mem::swap(&mut taken.sealed, &mut outbox.sealed);
     std::mem::swap(&mut taken.open, &mut outbox.open);
+    std::mem::swap(&mut taken.control, &mut outbox.control);
     true
 }
 
@@ -549,36 +562,135 @@ async fn run_writer<W: WriteSink>(
     outbox.closed = true;
     outbox.sealed = Vec::new();
     outbox.open = Vec::new();
+    outbox.control = Vec::new();
     drop(outbox);
     state.closed.store(true, Ordering::Release);
     state.queued.wake_all();
     metrics.writers_alive.dec();
 }
 
-/// Writes what was taken, in order: the sealed segments, then the open buffer (kept, cleared,
-/// for the next swap).
+/// Writes what was taken: liveness frames first, then the sealed segments and the open buffer
+/// in order (the open buffer is kept, cleared, for the next swap). Data goes out in rounds of
+/// whole frames of about [`WRITE_ROUND_BYTES`]; pings and pongs queued meanwhile are written
+/// between rounds, never inside a frame.
 async fn write_taken<W: WriteSink>(
     wr: &mut W,
     taken: &mut Taken,
     state: &SendState,
     metrics: &NetMetrics,
 ) -> std::io::Result<()> {
-    for segment in taken.sealed.drain(..) {
-        wr.write_all(&segment).await?;
-        account(state, metrics, segment.len());
+    write_control(wr, &mut taken.control, state, metrics).await?;
+    for segment in std::mem::take(&mut taken.sealed) {
+        write_rounds(wr, &segment, &mut taken.control, state, metrics).await?;
     }
     if !taken.open.is_empty() {
-        wr.write_all(&taken.open).await?;
-        account(state, metrics, taken.open.len());
+        let open = std::mem::take(&mut taken.open);
+        let result = write_rounds(wr, &open, &mut taken.control, state, metrics).await;
+        taken.open = open;
         taken.open.clear();
+        result?;
     }
     debug_assert!(taken.is_empty());
     // The record layer may hold the last record of the batch.
     wr.flush().await
 }
 
+/// Bytes of whole frames written between two looks at the liveness queue.
+const WRITE_ROUND_BYTES: usize = 64 * 1024;
+
+/// Writes `frames` (whole frames, back to back) in rounds of whole frames, writing the liveness
+/// frames queued meanwhile between rounds.
+async fn write_rounds<W: WriteSink>(
+    wr: &mut W,
+    frames: &[u8],
+    control: &mut Vec<u8>,
+    state: &SendState,
+    metrics: &NetMetrics,
+) -> std::io::Result<()> {
+    let mut rest = frames;
+    while !rest.is_empty() {
+        let round = round_len(rest);
+        wr.write_all(&rest[..round]).await?;
+        account(state, metrics, round);
+        rest = &rest[round..];
+        if !rest.is_empty() {
+            std::mem::swap(control, &mut state.outbox().control);
+            write_control(wr, control, state, metrics).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Length of the next round: whole frames up to [`WRITE_ROUND_BYTES`] (at least one frame).
+/// The frames were encoded by this crate, so their prefixes are trusted; a short tail (never
+/// produced) is written whole.
+fn round_len(frames: &[u8]) -> usize {
+    let mut end = 0;
+    while end + LENGTH_PREFIX_BYTES <= frames.len() {
+        let p = &frames[end..end + LENGTH_PREFIX_BYTES];
+        let next =
+            end + LENGTH_PREFIX_BYTES + u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as usize;
+        if next > frames.len() {
+            return frames.len();
+        }
+        end = next;
+        if end >= WRITE_ROUND_BYTES {
+            return end;
+        }
+    }
+    frames.len()
+}
+
+/// Writes the liveness frames taken, if any, and clears the buffer (keeping its allocation).
+async fn write_control<W: WriteSink>(
+    wr: &mut W,
+    control: &mut Vec<u8>,
+    state: &SendState,
+    metrics: &NetMetrics,
+) -> std::io::Result<()> {
+    if !control.is_empty() {
+        wr.write_all(control).await?;
+        account(state, metrics, control.len());
+        control.clear();
+    }
+    Ok(())
+}
+
 fn account(state: &SendState, metrics: &NetMetrics, len: usize) {
     state.queued.sub(len);
     state.bytes_out.fetch_add(len as u64, Ordering::Relaxed);
     metrics.bytes_out.inc_by(len as u64);
+}
+
+#[cfg(test)]
+mod round_tests {
+    use super::*;
+
+    fn frame(len: usize) -> Vec<u8> {
+        let mut f = (len as u32).to_be_bytes().to_vec();
+        f.resize(LENGTH_PREFIX_BYTES + len, 7);
+        f
+    }
+
+    /// Rounds end on frame boundaries: liveness frames are never written inside a frame.
+    #[test]
+    fn write_rounds_end_on_whole_frames() {
+        let mut buf = Vec::new();
+        for _ in 0..40 {
+            buf.extend(frame(3_000));
+        }
+        let mut rest = &buf[..];
+        let mut rounds = 0;
+        while !rest.is_empty() {
+            let n = round_len(rest);
+            assert_eq!(n % (LENGTH_PREFIX_BYTES + 3_000), 0, "a round ends on a frame end");
+            assert!(n >= WRITE_ROUND_BYTES || n == rest.len());
+            rest = &rest[n..];
+            rounds += 1;
+        }
+        assert!(rounds >= 2);
+        // One frame larger than a round is a round of its own.
+        let big = frame(WRITE_ROUND_BYTES * 2);
+        assert_eq!(round_len(&big), big.len());
+    }
 }

@@ -536,7 +536,7 @@ impl PeerSession {
             }
             (Phase::Active, Frame::Ping { nonce }) => {
                 let pong = Frame::Pong { nonce }.encode();
-                if !self.peer_handle().send_control(pong) {
+                if !self.peer_handle().send_liveness(&pong) {
                     self.close(DisconnectReason::SlowPeer, false, ctx);
                 }
             }
@@ -706,7 +706,7 @@ impl PeerSession {
         self.env.metrics.pings_sent.inc();
         if !self
             .peer_handle()
-            .send_control(Frame::Ping { nonce }.encode())
+            .send_liveness(&Frame::Ping { nonce }.encode())
         {
             self.close(DisconnectReason::SlowPeer, false, ctx);
             return;
