@@ -263,34 +263,6 @@ impl CpuMeter {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn data_messages_have_the_nominal_size() {
-        for size in [256, 64 * 1024] {
-            let frame = raw_frame(&BenchMsg::data(u64::MAX, size)).unwrap();
-            let body = frame.len() - 4;
-            assert!(body <= size && body + 8 >= size, "{size}: {body}");
-        }
-    }
-
-    #[test]
-    fn percentiles_use_nearest_rank() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(median(&v), 50.0);
-        assert_eq!(percentile(&v, 99.0), 99.0);
-        assert!(median(&[]).is_nan());
-    }
-
-    #[test]
-    fn client_ips_are_distinct() {
-        let ips: std::collections::HashSet<_> = (0..10_000).map(|i| client_ip(20, i)).collect();
-        assert_eq!(ips.len(), 10_000);
-    }
-}
-
 /// Transport of this process's peerlink nodes and baselines: set once from `--transport`
 /// before any scenario runs (children get it on their command line).
 static NOISE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -320,5 +292,33 @@ pub fn transport_name() -> &'static str {
         "noise"
     } else {
         "plaintext"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_messages_have_the_nominal_size() {
+        for size in [256, 64 * 1024] {
+            let frame = raw_frame(&BenchMsg::data(u64::MAX, size)).unwrap();
+            let body = frame.len() - 4;
+            assert!(body <= size && body + 8 >= size, "{size}: {body}");
+        }
+    }
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(median(&v), 50.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn client_ips_are_distinct() {
+        let ips: std::collections::HashSet<_> = (0..10_000).map(|i| client_ip(20, i)).collect();
+        assert_eq!(ips.len(), 10_000);
     }
 }
