@@ -752,6 +752,13 @@ impl<M> Network<M> {
         self.disconnect(ip, DisconnectReason::Banned).await;
     }
 
+    /// Lifts the ban on `ip` (inbound accepted and dialling allowed again).
+    pub fn unban(&self, ip: IpAddr) {
+        let duration = Duration::ZERO;
+        self.inner.acceptor.do_send(BanPeer { ip, duration });
+        self.inner.connector.do_send(BanPeer { ip, duration });
+    }
+
     /// Stops accepting and dialling, sends Disconnect{shutdown} to every peer, waits (bounded)
     /// until every socket is flushed and closed, then stops the session threads (unless they
     /// are shared [`SessionThreads`]).
