@@ -4,15 +4,17 @@
 //! shared cores.
 //!
 //! Layout: `common` (message, tally, measurements), `peer` (peerlink side of a-d), `raw`
-//! (baseline side of a-d), `conns` (e and f, server in a child process).
+//! (baseline side of a-d), `conns` (e and f, server in a child process), `sync` (g: block sync
+//! of the node with signature verification, its "baseline" the same sync without it).
 //!
-//! Usage: `peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f]`. `--smoke` uses tiny
+//! Usage: `peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f,g]`. `--smoke` uses tiny
 //! sizes and exits non-zero if any scenario fails to complete (never because of a slow figure).
 
 mod common;
 mod conns;
 mod peer;
 mod raw;
+mod sync;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -42,6 +44,8 @@ pub struct Sizes {
     pub e_counts: [usize; 2],
     /// (f) connections.
     pub f_conns: usize,
+    /// (g) blocks of 1 KiB synced.
+    pub g_blocks: u64,
 }
 
 const FULL: Sizes = Sizes {
@@ -54,6 +58,7 @@ const FULL: Sizes = Sizes {
     d_load_msgs: 20_000,
     e_counts: [1_000, 10_000],
     f_conns: 5_000,
+    g_blocks: 50_000,
 };
 
 const SMOKE: Sizes = Sizes {
@@ -66,6 +71,7 @@ const SMOKE: Sizes = Sizes {
     d_load_msgs: 500,
     e_counts: [100, 300],
     f_conns: 200,
+    g_blocks: 500,
 };
 
 const SMALL_BYTES: usize = 256;
@@ -306,6 +312,21 @@ fn run_once(sizes: Sizes, only: &str) -> RunOutput {
             ));
         }
     }
+    if want('g') {
+        let b = sync::rate(sizes.g_blocks, false, 2);
+        let p = sync::rate(sizes.g_blocks, true, 4);
+        if let Some((p, b)) = out.check("g", both(p, b)) {
+            out.row(
+                &format!(
+                    "g. block sync, {} blocks of 1 KiB, verified (baseline: not verified)",
+                    sizes.g_blocks
+                ),
+                "blocks/s",
+                (p, b),
+                Target::AbsAtLeast(30_000.0),
+            );
+        }
+    }
     out
 }
 
@@ -380,7 +401,7 @@ fn print_table(runs: &[RunOutput]) {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f]");
+    eprintln!("usage: peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f,g]");
     ExitCode::from(2)
 }
 
