@@ -326,6 +326,15 @@ fn run_once(sizes: Sizes, only: &str) -> RunOutput {
                 Target::AbsAtLeast(30_000.0),
             );
         }
+        let (one, two) = (
+            sync::verify_rate(1, sizes.g_blocks.min(20_000)),
+            sync::verify_rate(2, sizes.g_blocks.min(20_000)),
+        );
+        out.notes.push(format!(
+            "g: the producer rule alone (batches of 128, no network, no storage): {} blocks/s on 1 thread, {} on 2",
+            fmt(one),
+            fmt(two)
+        ));
     }
     out
 }

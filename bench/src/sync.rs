@@ -72,3 +72,30 @@ async fn run(blocks: u64, verify: bool, ip_last: u8) -> Result<f64, String> {
     a.shutdown().await;
     outcome
 }
+
+/// Blocks per second the producer rule checks (signatures in batches of 128, as sync applies
+/// them) on `threads` threads, without any networking or storage: what verification alone
+/// allows on this machine at this moment.
+pub fn verify_rate(threads: usize, blocks: u64) -> f64 {
+    use peerlink::chain::Block;
+    use peerlink::sync::{BlockRule, ProducerRule};
+    let key = ProducerKey::generate();
+    let params = ChainParams::new("bench", [key.public()]);
+    let rule = ProducerRule::new(params, 1 << 20, 60_000).with_threads(threads);
+    let mut prev = [0u8; 32];
+    let chain: Vec<Block> = (1..=blocks.max(128))
+        .map(|h| {
+            let b = Block::signed(h, prev, 1, vec![h as u8; BLOCK_BYTES], &key);
+            prev = b.hash();
+            b
+        })
+        .collect();
+    let started = Instant::now();
+    let mut checked = 0u64;
+    for run in chain.chunks(128) {
+        if rule.check(0, run, 2).is_ok() {
+            checked += run.len() as u64;
+        }
+    }
+    checked as f64 / started.elapsed().as_secs_f64()
+}
