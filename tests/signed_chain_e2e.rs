@@ -335,6 +335,9 @@ fn an_unsigned_longer_chain_is_refused_and_its_sender_banned_across_restarts() {
     ));
 }
 
+/// Makes block `h` after `prev`.
+type MakeBlock<'a> = dyn Fn(u64, [u8; 32]) -> Block + 'a;
+
 #[test]
 fn a_strangers_block_a_future_block_and_an_oversized_block_are_each_refused() {
     let data = tempfile::tempdir().expect("tempdir");
@@ -344,7 +347,7 @@ fn a_strangers_block_a_future_block_and_an_oversized_block_are_each_refused() {
     let params = ChainParams::new(NETWORK, [key.public()]);
     let stranger = ProducerKey::from_seed([0x78; 32]);
     // Block 1 is the bad one; 2..=5 are fine (signed by the producer).
-    let cases: Vec<(&str, &str, Box<dyn Fn(u64, [u8; 32]) -> Block>)> = vec![
+    let cases: Vec<(&str, &str, Box<MakeBlock>)> = vec![
         (
             "127.0.110.11",
             "not a producer",
@@ -375,7 +378,7 @@ fn a_strangers_block_a_future_block_and_an_oversized_block_are_each_refused() {
         ),
     ];
     for (raw_ip, why, make) in cases {
-        let chain = chain_of(&params, 5, |h, prev| make(h, prev));
+        let chain = chain_of(&params, 5, make);
         let mut raw = RawPeer::connect(ip(raw_ip), node.listen);
         assert!(matches!(
             raw.hello(genesis_hash(&params), 5),

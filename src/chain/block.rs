@@ -329,7 +329,7 @@ mod tests {
         assert_ne!(genesis_hash("devnet"), genesis_hash("testnet"));
         assert_eq!(genesis_for("x").height, 0);
         let with = |k: u8| ChainParams::new("devnet", [ProducerKey::from_seed([k; 32]).public()]);
-        assert_ne!(genesis_hash(&with(1)), genesis_hash(&with(2)));
-        assert_ne!(genesis_hash(&with(1)), genesis_hash("devnet"));
+        assert_ne!(genesis_hash(with(1)), genesis_hash(with(2)));
+        assert_ne!(genesis_hash(with(1)), genesis_hash("devnet"));
     }
 }
