@@ -10,7 +10,8 @@
 //! Hello ([`DialPlan::mark_own`]) marks an address as ours for good. A `self_connection`,
 //! `banned`, `wrong_genesis`, `wrong_network` or `wrong_version` reason (from the peer or found
 //! at the handshake) means the longest backoff, `max`, after which the address is tried again;
-//! an operator's connect ([`DialPlan::add`] with `now_due`) clears every mark of the address.
+//! an operator's connect ([`DialPlan::add`] with `now_due`) clears the address's failures and
+//! backoff (not an "own" mark, which only our own nonce sets and which is proof).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -90,14 +91,13 @@ impl DialPlan {
 
     /// Adds an address (due at once when `now_due`). When the book is full, the oldest entry that
     /// is neither busy nor connected is evicted; if there is none, the address is not added.
-    /// `now_due` on a known address (an operator's connect) also clears its failures and its
-    /// "own address" mark.
+    /// `now_due` on a known address (an operator's connect) also clears its failures; an
+    /// address proven to be our own stays undialled.
     pub fn add(&mut self, addr: SocketAddr, now: Instant, now_due: bool) -> bool {
         if let Some(e) = self.entries.get_mut(&addr) {
             if now_due {
                 e.next_at = now;
                 e.failures = 0;
-                e.own = false;
             }
             return true;
         }
@@ -385,10 +385,7 @@ mod tests {
                 "{reason:?}: tried again after the longest backoff"
             );
         }
-        p.mark_own(addr(2), now);
-        assert!(p
-            .due(now + Duration::from_secs(10_000), 8, |_| false)
-            .is_empty());
+        assert!(p.status(now)[0].failures >= 3);
         p.add(addr(2), now, true);
         let s = &p.status(now)[0];
         assert!(
@@ -396,6 +393,12 @@ mod tests {
             "an operator's connect resets the address"
         );
         assert_eq!(p.due(now, 8, |_| false), vec![addr(2)]);
+        // Our own nonce is proof: that mark stays.
+        p.mark_own(addr(2), now);
+        p.add(addr(2), now, true);
+        assert!(p
+            .due(now + Duration::from_secs(10_000), 8, |_| false)
+            .is_empty());
     }
 
     proptest! {
