@@ -1,6 +1,21 @@
-//! The admin HTTP API (actix-web), for operators and for `peerlink status` / `peerlink peers`.
-//! Bound to loopback by default; when `[admin] token` is set every request needs
-//! `Authorization: Bearer <token>`.
+//! The admin HTTP API (actix-web), for operators and for `peerlink status` / `peers` / `bans` /
+//! `ban` / `unban`. Bound to loopback by default.
+//!
+//! ## Hardening (a web page the operator opens must not be able to use it)
+//!
+//! - **Host check**: a request whose `Host` header is not the bind address (`IP:PORT`, or the
+//!   IP alone), `localhost[:PORT]` when bound to loopback, or one of `[admin] allowed_hosts`, is
+//!   refused with 403: a page served from a DNS name that resolves to 127.0.0.1 (DNS rebinding)
+//!   names its own host.
+//! - **JSON only on mutating endpoints**: every `POST` needs `Content-Type: application/json`
+//!   (415 otherwise) and a JSON object body (400 otherwise). A browser form or a "simple"
+//!   cross-origin request cannot send that content type without a CORS preflight, which this
+//!   API never answers.
+//! - **Token**: when `[admin] token` is set, every request, on loopback too, needs
+//!   `Authorization: Bearer <token>` (401 otherwise). The comparison hashes both sides with
+//!   BLAKE3 and compares the digests in constant time, so neither the content nor the length
+//!   of the token leaks through timing. If the handler cannot find its configuration it
+//!   refuses (500): it fails closed.
 //!
 //! | endpoint | what |
 //! |---|---|
@@ -8,7 +23,10 @@
 //! | `GET /peers` | one row per registered peer, plus the most recent disconnects and their reasons |
 //! | `GET /metrics` | Prometheus/OpenMetrics text: the subsystem's metrics, the node's and block sync's, prefix `peerlink_` |
 //! | `POST /peers/{ip}/disconnect` | closes the connection to `ip` (reason `requested`); 404 if none |
-//! | `POST /connect` | body `{"addr": "IP:PORT"}`: adds the address to the dial plan and dials it now |
+//! | `POST /connect` | body `{"addr": "IP:PORT"}`: adds the address to the dial plan (clearing its backoff) and dials it now |
+//! | `GET /bans` | `bans`: `ip`, `until` / `since` (unix s), `reason`, `source` |
+//! | `POST /ban` | body `{"ip": IP, "duration": "1h" (optional), "reason": TEXT (optional)}`: bans, persists, closes the connection |
+//! | `POST /unban` | body `{"ip": IP}`: lifts the ban (404 if there was none) |
 //!
 //! The response types are public so that the CLI (and tests) read the same shapes the server
 //! writes.
@@ -29,9 +47,10 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 use crate::app::NodeMsg;
+use crate::bans::BanRecord;
 use crate::chain::to_hex;
 use crate::node::{NodeMetrics, SyncMetrics};
-use crate::sync::{GetSyncStatus, SyncActor};
+use crate::sync::{BanIp, GetSyncStatus, ListBans, SyncActor, UnbanIp};
 
 /// How long the admin server lets in-flight requests finish when it stops, in seconds.
 pub const ADMIN_SHUTDOWN_TIMEOUT_SECS: u64 = 1;
@@ -56,6 +75,10 @@ pub struct AdminState {
     pub sync_metrics: Arc<SyncMetrics>,
     /// Required bearer token, if any.
     pub token: Option<String>,
+    /// The address the API is bound to (for the Host check).
+    pub bind: SocketAddr,
+    /// Further host names allowed in the Host header.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// `GET /status`.
@@ -156,6 +179,62 @@ pub struct ConnectRequest {
     pub addr: String,
 }
 
+/// Body of `POST /ban`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BanRequest {
+    /// The IP.
+    pub ip: String,
+    /// How long (humantime: `90s`, `1h`, `2d`); absent: `[bans] manual_secs`.
+    #[serde(default)]
+    pub duration: Option<String>,
+    /// Why.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Body of `POST /unban`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnbanRequest {
+    /// The IP.
+    pub ip: String,
+}
+
+/// One ban in `GET /bans`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanRow {
+    /// Banned IP.
+    pub ip: IpAddr,
+    /// When it ends, unix seconds.
+    pub until: u64,
+    /// When it was set, unix seconds.
+    pub since: u64,
+    /// Why.
+    pub reason: String,
+    /// Who decided: `sync`, `network` or `operator`.
+    pub source: String,
+}
+
+impl From<&BanRecord> for BanRow {
+    fn from(r: &BanRecord) -> Self {
+        BanRow {
+            ip: r.ip,
+            until: r.until_unix_ms / 1000,
+            since: r.since_unix_ms / 1000,
+            reason: r.reason.clone(),
+            source: r.source.clone(),
+        }
+    }
+}
+
+/// `GET /bans`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BansReport {
+    /// Bans in force, sorted by IP.
+    pub bans: Vec<BanRow>,
+}
+
 /// Binds nothing: serves on `listener` (already bound, so that a busy port is reported before
 /// the node starts anything). The returned server must be spawned; stop it through its handle.
 pub fn start(listener: std::net::TcpListener, state: AdminState) -> std::io::Result<Server> {
@@ -164,13 +243,20 @@ pub fn start(listener: std::net::TcpListener, state: AdminState) -> std::io::Res
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .app_data(web::JsonConfig::default().limit(4096))
-            .wrap(from_fn(require_token))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(4096)
+                    .error_handler(json_error),
+            )
+            .wrap(from_fn(guard))
             .route("/status", web::get().to(status))
             .route("/peers", web::get().to(peers))
             .route("/metrics", web::get().to(metrics))
+            .route("/bans", web::get().to(bans))
             .route("/peers/{ip}/disconnect", web::post().to(disconnect))
             .route("/connect", web::post().to(connect))
+            .route("/ban", web::post().to(ban))
+            .route("/unban", web::post().to(unban))
     })
     // One worker: the API answers an operator, not traffic; peers are served by the actors.
     .workers(1)
@@ -181,40 +267,117 @@ pub fn start(listener: std::net::TcpListener, state: AdminState) -> std::io::Res
     Ok(server)
 }
 
-/// Rejects every request without the configured bearer token (when one is configured).
-async fn require_token(
+/// Every request passes here first: configuration present (fail closed), Host header allowed,
+/// bearer token when configured, JSON content type on `POST`. See the module docs.
+async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let expected = req
-        .app_data::<web::Data<AdminState>>()
-        .and_then(|s| s.token.clone());
-    if let Some(expected) = expected {
+    let refuse = |status: actix_web::http::StatusCode, message: &str| {
+        let mut response = HttpResponse::build(status);
+        if status == actix_web::http::StatusCode::UNAUTHORIZED {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        let response = response.json(serde_json::json!({ "error": message }));
+        Err(actix_web::error::InternalError::from_response("refused", response).into())
+    };
+    let Some(state) = req.app_data::<web::Data<AdminState>>() else {
+        return refuse(
+            actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "admin configuration unavailable",
+        );
+    };
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !host_allowed(host, state.bind, &state.allowed_hosts) {
+        return refuse(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "Host header not allowed (set [admin] allowed_hosts to use another name)",
+        );
+    }
+    if let Some(expected) = &state.token {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes()));
-        if !ok {
-            let response = HttpResponse::Unauthorized()
-                .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
-                .json(serde_json::json!({"error": "missing or invalid bearer token"}));
-            return Err(
-                actix_web::error::InternalError::from_response("unauthorized", response).into(),
+        if !given.is_some_and(|g| token_matches(g, expected)) {
+            return refuse(
+                actix_web::http::StatusCode::UNAUTHORIZED,
+                "missing or invalid bearer token",
+            );
+        }
+    }
+    if req.method() == actix_web::http::Method::POST {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return refuse(
+                actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "POST bodies must be JSON (Content-Type: application/json)",
             );
         }
     }
     next.call(req).await
 }
 
-/// Compares without an early exit, so the time taken does not leak a matching prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
+/// Whether `host` (a Host header) names this API: its bind address (`IP:PORT` or the IP
+/// alone), `localhost` when bound to loopback, or an allowed name (with or without a port).
+pub fn host_allowed(host: &str, bind: SocketAddr, allowed: &[String]) -> bool {
+    let host = host.trim();
+    if host.is_empty() {
         return false;
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    // Split an optional port off; IPv6 literals are bracketed.
+    let (name, port) = match host.rsplit_once(':') {
+        Some((n, p))
+            if !n.is_empty() && p.bytes().all(|c| c.is_ascii_digit()) && !n.ends_with(':') =>
+        {
+            (n, Some(p))
+        }
+        _ => (host, None),
+    };
+    if port.is_some_and(|p| p.parse::<u16>().ok() != Some(bind.port())) {
+        return false;
+    }
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    if name.parse::<IpAddr>().ok() == Some(bind.ip()) {
+        return true;
+    }
+    if bind.ip().is_loopback() && name.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+}
+
+/// Compares a given token with the expected one by their BLAKE3 digests, in constant time
+/// (`blake3::Hash` equality is constant-time): the time taken depends on neither the content
+/// nor the length of either token.
+fn token_matches(given: &str, expected: &str) -> bool {
+    blake3::hash(given.as_bytes()) == blake3::hash(expected.as_bytes())
+}
+
+/// A JSON body that is missing, malformed or of the wrong shape: 400 with the reason.
+fn json_error(
+    err: actix_web::error::JsonPayloadError,
+    _req: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    let status = match &err {
+        actix_web::error::JsonPayloadError::ContentType => {
+            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE
+        }
+        _ => actix_web::http::StatusCode::BAD_REQUEST,
+    };
+    let response = error(status, format!("bad JSON body: {err}"));
+    actix_web::error::InternalError::from_response(err, response).into()
 }
 
 fn error(status: actix_web::http::StatusCode, message: impl Into<String>) -> HttpResponse {
@@ -346,7 +509,16 @@ async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
         .body(body)
 }
 
-async fn disconnect(state: web::Data<AdminState>, ip: web::Path<String>) -> HttpResponse {
+/// An empty JSON object body, as mutating endpoints without parameters take.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoParams {}
+
+async fn disconnect(
+    state: web::Data<AdminState>,
+    ip: web::Path<String>,
+    _body: web::Json<NoParams>,
+) -> HttpResponse {
     let ip: IpAddr = match ip.parse() {
         Ok(ip) => ip,
         Err(_) => {
@@ -378,6 +550,86 @@ async fn connect(state: web::Data<AdminState>, body: web::Json<ConnectRequest>) 
         }
         Err(message) => error(actix_web::http::StatusCode::BAD_REQUEST, message),
     }
+}
+
+async fn bans(state: web::Data<AdminState>) -> HttpResponse {
+    match state.sync.send(ListBans).await {
+        Ok(list) => HttpResponse::Ok().json(BansReport {
+            bans: list.iter().map(BanRow::from).collect(),
+        }),
+        Err(_) => error(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "block sync has stopped",
+        ),
+    }
+}
+
+async fn ban(state: web::Data<AdminState>, body: web::Json<BanRequest>) -> HttpResponse {
+    let bad = |m: String| error(actix_web::http::StatusCode::BAD_REQUEST, m);
+    let ip = match crate::cli::parse_ip(&body.ip) {
+        Ok(ip) => ip,
+        Err(m) => return bad(m),
+    };
+    let duration = match body.duration.as_deref().map(crate::cli::parse_duration) {
+        None => None,
+        Some(Ok(d)) if !d.is_zero() => Some(d),
+        Some(Ok(_)) => return bad("duration must be positive".into()),
+        Some(Err(m)) => return bad(m),
+    };
+    let msg = BanIp {
+        ip,
+        duration,
+        reason: body.reason.clone().unwrap_or_default(),
+    };
+    match state.sync.send(msg).await {
+        Ok(Ok(record)) => HttpResponse::Ok().json(BanRow::from(&record)),
+        Ok(Err(refused)) => error(actix_web::http::StatusCode::CONFLICT, refused.to_string()),
+        Err(_) => error(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "block sync has stopped",
+        ),
+    }
+}
+
+async fn unban(state: web::Data<AdminState>, body: web::Json<UnbanRequest>) -> HttpResponse {
+    let ip = match crate::cli::parse_ip(&body.ip) {
+        Ok(ip) => ip,
+        Err(m) => return error(actix_web::http::StatusCode::BAD_REQUEST, m),
+    };
+    match state.sync.send(UnbanIp(ip)).await {
+        Ok(true) => HttpResponse::Ok().json(serde_json::json!({ "unbanned": ip })),
+        Ok(false) => error(
+            actix_web::http::StatusCode::NOT_FOUND,
+            format!("{ip} is not banned"),
+        ),
+        Err(_) => error(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "block sync has stopped",
+        ),
+    }
+}
+
+/// `peerlink bans` output.
+pub fn render_bans(r: &BansReport) -> String {
+    let now = unix_seconds(SystemTime::now());
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<40} {:>10} {:<9} REASON",
+        "IP", "LEFT (s)", "SOURCE"
+    );
+    for b in &r.bans {
+        let _ = writeln!(
+            out,
+            "{:<40} {:>10} {:<9} {}",
+            b.ip.to_string(),
+            b.until.saturating_sub(now),
+            b.source,
+            b.reason
+        );
+    }
+    let _ = writeln!(out, "{} ban(s)", r.bans.len());
+    out
 }
 
 /// `peerlink status` output.
@@ -473,9 +725,39 @@ mod tests {
 
     #[test]
     fn token_comparison() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(token_matches("secret", "secret"));
+        assert!(!token_matches("secret", "secreT"));
+        assert!(!token_matches("secret", "secret2"));
+        assert!(!token_matches("", "secret"));
+    }
+
+    #[test]
+    fn host_check() {
+        let bind: SocketAddr = "127.0.0.1:7701".parse().unwrap();
+        let allowed = vec!["node.example".to_string()];
+        for ok in [
+            "127.0.0.1:7701",
+            "127.0.0.1",
+            "localhost:7701",
+            "LOCALHOST",
+            "node.example:7701",
+        ] {
+            assert!(host_allowed(ok, bind, &allowed), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil.example:7701",
+            "127.0.0.1:80",
+            "127.0.0.2:7701",
+            "localhost.evil",
+        ] {
+            assert!(!host_allowed(bad, bind, &allowed), "{bad}");
+        }
+        let v6: SocketAddr = "[::1]:7701".parse().unwrap();
+        assert!(host_allowed("[::1]:7701", v6, &[]));
+        assert!(host_allowed("[::1]", v6, &[]));
+        let public: SocketAddr = "10.0.0.5:7701".parse().unwrap();
+        assert!(!host_allowed("localhost:7701", public, &[]));
     }
 
     #[test]

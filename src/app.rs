@@ -83,16 +83,21 @@ mod tests {
     /// Every "```nodemsg name=..." block of PROTOCOL.md as (name, bytes); on each line,
     /// everything after `#` is a comment.
     fn spec_vectors() -> Vec<(String, Vec<u8>)> {
+        fenced("```nodemsg")
+    }
+
+    /// Every block of PROTOCOL.md fenced with `tag name=...`, as (name, bytes).
+    fn fenced(tag: &str) -> Vec<(String, Vec<u8>)> {
         let mut out = Vec::new();
         let mut lines = SPEC.lines();
         while let Some(line) = lines.next() {
-            let Some(info) = line.trim().strip_prefix("```nodemsg") else {
+            let Some(info) = line.trim().strip_prefix(tag) else {
                 continue;
             };
             let name = info
                 .trim()
                 .strip_prefix("name=")
-                .unwrap_or_else(|| panic!("PROTOCOL.md: nodemsg vector without name: {line}"))
+                .unwrap_or_else(|| panic!("PROTOCOL.md: {tag} vector without name: {line}"))
                 .to_string();
             let mut digits = String::new();
             for body in lines.by_ref() {
@@ -113,6 +118,21 @@ mod tests {
             out.push((name, bytes));
         }
         out
+    }
+
+    /// The producer key of the vectors: RFC 8032 section 7.1, test 1.
+    fn vector_key() -> crate::chain::ProducerKey {
+        let seed = crate::chain::producer::from_hex(
+            "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
+        )
+        .unwrap();
+        crate::chain::ProducerKey::from_seed(seed.try_into().unwrap())
+    }
+
+    /// The block of the `blocks` vector: height 1 after a zero prev, timestamp 0, payload `ab`,
+    /// signed by [`vector_key`].
+    fn vector_block() -> Block {
+        Block::signed(1, [0; 32], 0, vec![0xab], &vector_key())
     }
 
     /// The message each vector of the spec encodes.
@@ -146,12 +166,7 @@ mod tests {
                 "blocks",
                 NodeMsg::Blocks {
                     request_id: 9,
-                    blocks: vec![Block {
-                        height: 1,
-                        prev: [0; 32],
-                        timestamp_ms: 0,
-                        payload: vec![0xab],
-                    }],
+                    blocks: vec![vector_block()],
                 },
             ),
             (
@@ -202,6 +217,42 @@ mod tests {
             let decoded: NodeMsg = rmp_serde::from_slice(bytes).unwrap();
             assert_eq!(decoded, msg, "vector {name}");
         }
+    }
+
+    /// The `bytes` vectors of section 11.1: key, genesis, block hash, signed message, signature.
+    #[test]
+    fn signed_block_vectors_match() {
+        use crate::chain::producer::{signing_message, ChainParams};
+        let key = vector_key();
+        let block = vector_block();
+        let params = ChainParams::new("devnet", [key.public()]);
+        let want: Vec<(&str, Vec<u8>)> = vec![
+            ("producer-public-key", key.public().to_vec()),
+            (
+                "genesis-payload",
+                crate::chain::genesis_for(&params).payload,
+            ),
+            ("genesis-hash", crate::chain::genesis_hash(&params).to_vec()),
+            ("block-header", block.hashed_header().to_vec()),
+            ("block-hash", block.hash().to_vec()),
+            ("signed-message", signing_message(&block.hash()).to_vec()),
+            ("signature", block.signature.to_vec()),
+        ];
+        let spec = fenced("```bytes");
+        let names: Vec<&str> = spec.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            want.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            "PROTOCOL.md lists exactly these bytes vectors, in this order"
+        );
+        for ((name, bytes), (_, w)) in spec.iter().zip(&want) {
+            assert_eq!(hex(bytes), hex(w), "vector {name}");
+        }
+        assert!(crate::chain::producer::verify_one(
+            &key.public(),
+            &block.hash(),
+            &block.signature
+        ));
     }
 
     #[test]

@@ -1,13 +1,14 @@
-//! The command line: `peerlink run` starts a node, `peerlink produce` builds a chain offline,
-//! `peerlink devnet` runs several nodes in one process and reports on their sync, `peerlink
-//! status` and `peerlink peers` ask a running node through its admin API, `peerlink id` prints
+//! The command line: `peerlink run` starts a node, `peerlink keygen` creates a producer key,
+//! `peerlink produce` builds a chain offline, `peerlink devnet` runs several nodes in one process
+//! and reports on their sync, `peerlink status`, `peerlink peers`, `peerlink bans`, `peerlink
+//! ban` and `peerlink unban` talk to a running node through its admin API, `peerlink id` prints
 //! the node key. Parsing only; `main`
 //! carries the commands out.
 //!
 //! To add a subcommand, add a variant to [`Command`] and a match arm in `main`. Subcommands that
 //! start a node reuse [`NodeArgs`] (config file plus overrides) by flattening it.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -33,6 +34,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a node until SIGINT or SIGTERM.
     Run(RunArgs),
+    /// Create a block producer key (DIR/producer.key, mode 0600) and print its public key.
+    Keygen(KeygenArgs),
     /// Append blocks with random payloads to a chain store, offline, and print the new tip.
     Produce(ProduceArgs),
     /// Run a devnet of several nodes in this process: one produces, the others sync the chain
@@ -45,6 +48,12 @@ pub enum Command {
     /// Print this node's public key (its identity), creating the key file in the data dir if
     /// there is none yet.
     Id(IdArgs),
+    /// List a running node's bans (from its admin API).
+    Bans(QueryArgs),
+    /// Ban an IP on a running node (persisted; its connection is closed).
+    Ban(BanArgs),
+    /// Lift a ban on a running node.
+    Unban(UnbanArgs),
 }
 
 /// Arguments of `peerlink id`.
@@ -53,6 +62,43 @@ pub struct IdArgs {
     /// Data directory holding the node key (`node.key`, created with mode 0600 if missing).
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
+}
+
+/// Arguments of `peerlink keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Data directory to write producer.key into (created if missing; an existing key is
+    /// never overwritten).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+}
+
+/// Arguments of `peerlink ban`.
+#[derive(Debug, Args)]
+pub struct BanArgs {
+    /// The IP to ban.
+    #[arg(value_name = "IP", value_parser = parse_ip)]
+    pub ip: IpAddr,
+    /// How long, e.g. `1h`, `30m` (default: the node's bans.manual_secs).
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Why (recorded with the ban).
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub reason: String,
+    /// The node to ask.
+    #[command(flatten)]
+    pub query: QueryArgs,
+}
+
+/// Arguments of `peerlink unban`.
+#[derive(Debug, Args)]
+pub struct UnbanArgs {
+    /// The IP whose ban to lift.
+    #[arg(value_name = "IP", value_parser = parse_ip)]
+    pub ip: IpAddr,
+    /// The node to ask.
+    #[command(flatten)]
+    pub query: QueryArgs,
 }
 
 /// Arguments of `peerlink run`.
@@ -88,6 +134,10 @@ pub struct NodeArgs {
     /// Random payload bytes of each produced block (overrides sync.payload_bytes).
     #[arg(long, value_name = "BYTES")]
     pub block_bytes: Option<usize>,
+    /// Public key (64 hex digits) of a block producer; repeatable. Replaces node.producers
+    /// when given.
+    #[arg(long = "producer", value_name = "HEX")]
+    pub producers: Vec<String>,
 }
 
 impl NodeArgs {
@@ -117,6 +167,9 @@ impl NodeArgs {
         if let Some(bytes) = self.block_bytes {
             config.sync.payload_bytes = bytes;
         }
+        if !self.producers.is_empty() {
+            config.node.producers = self.producers.clone();
+        }
         // Flags may have changed what the file's validation saw (e.g. --admin 0.0.0.0:7701).
         config.validate()?;
         Ok(config)
@@ -138,6 +191,11 @@ pub struct ProduceArgs {
     /// Random payload bytes per block.
     #[arg(long, value_name = "BYTES", default_value_t = 1024)]
     pub block_bytes: usize,
+    /// Public key (64 hex digits) of a producer of the network; repeatable. Default: the key
+    /// in DIR/producer.key alone. Must match the nodes' node.producers (the genesis commits
+    /// to the set).
+    #[arg(long = "producer", value_name = "HEX")]
+    pub producers: Vec<String>,
 }
 
 /// Arguments of `peerlink devnet`.
@@ -212,6 +270,13 @@ pub fn parse_peer(s: &str) -> Result<PeerAddr, String> {
              printed by `peerlink id`) such as 127.0.0.1:7700 ({e})"
         )
     })
+}
+
+/// An IP address with an error message an operator can act on.
+pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("malformed IP `{s}`: expected an address such as 10.0.0.1 or ::1"))
 }
 
 /// A human duration such as `100ms`, `2s` or `1m 30s`.

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use peerlink_actors::NetworkConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::bans::BanConfig;
+use crate::chain::producer::parse_public_key;
+use crate::chain::{ChainParams, PublicKey};
 use crate::sync::{SyncConfig, SyncError};
 
 /// Default address of the admin HTTP API: loopback only, so that a node started without a
@@ -42,6 +45,8 @@ pub struct Config {
     pub sync: SyncConfig,
     /// `[admin]`: the admin HTTP API.
     pub admin: AdminConfig,
+    /// `[bans]`: ban durations per kind of misbehaviour.
+    pub bans: BanConfig,
 }
 
 /// `[node]`: what this node is, beyond its networking.
@@ -58,6 +63,10 @@ pub struct NodeConfig {
     /// Append a block with `[sync] payload_bytes` random bytes every this many milliseconds;
     /// 0 (the default) produces nothing.
     pub produce_every_ms: u64,
+    /// Public keys (64 hex digits each) of the network's block producers: only blocks signed by
+    /// one of them are valid, and the genesis hash commits to the set, so nodes with another
+    /// set refuse each other (`wrong_genesis`). Empty (the default): nobody can produce.
+    pub producers: Vec<String>,
 }
 
 impl Default for NodeConfig {
@@ -67,11 +76,28 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             user_agent: String::new(),
             produce_every_ms: 0,
+            producers: Vec::new(),
         }
     }
 }
 
 impl NodeConfig {
+    /// The producer keys, parsed.
+    pub fn producer_keys(&self) -> Result<Vec<PublicKey>, String> {
+        self.producers.iter().map(|k| parse_public_key(k)).collect()
+    }
+
+    /// The chain parameters: network name and producer keys (invalid keys are left out;
+    /// [`Config::validate`] refuses them).
+    pub fn chain_params(&self) -> ChainParams {
+        ChainParams::new(
+            self.network.clone(),
+            self.producers
+                .iter()
+                .filter_map(|k| parse_public_key(k).ok()),
+        )
+    }
+
     /// The user agent actually sent: the configured one, or `peerlink/<version>`.
     pub fn effective_user_agent(&self) -> String {
         if self.user_agent.is_empty() {
@@ -90,6 +116,9 @@ pub struct AdminConfig {
     pub bind: SocketAddr,
     /// Bearer token required on every request when set. Mandatory when `bind` is not loopback.
     pub token: Option<String>,
+    /// Host names (besides the bind address itself, `localhost` when bound to loopback) that
+    /// requests may name in their `Host` header; others are refused (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -97,6 +126,7 @@ impl Default for AdminConfig {
         Self {
             bind: DEFAULT_ADMIN_BIND,
             token: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -242,6 +272,9 @@ impl Config {
         }
         if self.node.network.trim().is_empty() {
             return Err(invalid("node", "network", "must not be empty".into()));
+        }
+        if let Err(reason) = self.node.producer_keys() {
+            return Err(invalid("node", "producers", reason));
         }
         if let Some(token) = &self.admin.token {
             if token.trim().is_empty() {

@@ -42,10 +42,12 @@ use futures_util::future::join_all;
 use peerlink_actors::{NetworkConfig, PeerInfo, RegistryStats};
 
 use crate::chain::block::MAX_BLOCK_PAYLOAD_BYTES;
-use crate::chain::{produce, short_hex, to_hex, BlockHash, ChainError, ChainStore};
+use crate::chain::{
+    produce, short_hex, to_hex, BlockHash, ChainError, ChainParams, ChainStore, ProducerKey,
+};
 use crate::cli::DevnetArgs;
 use crate::soak::{process_rss_bytes, NodeSample, SoakTracker, SOAK_BLOCK_INTERVAL};
-use crate::sync::{start_node, SyncConfig, SyncError, SyncNode, SyncStatus};
+use crate::sync::{start_node_with, NodeSetup, SyncConfig, SyncError, SyncNode, SyncStatus};
 
 /// Network name of the devnet's chain.
 pub const DEVNET_NETWORK: &str = "devnet";
@@ -250,8 +252,12 @@ pub async fn run(args: &DevnetArgs, out: &mut dyn Write) -> Result<DevnetReport,
     let prebuilt = args.blocks - live;
 
     let built = Instant::now();
-    let mut store0 = ChainStore::open(root.path().join("node-0"), DEVNET_NETWORK)?;
-    produce(&mut store0, prebuilt, args.block_bytes)?;
+    // The devnet's one producer: node 0, with a key made for this run. Every node's genesis
+    // commits to it and every node checks its signature on every block.
+    let key = ProducerKey::generate();
+    let params = ChainParams::new(DEVNET_NETWORK, [key.public()]);
+    let mut store0 = ChainStore::open(root.path().join("node-0"), &params)?;
+    produce(&mut store0, &key, prebuilt, args.block_bytes)?;
     let target = (store0.height(), store0.tip_hash());
     writeln!(
         out,
@@ -271,14 +277,18 @@ pub async fn run(args: &DevnetArgs, out: &mut dyn Write) -> Result<DevnetReport,
     for i in 0..args.nodes {
         let store = match store0.take() {
             Some(s) => s,
-            None => ChainStore::open(root.path().join(format!("node-{i}")), DEVNET_NETWORK)?,
+            None => ChainStore::open(root.path().join(format!("node-{i}")), &params)?,
         };
         let ip = node_ip(args.base_ip, i);
         let (net, cfg) = (devnet_net_config(ip), devnet_sync_config(args.block_bytes));
+        let setup = NodeSetup {
+            producer_key: (i == 0).then(|| key.clone()),
+            ..NodeSetup::default()
+        };
         let arbiter = Arbiter::new();
         let (tx, rx) = tokio::sync::oneshot::channel();
         arbiter.spawn(async move {
-            let _ = tx.send(start_node(net, store, cfg).await);
+            let _ = tx.send(start_node_with(net, store, cfg, setup).await);
         });
         arbiters.push(arbiter);
         let node = rx.await.map_err(|_| SyncError::Stopped)??;

@@ -9,16 +9,20 @@
 //!   command line; flags override the file.
 //! - `node`: `peerlink run`: opens the chain store, starts block sync and the admin API, handles
 //!   signals for a graceful shutdown.
-//! - `admin`: the HTTP admin API (status, peers, Prometheus metrics, connect/disconnect).
+//! - `admin`: the HTTP admin API (status, peers, Prometheus metrics, connect/disconnect, bans).
 //! - `app`: `NodeMsg`, the node's application messages inside App frames.
-//! - `chain`: blocks, genesis per network and the redb chain store.
-//! - `sync`: the block sync policy (`SyncEngine`) and the actor that carries it out.
+//! - `chain`: signed blocks, producer keys, genesis per network and producer set, and the redb
+//!   chain store (which also keeps the bans).
+//! - `sync`: the block sync policy (`SyncEngine`), its validity hook (`BlockRule`) and the
+//!   actor that carries it out.
+//! - `bans`: the ban book (durations per fault, own addresses never banned, bounded).
 //! - `devnet`: N nodes in one process, the main demo and end-to-end check; `soak`: the
 //!   verdict of `devnet --duration` (long runs).
 #![deny(missing_docs)]
 
 pub mod admin;
 pub mod app;
+pub mod bans;
 pub mod chain;
 pub mod cli;
 pub mod config;

@@ -5,8 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
-use peerlink::admin::{self, PeersReport, StatusReport};
-use peerlink::chain::{self, block::MAX_BLOCK_PAYLOAD_BYTES, to_hex, ChainStore};
+use peerlink::admin::{self, BansReport, PeersReport, StatusReport};
+use peerlink::chain::producer::{hex, parse_public_key};
+use peerlink::chain::{
+    self, block::MAX_BLOCK_PAYLOAD_BYTES, to_hex, ChainParams, ChainStore, ProducerKey,
+};
 use peerlink::cli::{Cli, Command, ProduceArgs, QueryArgs};
 
 fn main() -> ExitCode {
@@ -60,6 +63,44 @@ fn run(command: Command) -> Result<()> {
             println!("{}", key.public());
             Ok(())
         }
+        Command::Keygen(args) => {
+            let key = ProducerKey::create_in(&args.data_dir)?;
+            println!(
+                "key file {}",
+                ProducerKey::path_in(&args.data_dir).display()
+            );
+            println!("public key {}", hex(&key.public()));
+            Ok(())
+        }
+        Command::Bans(q) => {
+            let body = fetch(&q, "/bans")?;
+            if q.json {
+                println!("{body}");
+            } else {
+                let report: BansReport =
+                    serde_json::from_str(&body).context("unexpected /bans response")?;
+                print!("{}", admin::render_bans(&report));
+            }
+            Ok(())
+        }
+        Command::Ban(args) => {
+            let mut body = serde_json::json!({ "ip": args.ip.to_string(), "reason": args.reason });
+            if let Some(d) = args.duration {
+                body["duration"] = humantime::format_duration(d).to_string().into();
+            }
+            let answer = post(&args.query, "/ban", &body)?;
+            println!("{answer}");
+            Ok(())
+        }
+        Command::Unban(args) => {
+            let answer = post(
+                &args.query,
+                "/unban",
+                &serde_json::json!({ "ip": args.ip.to_string() }),
+            )?;
+            println!("{answer}");
+            Ok(())
+        }
         Command::Devnet(args) => {
             let system = actix::System::new();
             let mut out = std::io::stdout();
@@ -101,10 +142,28 @@ fn produce(args: &ProduceArgs) -> Result<()> {
     if args.block_bytes > MAX_BLOCK_PAYLOAD_BYTES {
         anyhow::bail!("--block-bytes must be at most {MAX_BLOCK_PAYLOAD_BYTES}");
     }
-    let mut store = ChainStore::open(&args.data_dir, &args.network)
+    let key = ProducerKey::load_from(&args.data_dir)?;
+    let producers = if args.producers.is_empty() {
+        vec![key.public()]
+    } else {
+        args.producers
+            .iter()
+            .map(|k| parse_public_key(k))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!(e))?
+    };
+    let params = ChainParams::new(args.network.clone(), producers);
+    if !params.is_producer(&key.public()) {
+        anyhow::bail!(
+            "the key in {} ({}) is not among the --producer keys",
+            ProducerKey::path_in(&args.data_dir).display(),
+            hex(&key.public())
+        );
+    }
+    let mut store = ChainStore::open(&args.data_dir, &params)
         .with_context(|| format!("chain store in {}", args.data_dir.display()))?;
     let started = std::time::Instant::now();
-    let height = chain::produce(&mut store, args.blocks, args.block_bytes)
+    let height = chain::produce(&mut store, &key, args.blocks, args.block_bytes)
         .with_context(|| format!("producing into {}", store.path().display()))?;
     log::info!(
         "produced {} blocks of {} bytes in {:.1} s",
@@ -119,12 +178,30 @@ fn produce(args: &ProduceArgs) -> Result<()> {
 
 /// GETs `path` from the admin API and returns the body.
 fn fetch(q: &QueryArgs, path: &str) -> Result<String> {
+    call(q, "GET", path, None)
+}
+
+/// POSTs `body` as JSON to `path` of the admin API and returns the answer's body.
+fn post(q: &QueryArgs, path: &str, body: &serde_json::Value) -> Result<String> {
+    call(q, "POST", path, Some(body))
+}
+
+fn call(
+    q: &QueryArgs,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<String> {
     let url = format!("{}{path}", q.admin.trim_end_matches('/'));
-    let mut request = ureq::get(&url).timeout(std::time::Duration::from_secs(10));
+    let mut request = ureq::request(method, &url).timeout(std::time::Duration::from_secs(10));
     if let Some(token) = q.effective_token() {
         request = request.set("Authorization", &format!("Bearer {token}"));
     }
-    match request.call() {
+    let result = match body {
+        Some(b) => request.send_json(b.clone()),
+        None => request.call(),
+    };
+    match result {
         Ok(response) => response
             .into_string()
             .with_context(|| format!("cannot read the response of {url}")),

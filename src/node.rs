@@ -34,9 +34,9 @@ use prometheus_client::registry::Registry;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::admin::{self, AdminState};
-use crate::chain::{short_hex, ChainError, ChainStore};
+use crate::chain::{short_hex, ChainError, ChainStore, ProducerKey};
 use crate::config::{Config, ConfigError};
-use crate::sync::{self, SyncError, SyncNode, SyncState, SyncStatus};
+use crate::sync::{self, NodeSetup, SyncError, SyncNode, SyncState, SyncStatus};
 
 /// Longest wait for [`peerlink_actors::Network::shutdown`] (which itself waits at most the close flush timeout of
 /// 2 s plus 0.5 s for every socket to flush its `Disconnect{shutdown}`).
@@ -86,6 +86,9 @@ pub enum NodeError {
         /// Why.
         source: ChainError,
     },
+    /// `--produce-every` without a usable producer key.
+    #[error("cannot produce: {0}")]
+    ProducerKey(ChainError),
     /// Block sync could not start (invalid `[sync]` value).
     #[error("block sync: {0}")]
     Sync(SyncError),
@@ -236,16 +239,21 @@ pub fn run(mut config: Config) -> Result<(), NodeError> {
     // Opened (and verified) before anything starts: a store of another network, or one that
     // another process holds, aborts a clean start.
     let store =
-        ChainStore::open(&config.node.data_dir, &config.node.network).map_err(|source| {
+        ChainStore::open(&config.node.data_dir, config.node.chain_params()).map_err(|source| {
             NodeError::Chain {
                 path: config.node.data_dir.clone(),
                 source,
             }
         })?;
+    let key = if config.node.produce_every_ms > 0 {
+        Some(ProducerKey::load_from(&config.node.data_dir).map_err(NodeError::ProducerKey)?)
+    } else {
+        None
+    };
     // Last of the checks, so that a failed start leaves no new key file behind.
     config.network.node_key = Some(load_node_key(&config.node.data_dir)?);
     let system = actix::System::new();
-    system.block_on(serve(config, store, admin_listener))
+    system.block_on(serve(config, store, key, admin_listener))
 }
 
 /// Name of the node key file in the data dir.
@@ -266,6 +274,7 @@ pub fn load_node_key(data_dir: &std::path::Path) -> Result<NodeKey, NodeError> {
 async fn serve(
     config: Config,
     store: ChainStore,
+    key: Option<ProducerKey>,
     admin_listener: std::net::TcpListener,
 ) -> Result<(), NodeError> {
     let started = Instant::now();
@@ -276,7 +285,13 @@ async fn serve(
     let mut net_config = config.network.clone();
     net_config.user_agent = config.node.effective_user_agent();
     // The sync actor is the application; start_node sets the Hello's genesis from the store.
-    let node = sync::start_node(net_config, store, config.sync.clone())
+    let setup = NodeSetup {
+        producer_key: key,
+        rule: None,
+        bans: config.bans.clone(),
+        own_ips: vec![config.admin.bind.ip()],
+    };
+    let node = sync::start_node_with(net_config, store, config.sync.clone(), setup)
         .await
         .map_err(|e| match e {
             SyncError::Network(e) => NodeError::Network(e),
@@ -311,6 +326,8 @@ async fn serve(
         node_metrics,
         sync_metrics,
         token: config.admin.token.clone(),
+        bind: admin_addr,
+        allowed_hosts: config.admin.allowed_hosts.clone(),
     };
     let server = match admin::start(admin_listener, state) {
         Ok(server) => server,

@@ -5,9 +5,25 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use peerlink::chain::{genesis_hash, produce, random_block, Block, ChainError, ChainStore};
+use peerlink::chain::{
+    genesis_hash, produce as produce_with, random_block as random_block_with, Block, ChainError,
+    ChainStore, ProducerKey,
+};
 
 const NET: &str = "storetest";
+
+/// The key that signs this suite's blocks (the store does not check signatures).
+fn key() -> ProducerKey {
+    ProducerKey::from_seed([0x11; 32])
+}
+
+fn produce(s: &mut ChainStore, n: u64, bytes: usize) -> Result<u64, ChainError> {
+    produce_with(s, &key(), n, bytes)
+}
+
+fn random_block(s: &ChainStore, bytes: usize) -> Block {
+    random_block_with(s, &key(), bytes)
+}
 
 #[test]
 fn reopen_verifies_and_resumes() {
@@ -86,12 +102,7 @@ fn reorg_switches_branches_atomically() {
     let mut branch = Vec::new();
     let mut prev = ancestor_hash;
     for h in 16..=22 {
-        let b = Block {
-            height: h,
-            prev,
-            timestamp_ms: 7,
-            payload: vec![0xbb],
-        };
+        let b = Block::signed(h, prev, 7, vec![0xbb], &key());
         prev = b.hash();
         branch.push(b);
     }

@@ -98,7 +98,7 @@ fn admin_connect_and_disconnect() {
         Err(HttpError::Status(400)) => {}
         other => panic!("expected 400, got {other:?}"),
     }
-    a.post_json(&format!("/peers/{b_ip}/disconnect"), Value::Null)
+    a.post_json(&format!("/peers/{b_ip}/disconnect"), serde_json::json!({}))
         .expect("POST disconnect");
     wait_for("the peer to record the requested disconnect", || {
         b.recent_disconnects()
@@ -106,7 +106,7 @@ fn admin_connect_and_disconnect() {
             .any(|d| d["ip"] == a_ip.to_string() && d["reason"] == "requested")
             .then_some(())
     });
-    match a.post_json("/peers/127.0.1.99/disconnect", Value::Null) {
+    match a.post_json("/peers/127.0.1.99/disconnect", serde_json::json!({})) {
         Err(HttpError::Status(404)) => {}
         other => panic!("expected 404, got {other:?}"),
     }

@@ -11,7 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use peerlink::chain::{to_hex, ChainStore};
+use peerlink::chain::producer::parse_public_key;
+use peerlink::chain::{to_hex, ChainParams, ChainStore};
 
 /// Network name of the chains in this suite (the default of `peerlink run`).
 const NETWORK: &str = "devnet";
@@ -56,7 +57,27 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// `peerlink produce` into `dir`; returns the printed (height, tip hex).
+/// `peerlink keygen` into `dir`; returns the printed public key (hex).
+pub fn keygen(dir: &Path) -> String {
+    let (status, out, err) = run_to_end(
+        &["keygen", "--data-dir", &dir.display().to_string()],
+        SYNC_LIMIT,
+    );
+    assert!(status.success(), "keygen failed: {err}");
+    out.lines()
+        .find_map(|l| l.strip_prefix("public key "))
+        .unwrap_or_else(|| panic!("no public key line in: {out}"))
+        .trim()
+        .to_string()
+}
+
+/// The chain parameters of this suite's network with the producer `key` (hex).
+fn params(key: &str) -> ChainParams {
+    ChainParams::new(NETWORK, [parse_public_key(key).expect("valid key")])
+}
+
+/// `peerlink produce` into `dir` (which holds a producer key); returns the printed (height,
+/// tip hex).
 fn produce(dir: &Path, blocks: u64, bytes: usize) -> (u64, String) {
     let (status, out, err) = run_to_end(
         &[
@@ -102,18 +123,34 @@ fn metric(node: &Node, name: &str) -> f64 {
 fn a_node_killed_mid_sync_resumes_from_its_stored_height() {
     let work = tempfile::tempdir().expect("tempdir");
     let (a_dir, b_dir) = (work.path().join("a"), work.path().join("b"));
+    let key = keygen(&a_dir);
+    let producer = ["--producer", key.as_str()];
     let (tip_height, tip) = produce(&a_dir, KILL_TEST_BLOCKS, 1024);
     assert_eq!(tip_height, KILL_TEST_BLOCKS);
 
     // A serves the chain `peerlink produce` built; B (fresh) syncs it from A.
     let (a_ip, b_ip) = (ip("127.0.3.2"), ip("127.0.3.3"));
-    let a = Node::start_with(a_ip, free_port(a_ip), &[], FAST_PINGS, Some(&a_dir), &[]);
+    let a = Node::start_with(
+        a_ip,
+        free_port(a_ip),
+        &[],
+        FAST_PINGS,
+        Some(&a_dir),
+        &producer,
+    );
     let a_status = a.status();
     assert_eq!(a_status["height"], KILL_TEST_BLOCKS);
     assert_eq!(a_status["tip"], tip.as_str());
     let b_config = format!("{FAST_PINGS}{THROTTLED_SYNC}");
     let b_port = free_port(b_ip);
-    let mut b = Node::start_with(b_ip, b_port, &[a.listen], &b_config, Some(&b_dir), &[]);
+    let mut b = Node::start_with(
+        b_ip,
+        b_port,
+        &[a.listen],
+        &b_config,
+        Some(&b_dir),
+        &producer,
+    );
 
     // SIGKILL B once it holds between 10 % and 90 % of the chain.
     let (low, high) = (KILL_TEST_BLOCKS / 10, KILL_TEST_BLOCKS * 9 / 10);
@@ -133,7 +170,7 @@ fn a_node_killed_mid_sync_resumes_from_its_stored_height() {
 
     // The store B left behind opens cleanly: a verified prefix, nothing repaired.
     let committed = {
-        let store = ChainStore::open(&b_dir, NETWORK).expect("B's store opens after SIGKILL");
+        let store = ChainStore::open(&b_dir, params(&key)).expect("B's store opens after SIGKILL");
         assert_eq!(store.repaired_from(), None, "the store needed repair");
         assert!(store.height() > 0 && store.height() < KILL_TEST_BLOCKS);
         store.height()
@@ -141,7 +178,14 @@ fn a_node_killed_mid_sync_resumes_from_its_stored_height() {
     eprintln!("killed B at height {seen} (observed); {committed} committed");
 
     // Restarted on the same data dir, B resumes from there and downloads only the rest.
-    let mut b = Node::start_with(b_ip, b_port, &[a.listen], &b_config, Some(&b_dir), &[]);
+    let mut b = Node::start_with(
+        b_ip,
+        b_port,
+        &[a.listen],
+        &b_config,
+        Some(&b_dir),
+        &producer,
+    );
     let first = height(&b);
     assert!(
         first >= committed,
@@ -166,7 +210,7 @@ fn a_node_killed_mid_sync_resumes_from_its_stored_height() {
     // After a clean exit the store holds every height exactly once, linked up to A's tip.
     let (status, _) = b.terminate();
     assert!(status.success(), "{}", b.log());
-    let store = ChainStore::open(&b_dir, NETWORK).expect("B's store opens");
+    let store = ChainStore::open(&b_dir, params(&key)).expect("B's store opens");
     assert_eq!(store.repaired_from(), None);
     assert_eq!(store.height(), KILL_TEST_BLOCKS);
     assert_eq!(to_hex(&store.tip_hash()), tip);
@@ -180,15 +224,31 @@ fn a_node_killed_mid_sync_resumes_from_its_stored_height() {
 #[test]
 fn produce_every_grows_a_chain_that_a_peer_follows() {
     let (c_ip, d_ip) = (ip("127.0.3.4"), ip("127.0.3.5"));
+    let c_data = tempfile::tempdir().expect("tempdir");
+    let key = keygen(c_data.path());
     let c = Node::start_with(
         c_ip,
         free_port(c_ip),
         &[],
         FAST_PINGS,
-        None,
-        &["--produce-every", "50ms", "--block-bytes", "64"],
+        Some(c_data.path()),
+        &[
+            "--produce-every",
+            "50ms",
+            "--block-bytes",
+            "64",
+            "--producer",
+            &key,
+        ],
     );
-    let d = Node::start(d_ip, free_port(d_ip), &[c.listen], FAST_PINGS);
+    let d = Node::start_with(
+        d_ip,
+        free_port(d_ip),
+        &[c.listen],
+        FAST_PINGS,
+        None,
+        &["--producer", &key],
+    );
     wait_for(
         "D to follow C to height 10 or more, on the same tip",
         || {

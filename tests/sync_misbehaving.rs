@@ -90,15 +90,16 @@ impl Handler<PeerEvent> for FakePeer {
 }
 
 fn fake_chain(n: u64) -> Vec<Block> {
-    let mut chain = vec![genesis_for(NETWORK)];
+    let mut chain = vec![genesis_for(params())];
     for h in 1..=n {
         let prev = chain.last().unwrap().hash();
-        chain.push(Block {
-            height: h,
+        chain.push(Block::signed(
+            h,
             prev,
-            timestamp_ms: h,
-            payload: vec![h as u8; 32],
-        });
+            h,
+            vec![h as u8; 32],
+            &producer_key(),
+        ));
     }
     chain
 }
@@ -113,7 +114,7 @@ async fn bad_blocks_disconnect(corruption: Corruption, fake_ip: u8, node_ip: u8)
     }
     .start();
     let mut cfg = net_config(fake_ip);
-    cfg.genesis = genesis_hash(NETWORK);
+    cfg.genesis = genesis_hash(params());
     let net: Network<NodeMsg> = Network::start(cfg, fake.clone().recipient()).await.unwrap();
     net.set_best_height(20);
     net.subscribe(fake.recipient());
@@ -141,7 +142,7 @@ async fn bad_blocks_disconnect(corruption: Corruption, fake_ip: u8, node_ip: u8)
     );
     net.shutdown().await;
     node.node.shutdown().await;
-    let store = ChainStore::open(node.dir.path(), NETWORK).unwrap();
+    let store = ChainStore::open(node.dir.path(), params()).unwrap();
     assert!(store.height() < BAD_HEIGHT);
 }
 

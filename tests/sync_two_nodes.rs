@@ -33,6 +33,6 @@ async fn a_fresh_node_reaches_the_same_tip() {
     .await;
     b.node.shutdown().await;
     a.node.shutdown().await;
-    let store = ChainStore::open(b.dir.path(), NETWORK).expect("reopens");
+    let store = ChainStore::open(b.dir.path(), params()).expect("reopens");
     assert_eq!((store.height(), store.tip_hash()), (BLOCKS, target.tip));
 }

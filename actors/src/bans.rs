@@ -42,9 +42,14 @@ impl BanList {
         }
     }
 
-    /// Bans `ip` for `duration` from `now`. When full, expired entries go first, then the one
-    /// that expires soonest.
+    /// Bans `ip` for `duration` from `now` (a ban already in force is only extended). When
+    /// full, expired entries go first, then the one that expires soonest. A zero `duration`
+    /// lifts the ban instead (what `Network::unban` sends).
     pub fn ban(&mut self, ip: IpAddr, duration: Duration, now: Instant) {
+        if duration.is_zero() {
+            self.until.remove(&ip);
+            return;
+        }
         let end = now + duration;
         if !self.until.contains_key(&ip) && self.until.len() >= self.max {
             self.until.retain(|_, t| *t > now);
@@ -96,5 +101,7 @@ mod tests {
         assert!(b.is_banned(ip(3), now));
         assert!(b.unban(ip(3)));
         assert!(!b.is_banned(ip(3), now));
+        b.ban(ip(2), Duration::ZERO, now);
+        assert!(!b.is_banned(ip(2), now), "a zero duration lifts the ban");
     }
 }

@@ -5,6 +5,13 @@
 //! `min(base * 2^(n-1), max)`, scaled by a jitter factor in [0.8, 1.2) so that nodes that lost
 //! each other at once do not redial in lockstep. A connection that lived at least `reset_after`
 //! clears the failures: its loss is news, and the peer is redialled after `base`.
+//!
+//! What the peer says does not steer the plan for good: only our own nonce coming back in a
+//! Hello ([`DialPlan::mark_own`]) marks an address as ours for good. A `self_connection`,
+//! `banned`, `wrong_genesis`, `wrong_network` or `wrong_version` reason (from the peer or found
+//! at the handshake) means the longest backoff, `max`, after which the address is tried again;
+//! an operator's connect ([`DialPlan::add`] with `now_due`) clears the address's failures and
+//! backoff (not an "own" mark, which only our own nonce sets and which is proof).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -84,10 +91,13 @@ impl DialPlan {
 
     /// Adds an address (due at once when `now_due`). When the book is full, the oldest entry that
     /// is neither busy nor connected is evicted; if there is none, the address is not added.
+    /// `now_due` on a known address (an operator's connect) also clears its failures; an
+    /// address proven to be our own stays undialled.
     pub fn add(&mut self, addr: SocketAddr, now: Instant, now_due: bool) -> bool {
         if let Some(e) = self.entries.get_mut(&addr) {
             if now_due {
                 e.next_at = now;
+                e.failures = 0;
             }
             return true;
         }
@@ -120,7 +130,8 @@ impl DialPlan {
         true
     }
 
-    /// Marks an address as this node's own; it is never dialled.
+    /// Marks an address as this node's own (our nonce came back): it is not dialled again
+    /// unless an operator asks for it.
     pub fn mark_own(&mut self, addr: SocketAddr, now: Instant) {
         self.add(addr, now, false);
         if let Some(e) = self.entries.get_mut(&addr) {
@@ -205,15 +216,18 @@ impl DialPlan {
         e.busy = false;
         e.registered = false;
         match reason {
-            DisconnectReason::SelfConnection => e.own = true,
             // Another socket to the same node won; nothing is wrong with the address.
             DisconnectReason::Duplicate => e.next_at = now + backoff.base,
-            DisconnectReason::WrongNetwork
+            // The peer's word (or a mismatch that may be fixed by an upgrade): a long wait, not
+            // a permanent mark. A self-connection proven by our own nonce was marked by
+            // `mark_own` already.
+            DisconnectReason::SelfConnection
+            | DisconnectReason::WrongNetwork
             | DisconnectReason::WrongGenesis
             | DisconnectReason::WrongVersion
             | DisconnectReason::Banned => {
-                e.failures = u32::MAX / 2;
-                e.next_at = now + backoff.max;
+                e.failures = e.failures.saturating_add(1);
+                e.next_at = now + scaled(backoff.max, jitter);
             }
             _ if lived.is_some_and(|l| l >= backoff.reset_after) => {
                 e.failures = 0;
@@ -347,6 +361,44 @@ mod tests {
         p.dial_failed(addr(3), now, 1.0);
         assert!(p.add(addr(4), now, false));
         assert_eq!(p.status(now).len(), 2);
+    }
+
+    #[test]
+    fn the_peers_word_is_a_long_backoff_not_a_permanent_mark() {
+        let now = Instant::now();
+        let mut p = DialPlan::new(backoff(), 16);
+        p.add(addr(2), now, true);
+        for reason in [
+            DisconnectReason::SelfConnection,
+            DisconnectReason::Banned,
+            DisconnectReason::WrongGenesis,
+        ] {
+            p.dial_started(addr(2));
+            p.ended(addr(2), now, None, reason, 1.0);
+            assert!(!p.status(now)[0].own, "{reason:?} is not proof");
+            assert!(p
+                .due(now + Duration::from_secs(299), 8, |_| false)
+                .is_empty());
+            assert_eq!(
+                p.due(now + Duration::from_secs(300), 8, |_| false),
+                vec![addr(2)],
+                "{reason:?}: tried again after the longest backoff"
+            );
+        }
+        assert!(p.status(now)[0].failures >= 3);
+        p.add(addr(2), now, true);
+        let s = &p.status(now)[0];
+        assert!(
+            !s.own && s.failures == 0,
+            "an operator's connect resets the address"
+        );
+        assert_eq!(p.due(now, 8, |_| false), vec![addr(2)]);
+        // Our own nonce is proof: that mark stays.
+        p.mark_own(addr(2), now);
+        p.add(addr(2), now, true);
+        assert!(p
+            .due(now + Duration::from_secs(10_000), 8, |_| false)
+            .is_empty());
     }
 
     proptest! {

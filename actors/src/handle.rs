@@ -683,7 +683,11 @@ mod round_tests {
         let mut rounds = 0;
         while !rest.is_empty() {
             let n = round_len(rest);
-            assert_eq!(n % (LENGTH_PREFIX_BYTES + 3_000), 0, "a round ends on a frame end");
+            assert_eq!(
+                n % (LENGTH_PREFIX_BYTES + 3_000),
+                0,
+                "a round ends on a frame end"
+            );
             assert!(n >= WRITE_ROUND_BYTES || n == rest.len());
             rest = &rest[n..];
             rounds += 1;

@@ -32,10 +32,11 @@ async fn dial_ended(node: &TestNode, addr: std::net::SocketAddr) -> AddrStatus {
     .await
 }
 
-/// A refused address is not redialled for (about) the longest backoff, not the shortest.
+/// A refused address is not redialled for (about) the longest backoff, not the shortest; it is
+/// a delay, not a permanent mark (the peer's word is not proof).
 fn assert_backed_off_to_max(s: &AddrStatus, config: &NetworkConfig) {
     assert!(!s.own);
-    assert!(s.failures >= 1 << 20, "failures {} not pinned", s.failures);
+    assert!(s.failures >= 1, "failures {} not counted", s.failures);
     let base = Duration::from_millis(config.backoff_base_ms);
     let max = Duration::from_millis(config.backoff_max_ms);
     assert!(

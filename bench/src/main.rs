@@ -5,13 +5,14 @@
 //!
 //! Layout: `common` (message, tally, measurements), `peer` (peerlink side of a-d), `raw`
 //! (baseline side of a-d), `conns` (e and f, server in a child process), `sim` (g, the
-//! discovery simulator: virtual time, no baseline).
+//! discovery simulator: virtual time, no baseline), `sync` (h: block sync of the node with
+//! signature verification, its "baseline" the same sync without it).
 //!
 //! Every run measures each scenario over the plaintext transport, then (a), (b), (e) and (f)
 //! again over Noise (rows tagged `[noise]`), whose baseline is the raw tokio code running the
 //! same Noise handshake and record layer (`peerlink_actors::secure`).
 //!
-//! Usage: `peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f,g]`. `--smoke` uses tiny
+//! Usage: `peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f,g,h]`. `--smoke` uses tiny
 //! sizes and exits non-zero if any scenario fails to complete (never because of a slow figure).
 
 mod ciphers;
@@ -20,6 +21,7 @@ mod conns;
 mod peer;
 mod raw;
 mod sim;
+mod sync;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -51,6 +53,8 @@ pub struct Sizes {
     pub f_conns: usize,
     /// (g) simulated nodes.
     pub g_nodes: usize,
+    /// (h) blocks of 1 KiB synced.
+    pub h_blocks: u64,
 }
 
 const FULL: Sizes = Sizes {
@@ -64,6 +68,7 @@ const FULL: Sizes = Sizes {
     e_counts: [1_000, 10_000],
     f_conns: 5_000,
     g_nodes: 1_000,
+    h_blocks: 50_000,
 };
 
 const SMOKE: Sizes = Sizes {
@@ -77,6 +82,7 @@ const SMOKE: Sizes = Sizes {
     e_counts: [100, 300],
     f_conns: 200,
     g_nodes: 100,
+    h_blocks: 500,
 };
 
 const SMALL_BYTES: usize = 256;
@@ -328,6 +334,30 @@ fn run_transport(sizes: Sizes, only: &str) -> RunOutput {
     if want('g') {
         sim::run(sizes.g_nodes, &mut out);
     }
+    if want('h') {
+        let b = sync::rate(sizes.h_blocks, false, 2);
+        let p = sync::rate(sizes.h_blocks, true, 4);
+        if let Some((p, b)) = out.check("h", both(p, b)) {
+            out.row(
+                &format!(
+                    "h. block sync, {} blocks of 1 KiB, verified (baseline: not verified)",
+                    sizes.h_blocks
+                ),
+                "blocks/s",
+                (p, b),
+                Target::AbsAtLeast(30_000.0),
+            );
+        }
+        let (one, two) = (
+            sync::verify_rate(1, sizes.h_blocks.min(20_000)),
+            sync::verify_rate(2, sizes.h_blocks.min(20_000)),
+        );
+        out.notes.push(format!(
+            "h: the producer rule alone (batches of 128, no network, no storage): {} blocks/s on 1 thread, {} on 2",
+            fmt(one),
+            fmt(two)
+        ));
+    }
     out
 }
 
@@ -402,7 +432,7 @@ fn print_table(runs: &[RunOutput]) {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f,g]\n(every run measures plaintext rows, then [noise] rows of a, b, e, f)");
+    eprintln!("usage: peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f,g,h]\n(every run measures plaintext rows, then [noise] rows of a, b, e, f)");
     ExitCode::from(2)
 }
 

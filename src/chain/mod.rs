@@ -1,13 +1,16 @@
-//! The chain: blocks, their hashes and genesis (`block`), the redb-backed store that survives
-//! kill -9 (`store`) and the offline producer (`produce`). One error enum for the layer lives
-//! here. The sync engine (`crate::sync`) is the only writer while a node runs.
+//! The chain: blocks, their hashes and genesis (`block`), the network's producer keys and block
+//! signatures (`producer`), the redb-backed store that survives kill -9 (`store`) and the
+//! offline producer (`produce`). One error enum for the layer lives here. The sync engine
+//! (`crate::sync`) is the only writer while a node runs.
 
 pub mod block;
 pub mod produce;
+pub mod producer;
 pub mod store;
 
 pub use block::{genesis_for, genesis_hash, short_hex, to_hex, Block, BlockHash};
 pub use produce::{produce, random_block};
+pub use producer::{ChainParams, ProducerKey, PublicKey};
 pub use store::{ChainStore, DB_FILE_NAME};
 
 /// Errors of the chain layer.
@@ -31,6 +34,21 @@ pub enum ChainError {
         stored: String,
         /// Network name asked for.
         wanted: String,
+    },
+    /// The store's genesis block is not the one of the parameters asked for (same network
+    /// name, another producer set).
+    #[error("chain store holds another genesis than network {network:?} with the configured producers (another producer set?)")]
+    WrongGenesis {
+        /// Network name.
+        network: String,
+    },
+    /// The producer key file cannot be created or read.
+    #[error("producer key {}: {reason}", path.display())]
+    Key {
+        /// The key file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
     },
     /// A stored record is not a valid block encoding.
     #[error("undecodable block record: {0}")]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use crate::chain::{genesis_for, Block, BlockHash, ChainError};
+use crate::chain::{genesis_for, Block, BlockHash, ChainError, ChainParams};
 
 /// redb page cache per store. redb defaults to 1 GiB, which a devnet of eight nodes in one
 /// process would multiply; sync writes sequentially and reads recent blocks, so 32 MiB is plenty.
@@ -25,6 +25,9 @@ pub const DB_FILE_NAME: &str = "chain.redb";
 
 /// height -> stored block encoding.
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+/// Bans (see `crate::bans`): canonical IP as text -> MessagePack of `BanRecord`. In the chain's
+/// redb file so that the node has one store, one lock and one durability story.
+const BANS: TableDefinition<&str, &[u8]> = TableDefinition::new("bans");
 /// Metadata: "network" -> network name.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const META_NETWORK: &str = "network";
@@ -34,9 +37,11 @@ const META_NETWORK: &str = "network";
 pub struct ChainStore {
     db: Database,
     path: PathBuf,
-    network: String,
+    params: ChainParams,
     /// Hash of every stored block, indexed by height; never empty (genesis).
     hashes: Vec<BlockHash>,
+    /// Timestamp of every stored block, indexed by height (for the timestamp rule).
+    timestamps: Vec<u64>,
     /// Height from which an invalid record was dropped at open, if any.
     repaired_from: Option<u64>,
 }
@@ -45,16 +50,23 @@ impl std::fmt::Debug for ChainStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChainStore")
             .field("path", &self.path)
-            .field("network", &self.network)
+            .field("network", &self.params.network)
             .field("height", &self.height())
             .finish()
     }
 }
 
 impl ChainStore {
-    /// Opens (or creates) the chain of `network_name` in `dir`, verifies it and resumes at its
-    /// tip. A new store holds only the genesis block.
-    pub fn open(dir: impl AsRef<Path>, network_name: &str) -> Result<ChainStore, ChainError> {
+    /// Opens (or creates) the chain of the network `params` (a network name, or a
+    /// [`ChainParams`] with its producer keys) in `dir`, verifies it and resumes at its tip. A
+    /// new store holds only the genesis block. A store of another network, or of the same
+    /// network with another producer set (another genesis), is refused.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        params: impl Into<ChainParams>,
+    ) -> Result<ChainStore, ChainError> {
+        let params = params.into();
+        let network_name = params.network.as_str();
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|source| ChainError::Dir {
             path: dir.to_path_buf(),
@@ -64,7 +76,7 @@ impl ChainStore {
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(&path)?;
-        let genesis = genesis_for(network_name);
+        let genesis = genesis_for(&params);
         // Create the tables, record the network and genesis on first open.
         let tx = db.begin_write()?;
         {
@@ -83,18 +95,28 @@ impl ChainStore {
                 }
             }
             let mut blocks = tx.open_table(BLOCKS)?;
-            if blocks.get(0u64)?.is_none() {
-                blocks.insert(0u64, genesis.encode().as_slice())?;
+            let stored = blocks.get(0u64)?.map(|v| v.value().to_vec());
+            match stored {
+                None => {
+                    blocks.insert(0u64, genesis.encode().as_slice())?;
+                }
+                Some(bytes) if bytes != genesis.encode() => {
+                    return Err(ChainError::WrongGenesis {
+                        network: network_name.to_string(),
+                    });
+                }
+                Some(_) => {}
             }
         }
         tx.commit()?;
 
-        let (hashes, bad) = verify(&db, &genesis)?;
+        let (hashes, timestamps, bad) = verify(&db, &genesis)?;
         let mut store = ChainStore {
             db,
             path,
-            network: network_name.to_string(),
+            params,
             hashes,
+            timestamps,
             repaired_from: None,
         };
         if let Some((height, reason)) = bad {
@@ -132,7 +154,17 @@ impl ChainStore {
 
     /// Name of the network this chain belongs to.
     pub fn network(&self) -> &str {
-        &self.network
+        &self.params.network
+    }
+
+    /// The network's parameters (name and producer keys).
+    pub fn params(&self) -> &ChainParams {
+        &self.params
+    }
+
+    /// Timestamp of the block at `height`, if stored.
+    pub fn timestamp_at(&self, height: u64) -> Option<u64> {
+        self.timestamps.get(usize::try_from(height).ok()?).copied()
     }
 
     /// Path of the database file.
@@ -203,6 +235,7 @@ impl ChainStore {
     /// Returns how many blocks were added. On error nothing is written.
     pub fn append(&mut self, blocks: &[Block]) -> Result<usize, ChainError> {
         let mut new_hashes = Vec::new();
+        let mut new_times = Vec::new();
         let tx = self.db.begin_write()?;
         {
             let mut table = tx.open_table(BLOCKS)?;
@@ -229,6 +262,7 @@ impl ChainStore {
                 tip_height = b.height;
                 tip_hash = h;
                 new_hashes.push(h);
+                new_times.push(b.timestamp_ms);
             }
         }
         if new_hashes.is_empty() {
@@ -238,6 +272,7 @@ impl ChainStore {
         tx.commit()?;
         let added = new_hashes.len();
         self.hashes.extend(new_hashes);
+        self.timestamps.extend(new_times);
         Ok(added)
     }
 
@@ -250,6 +285,7 @@ impl ChainStore {
             return Err(ChainError::BadReorg { ancestor, tip });
         }
         let mut new_hashes = Vec::with_capacity(blocks.len());
+        let mut new_times = Vec::with_capacity(blocks.len());
         let tx = self.db.begin_write()?;
         {
             let mut table = tx.open_table(BLOCKS)?;
@@ -268,12 +304,60 @@ impl ChainStore {
                 height = b.height;
                 hash = b.hash();
                 new_hashes.push(hash);
+                new_times.push(b.timestamp_ms);
             }
         }
         tx.commit()?;
         self.hashes.truncate(ancestor as usize + 1);
         self.hashes.extend(new_hashes);
+        self.timestamps.truncate(ancestor as usize + 1);
+        self.timestamps.extend(new_times);
         Ok(tip - ancestor)
+    }
+
+    /// Stores (or replaces) a ban, durably, in one transaction.
+    pub fn save_ban(&self, record: &crate::bans::BanRecord) -> Result<(), ChainError> {
+        let bytes = rmp_serde::to_vec(record).map_err(|e| ChainError::Decode(e.to_string()))?;
+        let tx = self.db.begin_write()?;
+        tx.open_table(BANS)?
+            .insert(record.ip.to_string().as_str(), bytes.as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Deletes the bans of `ips`, durably, in one transaction.
+    pub fn delete_bans(&self, ips: &[std::net::IpAddr]) -> Result<(), ChainError> {
+        if ips.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.begin_write()?;
+        {
+            let mut table = tx.open_table(BANS)?;
+            for ip in ips {
+                table.remove(ip.to_string().as_str())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every stored ban (expired ones included; undecodable records are skipped and logged).
+    pub fn load_bans(&self) -> Result<Vec<crate::bans::BanRecord>, ChainError> {
+        let tx = self.db.begin_read().map_err(redb::Error::from)?;
+        let table = match tx.open_table(BANS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for entry in table.range::<&str>(..)? {
+            let (k, v) = entry?;
+            match rmp_serde::from_slice(v.value()) {
+                Ok(r) => out.push(r),
+                Err(e) => log::warn!("ban record {} undecodable ({e}); ignored", k.value()),
+            }
+        }
+        Ok(out)
     }
 
     /// Drops every block above `height` (never genesis). Returns how many were dropped.
@@ -299,22 +383,23 @@ impl ChainStore {
     }
 }
 
-/// Reads the whole chain in height order. Returns the hashes of the longest valid prefix and,
-/// if a record broke the chain, its height and what was wrong.
+/// Reads the whole chain in height order. Returns the hashes and timestamps of the longest valid
+/// prefix and, if a record broke the chain, its height and what was wrong.
 #[allow(clippy::type_complexity)]
 fn verify(
     db: &Database,
     genesis: &Block,
-) -> Result<(Vec<BlockHash>, Option<(u64, String)>), ChainError> {
+) -> Result<(Vec<BlockHash>, Vec<u64>, Option<(u64, String)>), ChainError> {
     let tx = db.begin_read().map_err(redb::Error::from)?;
     let table = tx.open_table(BLOCKS)?;
     let mut hashes: Vec<BlockHash> = Vec::with_capacity(table.len()? as usize);
+    let mut times: Vec<u64> = Vec::with_capacity(hashes.capacity());
     for entry in table.range(0u64..)? {
         let (k, v) = entry?;
         let height = k.value();
         let block = match Block::decode(v.value()) {
             Ok(b) => b,
-            Err(e) => return Ok((hashes, Some((height, e.to_string())))),
+            Err(e) => return Ok((hashes, times, Some((height, e.to_string())))),
         };
         let problem = if height != hashes.len() as u64 {
             Some(format!("gap: expected height {}", hashes.len()))
@@ -329,11 +414,12 @@ fn verify(
         };
         if let Some(p) = problem {
             let at = height.min(hashes.len() as u64);
-            return Ok((hashes, Some((at, p))));
+            return Ok((hashes, times, Some((at, p))));
         }
         hashes.push(block.hash());
+        times.push(block.timestamp_ms);
     }
-    Ok((hashes, None))
+    Ok((hashes, times, None))
 }
 
 #[cfg(test)]
@@ -346,7 +432,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let mut s = ChainStore::open(dir.path(), "t").unwrap();
-            produce(&mut s, 10, 16).unwrap();
+            produce(
+                &mut s,
+                &crate::chain::ProducerKey::from_seed([1; 32]),
+                10,
+                16,
+            )
+            .unwrap();
             // Overwrite block 6 with one whose prev is wrong, as a bad disk would.
             let mut b = s.block(6).unwrap().unwrap();
             b.prev = [9; 32];
@@ -374,7 +466,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let mut s = ChainStore::open(dir.path(), "t").unwrap();
-            produce(&mut s, 4, 16).unwrap();
+            produce(
+                &mut s,
+                &crate::chain::ProducerKey::from_seed([1; 32]),
+                4,
+                16,
+            )
+            .unwrap();
             let tx = s.db.begin_write().unwrap();
             tx.open_table(BLOCKS)
                 .unwrap()

@@ -2,20 +2,27 @@
 //! [`SyncEngine`], receives every application message (`Inbound<NodeMsg>`) and every peer
 //! lifecycle event (`PeerEvent`), answers peers' requests from the store, feeds answers and
 //! announces to the engine, carries out the engine's actions (send, disconnect as
-//! `Misbehaving`), announces each new tip once to every peer and keeps the network's Hello
-//! height current. It also produces blocks on request and reports status and progress.
+//! `Misbehaving` and ban for the fault), announces each new tip once to every peer and keeps the
+//! network's Hello height current. It also produces (signs) blocks on request, reports status
+//! and progress, and keeps the node's ban book ([`BanBook`]): every ban is persisted in the
+//! chain's redb file before it is handed to the network.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use crate::bans::{BanBook, BanConfig, BanRecord, BanRefused};
+use crate::chain::produce::{next_block, now_ms};
+use crate::chain::ProducerKey;
+use crate::sync::engine::Fault;
+
 use actix::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use peerlink_actors::{DisconnectReason, Inbound, Network, PeerEvent, PeerHandle};
 
 use crate::app::{NodeMsg, WireHash, MAX_BLOCKS_PER_REQUEST, MAX_HASHES_PER_REQUEST};
-use crate::chain::{random_block, short_hex, BlockHash, ChainStore};
+use crate::chain::{short_hex, BlockHash, ChainStore};
 use crate::sync::engine::{Action, SyncEngine};
 use crate::sync::{SyncConfig, SyncError};
 
@@ -37,6 +44,9 @@ pub struct SyncActor {
     rate: RateMeter,
     last_progress_log: Option<Instant>,
     bar: Option<ProgressBar>,
+    key: Option<ProducerKey>,
+    bans: BanBook,
+    ban_cfg: BanConfig,
 }
 
 /// Whether the node follows the best chain it knows of.
@@ -115,6 +125,28 @@ pub struct ProduceBlock {
 #[rtype(result = "SyncStatus")]
 pub struct GetSyncStatus;
 
+/// An operator bans an IP (persisted, applied to the network, its connection closed).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<BanRecord, BanRefused>")]
+pub struct BanIp {
+    /// The IP.
+    pub ip: IpAddr,
+    /// For how long; `None`: `[bans] manual_secs`.
+    pub duration: Option<Duration>,
+    /// Why (free text).
+    pub reason: String,
+}
+
+/// An operator lifts a ban. Answers whether there was one.
+#[derive(Message, Debug)]
+#[rtype(result = "bool")]
+pub struct UnbanIp(pub IpAddr);
+
+/// The bans in force.
+#[derive(Message, Debug)]
+#[rtype(result = "Vec<BanRecord>")]
+pub struct ListBans;
+
 /// Stops the actor and closes the chain store (the redb file is released when this resolves).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
@@ -123,11 +155,20 @@ pub struct StopSync;
 // ---------------------------------------------------------------------------------------------
 
 impl SyncActor {
-    /// A new actor owning `store`.
-    pub fn new(store: ChainStore, cfg: SyncConfig) -> Self {
+    /// A new actor owning `store`, checking blocks with `rule`, signing its own blocks with
+    /// `key`, keeping bans in `bans` (already restored from the store) for the durations of
+    /// `ban_cfg`.
+    pub fn new(
+        store: ChainStore,
+        cfg: SyncConfig,
+        rule: Box<dyn crate::sync::rule::BlockRule>,
+        key: Option<ProducerKey>,
+        bans: BanBook,
+        ban_cfg: BanConfig,
+    ) -> Self {
         Self {
             store: Some(store),
-            engine: SyncEngine::new(cfg.clone()),
+            engine: SyncEngine::new(cfg.clone(), rule),
             cfg,
             net: None,
             peers: HashMap::new(),
@@ -135,6 +176,9 @@ impl SyncActor {
             rate: RateMeter::default(),
             last_progress_log: None,
             bar: None,
+            key,
+            bans,
+            ban_cfg,
         }
     }
 }
@@ -169,10 +213,13 @@ impl Handler<ProduceBlock> for SyncActor {
 
     fn handle(&mut self, msg: ProduceBlock, _ctx: &mut Context<Self>) -> Self::Result {
         let store = self.store.as_mut().ok_or(SyncError::Stopped)?;
-        let mut block = random_block(store, self.cfg.payload_bytes);
-        if let Some(payload) = msg.payload {
-            block.payload = payload;
-        }
+        let key = self.key.as_ref().ok_or(SyncError::NoProducerKey)?;
+        let payload = msg.payload.unwrap_or_else(|| {
+            let mut p = vec![0u8; self.cfg.payload_bytes];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut p);
+            p
+        });
+        let block = next_block(store, key, payload);
         store.append(std::slice::from_ref(&block))?;
         let produced = ProducedBlock {
             height: block.height,
@@ -197,6 +244,49 @@ impl Handler<GetSyncStatus> for SyncActor {
 
     fn handle(&mut self, _msg: GetSyncStatus, _ctx: &mut Context<Self>) -> Self::Result {
         MessageResult(self.status())
+    }
+}
+
+impl Handler<BanIp> for SyncActor {
+    type Result = Result<BanRecord, BanRefused>;
+
+    fn handle(&mut self, msg: BanIp, _ctx: &mut Context<Self>) -> Self::Result {
+        let duration = msg
+            .duration
+            .unwrap_or(Duration::from_secs(self.ban_cfg.manual_secs));
+        let reason = if msg.reason.trim().is_empty() {
+            "operator".to_string()
+        } else {
+            msg.reason
+        };
+        self.ban(msg.ip, duration, &reason, "operator", true)
+    }
+}
+
+impl Handler<UnbanIp> for SyncActor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: UnbanIp, _ctx: &mut Context<Self>) -> bool {
+        let ip = peerlink_actors::canonical_ip(msg.0);
+        let had = self.bans.unban(ip);
+        if let Some(store) = &self.store {
+            if let Err(e) = store.delete_bans(&[ip]) {
+                log::error!("cannot delete the ban of {ip}: {e}");
+            }
+        }
+        if let Some(net) = &self.net {
+            net.unban(ip);
+        }
+        log::info!("unbanned {ip}");
+        had
+    }
+}
+
+impl Handler<ListBans> for SyncActor {
+    type Result = MessageResult<ListBans>;
+
+    fn handle(&mut self, _msg: ListBans, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.bans.list(now_ms()))
     }
 }
 
@@ -240,7 +330,11 @@ impl SyncActor {
                 count,
             } => {
                 if count == 0 || count > MAX_BLOCKS_PER_REQUEST {
-                    return misbehaving(handle, "GetBlocks count out of range");
+                    return self.punish(
+                        handle,
+                        Fault::ProtocolViolation,
+                        "GetBlocks count out of range",
+                    );
                 }
                 if !self.cfg.serve {
                     return;
@@ -258,7 +352,11 @@ impl SyncActor {
                 count,
             } => {
                 if count == 0 || count > MAX_HASHES_PER_REQUEST {
-                    return misbehaving(handle, "GetHashes count out of range");
+                    return self.punish(
+                        handle,
+                        Fault::ProtocolViolation,
+                        "GetHashes count out of range",
+                    );
                 }
                 if !self.cfg.serve {
                     return;
@@ -316,6 +414,12 @@ impl Handler<PeerEvent> for SyncActor {
                 }
             }
             PeerEvent::Disconnected(record) => {
+                if !record.by_peer {
+                    if let Some(d) = self.ban_cfg.for_disconnect(record.reason) {
+                        let why = format!("protocol_violation: closed as {}", record.reason);
+                        let _ = self.ban(record.ip, d, &why, "network", false);
+                    }
+                }
                 let current = self
                     .peers
                     .get(&record.ip)
@@ -361,11 +465,13 @@ impl SyncActor {
                         let _ = h.send(&msg);
                     }
                 }
-                Action::Disconnect { peer, why } => {
+                Action::Disconnect { peer, fault, why } => {
                     log::warn!("disconnecting {peer}: {why}");
                     if let Some(h) = self.peers.get(&peer) {
                         h.disconnect(DisconnectReason::Misbehaving);
                     }
+                    let why = format!("{}: {why}", fault.as_str());
+                    let _ = self.ban(peer, self.ban_cfg.for_fault(fault), &why, "sync", false);
                 }
             }
         }
@@ -397,8 +503,81 @@ impl SyncActor {
         }
     }
 
+    /// Disconnects `peer` as misbehaving and bans it for `fault`.
+    fn punish(&mut self, peer: &PeerHandle, fault: Fault, why: &str) {
+        log::warn!("disconnecting {}: {why}", peer.ip());
+        peer.disconnect(DisconnectReason::Misbehaving);
+        let why = format!("{}: {why}", fault.as_str());
+        let _ = self.ban(
+            peer.ip(),
+            self.ban_cfg.for_fault(fault),
+            &why,
+            "sync",
+            false,
+        );
+    }
+
+    /// Records a ban in the book, persists it, then applies it to the network (which closes
+    /// the IP's connection, refuses it before the handshake and never dials it).
+    fn ban(
+        &mut self,
+        ip: IpAddr,
+        duration: Duration,
+        reason: &str,
+        source: &str,
+        operator: bool,
+    ) -> Result<BanRecord, BanRefused> {
+        let now = now_ms();
+        let decision = match self.bans.ban(ip, duration, reason, source, now, operator) {
+            Ok(d) => d,
+            Err(e) => {
+                log::warn!("not banning {ip}: {e}");
+                return Err(e);
+            }
+        };
+        let record = decision.record;
+        if let Some(store) = &self.store {
+            let mut result = store.save_ban(&record);
+            if let Some(evicted) = decision.evicted {
+                result = result.and_then(|_| store.delete_bans(&[evicted]));
+            }
+            if let Err(e) = result {
+                log::error!("cannot persist the ban of {}: {e}", record.ip);
+            }
+        }
+        log::info!(
+            "banned {} for {} s ({}; by {})",
+            record.ip,
+            record.until_unix_ms.saturating_sub(now) / 1000,
+            record.reason,
+            record.source
+        );
+        if let Some(net) = self.net.clone() {
+            if let Some(evicted) = decision.evicted {
+                net.unban(evicted);
+            }
+            if decision.shortened {
+                net.unban(record.ip);
+            }
+            let (ip, left) = (
+                record.ip,
+                Duration::from_millis(record.until_unix_ms.saturating_sub(now)),
+            );
+            actix::spawn(async move { net.ban(ip, left).await });
+        }
+        Ok(record)
+    }
+
     fn on_tick(&mut self) {
         let now = Instant::now();
+        let expired = self.bans.expire(now_ms());
+        if !expired.is_empty() {
+            if let Some(store) = &self.store {
+                if let Err(e) = store.delete_bans(&expired) {
+                    log::error!("cannot delete expired bans: {e}");
+                }
+            }
+        }
         if let Some(store) = self.store.as_mut() {
             self.engine.tick(now, store);
         }
@@ -480,11 +659,6 @@ impl SyncActor {
             );
         }
     }
-}
-
-fn misbehaving(peer: &PeerHandle, why: &str) {
-    log::warn!("disconnecting {}: {why}", peer.ip());
-    peer.disconnect(DisconnectReason::Misbehaving);
 }
 
 /// Blocks per second over the last [`RATE_WINDOW`].

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::app::MAX_BLOCKS_PER_REQUEST;
-use crate::chain::block::{MAX_BLOCK_PAYLOAD_BYTES, WIRE_OVERHEAD_BYTES};
+use crate::chain::block::{block_size, MAX_BLOCK_PAYLOAD_BYTES, WIRE_OVERHEAD_BYTES};
 use crate::sync::SyncError;
 
 /// Room left in a frame beyond the blocks of a `Blocks` message (enum tag, request id, array
@@ -48,6 +48,20 @@ pub struct SyncConfig {
     /// Answer peers' `GetBlocks` / `GetHashes`. `false` makes a node that withholds every
     /// answer: for tests and diagnostics only.
     pub serve: bool,
+    /// Largest valid block, in bytes of its stored encoding (152-byte header plus payload).
+    /// A larger block is invalid and its sender banned. At most 1 MiB + 152.
+    pub max_block_bytes: usize,
+    /// How far a block's timestamp may be ahead of our clock, in milliseconds. A block further
+    /// ahead is invalid and its sender banned (a block's timestamp may never be before its
+    /// parent's either).
+    pub max_future_ms: u64,
+    /// Answers to requests never made that a connection may send before it is disconnected
+    /// and banned (a few are tolerated: a request can be dropped on our side, e.g. when a
+    /// round restarts, while its answer is under way).
+    pub unrequested_allowance: u32,
+    /// Rounds in a row a peer may claim a longer chain it then does not have before it is
+    /// disconnected and banned as useless.
+    pub useless_allowance: u32,
 }
 
 impl Default for SyncConfig {
@@ -65,6 +79,10 @@ impl Default for SyncConfig {
             progress_log_interval_ms: 5_000,
             progress_bar: true,
             serve: true,
+            max_block_bytes: 1024 * 1024,
+            max_future_ms: 15_000,
+            unrequested_allowance: 4,
+            useless_allowance: 3,
         }
     }
 }
@@ -114,6 +132,22 @@ impl SyncConfig {
             return bad(
                 "payload_bytes",
                 format!("must be at most {MAX_BLOCK_PAYLOAD_BYTES}"),
+            );
+        }
+        let largest = block_size(MAX_BLOCK_PAYLOAD_BYTES);
+        if self.max_block_bytes < block_size(0) || self.max_block_bytes > largest {
+            return bad(
+                "max_block_bytes",
+                format!("must be between {} and {largest}", block_size(0)),
+            );
+        }
+        if block_size(self.payload_bytes) > self.max_block_bytes {
+            return bad(
+                "payload_bytes",
+                format!(
+                    "blocks of {} payload bytes would exceed max_block_bytes ({})",
+                    self.payload_bytes, self.max_block_bytes
+                ),
             );
         }
         if self.stall_timeout_ms == 0 || self.tick_ms == 0 {

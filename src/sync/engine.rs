@@ -1,13 +1,20 @@
 //! `SyncEngine`: the block sync policy as a plain struct, driven by events (peer up/down,
 //! announce, hashes, blocks, tick) and tested without sockets. It decides what to ask whom,
-//! validates every answer, writes verified blocks through the [`Chain`] trait and emits
-//! [`Action`]s (send a message, disconnect a misbehaving peer) that the actor carries out.
+//! validates every answer (shape, expected hashes, then the chain's own [`BlockRule`]), writes
+//! valid blocks through the [`Chain`] trait and emits [`Action`]s (send a message, disconnect a
+//! misbehaving peer with its [`Fault`]) that the actor carries out.
+//!
+//! ## Fork choice
+//!
+//! The longest valid chain wins, if its common ancestor with ours is at most `max_reorg_depth`
+//! blocks below our tip. At equal height the tip we had first is kept: nothing a peer can
+//! choose (such as a tip hash it grinds to be low) replaces it.
 //!
 //! ## One round
 //!
-//! 1. **Pick a source**: the best peer (highest height; at equal height the lower tip hash)
-//!    that is better than our chain, not cooling down after a stall and not known to be on a
-//!    fork deeper than `max_reorg_depth`.
+//! 1. **Pick a source**: the best peer (highest height; ties by IP) that is higher than our
+//!    chain, not cooling down after a stall and not known to be on a fork deeper than
+//!    `max_reorg_depth`.
 //! 2. **Locate**: `GetHashes` from our tip height. If the first hash is our tip, the source
 //!    extends our chain. Otherwise ask again from `tip - max_reorg_depth` and take the highest
 //!    height where the source's hash equals ours as the common ancestor; no match means the fork
@@ -17,16 +24,26 @@
 //!    are ahead and on the source's chain (lowest load first), within a window of
 //!    `window_blocks` above the apply point. Every block must have exactly the expected hash at
 //!    its height. More hashes are fetched from the source as the window advances.
-//! 4. **Apply**: contiguous verified blocks go to the chain in one transaction. On a fork the
-//!    branch is held until it is better than our chain (longer, or as long with a lower tip
-//!    hash), then truncate-and-append happens in one transaction (a reorg).
+//! 4. **Apply**: contiguous blocks are checked by the [`BlockRule`] (signatures, timestamps,
+//!    size: the node's rule is [`crate::sync::rule::ProducerRule`]) and go to the chain in one
+//!    transaction. On a fork the branch is held until it is longer than our chain, then checked
+//!    and written with truncate-and-append in one transaction (a reorg).
 //!
 //! ## Penalties
 //!
-//! - Misbehaving (disconnect): an answer to no request of ours (late answers to requests that
-//!   already timed out are ignored instead), more items than asked, wrong heights, blocks that
-//!   do not link to each other, oversized payloads, and a source whose blocks do not match its
-//!   own hashes while it announced no new tip in between.
+//! Misbehaving peers are disconnected with a [`Fault`]; the node bans their IP for a duration
+//! that fits the fault (`[bans]`).
+//!
+//! - [`Fault::InvalidBlock`]: a block the rule refuses (both the peer that sent it and the
+//!   source whose hashes named it), wrong heights, blocks that do not link to each other,
+//!   oversized payloads, and a source whose blocks do not match its own hashes while it
+//!   announced no new tip in between.
+//! - [`Fault::ProtocolViolation`]: more items than asked, hashes that answer another request.
+//! - [`Fault::Unrequested`]: answers to no request of ours, beyond
+//!   `unrequested_allowance` per connection (late answers to requests that already timed out
+//!   are ignored instead).
+//! - [`Fault::Useless`]: a peer chosen as source `useless_allowance + 1` times in a row because
+//!   it claimed a longer chain, which then had nothing beyond ours.
 //! - Stall (no disconnect): a request unanswered for `stall_timeout` is re-queued for another
 //!   peer and the staller is excluded for `stall_timeout * 2^(stalls-1)` (at most 32 times).
 //! - Not penalised: blocks from a non-source peer that differ from the expected ones (it may be
@@ -40,6 +57,7 @@ use std::time::Instant;
 use crate::app::{NodeMsg, WireHash, MAX_HASHES_PER_REQUEST};
 use crate::chain::block::MAX_BLOCK_PAYLOAD_BYTES;
 use crate::chain::{short_hex, Block, BlockHash, ChainStore};
+use crate::sync::rule::BlockRule;
 use crate::sync::SyncConfig;
 
 /// Timed-out request ids remembered per peer so that their late answers are not mistaken for
@@ -57,6 +75,8 @@ pub trait Chain {
     fn tip_hash(&self) -> BlockHash;
     /// Hash of the block at `height`.
     fn hash_at(&self, height: u64) -> Option<BlockHash>;
+    /// Timestamp of the block at `height` (for the validity rule).
+    fn timestamp_at(&self, height: u64) -> Option<u64>;
     /// Drops blocks above `ancestor` (if any) and appends `blocks`, atomically.
     fn apply(&mut self, ancestor: u64, blocks: &[Block]) -> Result<(), String>;
 }
@@ -70,6 +90,9 @@ impl Chain for ChainStore {
     }
     fn hash_at(&self, height: u64) -> Option<BlockHash> {
         ChainStore::hash_at(self, height)
+    }
+    fn timestamp_at(&self, height: u64) -> Option<u64> {
+        ChainStore::timestamp_at(self, height)
     }
     fn apply(&mut self, ancestor: u64, blocks: &[Block]) -> Result<(), String> {
         let r = if ancestor == ChainStore::height(self) {
@@ -91,13 +114,40 @@ pub enum Action {
         /// The message.
         msg: NodeMsg,
     },
-    /// Disconnect `peer` with `DisconnectReason::Misbehaving`.
+    /// Disconnect `peer` with `DisconnectReason::Misbehaving` (and ban it for `fault`).
     Disconnect {
         /// The peer.
         peer: IpAddr,
-        /// Why, for the log.
+        /// What kind of fault.
+        fault: Fault,
+        /// Why, for the log and the ban record.
         why: String,
     },
+}
+
+/// What a misbehaving peer did; the node bans for a duration per kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// Sent or named a block that is not valid.
+    InvalidBlock,
+    /// Broke the message rules (a request out of range, an answer of the wrong shape).
+    ProtocolViolation,
+    /// Answered requests never made, beyond the allowance.
+    Unrequested,
+    /// Claimed a longer chain again and again and had nothing to give.
+    Useless,
+}
+
+impl Fault {
+    /// Short snake_case name (logs, ban reasons).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::InvalidBlock => "invalid_block",
+            Fault::ProtocolViolation => "protocol_violation",
+            Fault::Unrequested => "unrequested",
+            Fault::Useless => "useless",
+        }
+    }
 }
 
 /// What the engine knows of one peer.
@@ -113,6 +163,10 @@ struct PeerSync {
     expired: VecDeque<u64>,
     /// Tip at which the peer's chain was found unusable (fork too deep, not better).
     ignored_tip: Option<BlockHash>,
+    /// Unrequested answers so far on this connection.
+    unrequested: u32,
+    /// Rounds in a row in which this peer, as source, had nothing beyond our chain.
+    useless: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,7 +203,8 @@ struct Round {
     hashes_exhausted: bool,
     /// Whether the chain now follows the source's branch (always true for an extension).
     switched: bool,
-    downloaded: BTreeMap<u64, Block>,
+    /// Blocks downloaded and not yet written, with the peer that sent each.
+    downloaded: BTreeMap<u64, (Block, IpAddr)>,
     /// Heights requested or downloaded up to here (exclusive).
     next_unrequested: u64,
     /// Ranges to ask again (start, count).
@@ -186,9 +241,10 @@ pub struct EngineStats {
 }
 
 /// The sync policy. See the module docs.
-#[derive(Debug)]
 pub struct SyncEngine {
     cfg: SyncConfig,
+    rule: Box<dyn BlockRule>,
+    clock: fn() -> u64,
     peers: HashMap<IpAddr, PeerSync>,
     requests: HashMap<u64, Request>,
     next_request_id: u64,
@@ -198,11 +254,23 @@ pub struct SyncEngine {
     out: Vec<Action>,
 }
 
+impl std::fmt::Debug for SyncEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncEngine")
+            .field("peers", &self.peers.len())
+            .field("requests", &self.requests.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
 impl SyncEngine {
-    /// A new engine with no peers.
-    pub fn new(cfg: SyncConfig) -> Self {
+    /// A new engine with no peers that writes only blocks `rule` accepts.
+    pub fn new(cfg: SyncConfig, rule: Box<dyn BlockRule>) -> Self {
         Self {
             cfg,
+            rule,
+            clock: crate::chain::produce::now_ms,
             peers: HashMap::new(),
             requests: HashMap::new(),
             next_request_id: 1,
@@ -211,6 +279,12 @@ impl SyncEngine {
             stats: EngineStats::default(),
             out: Vec::new(),
         }
+    }
+
+    /// Uses `clock` (milliseconds since the Unix epoch) for the rule's timestamp checks.
+    pub fn with_clock(mut self, clock: fn() -> u64) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Takes the actions decided so far.
@@ -263,6 +337,7 @@ impl SyncEngine {
         self.drop_peer_requests(peer);
         let p = self.peers.entry(peer).or_default();
         p.height = p.height.max(height);
+        p.unrequested = 0;
         self.step(now, chain);
     }
 
@@ -370,7 +445,11 @@ impl SyncEngine {
         };
         if req.kind == RequestKind::Blocks || from != req.from || hashes.len() > req.count as usize
         {
-            self.misbehaving(peer, "hashes do not answer the request");
+            self.misbehaving(
+                peer,
+                Fault::ProtocolViolation,
+                "hashes do not answer the request",
+            );
             return self.step(now, chain);
         }
         let hashes: Vec<BlockHash> = hashes.into_iter().map(|h| h.0).collect();
@@ -398,7 +477,7 @@ impl SyncEngine {
             return self.step(now, chain);
         };
         if let Err(why) = check_shape(&req, &blocks) {
-            self.misbehaving(peer, &why);
+            self.misbehaving(peer, Fault::InvalidBlock, &why);
             self.request_failed(&req);
             return self.step(now, chain);
         }
@@ -426,6 +505,7 @@ impl SyncEngine {
             if peer == round.source && source_epoch == Some(round.source_epoch) {
                 self.misbehaving(
                     peer,
+                    Fault::InvalidBlock,
                     &format!("block {height} does not match the hash it announced"),
                 );
             } else if peer == round.source {
@@ -444,7 +524,7 @@ impl SyncEngine {
                 .insert((req.from + u64::from(got), req.count - got));
         }
         for b in blocks {
-            round.downloaded.insert(b.height, b);
+            round.downloaded.insert(b.height, (b, peer));
         }
         self.apply_ready(chain);
         self.step(now, chain);
@@ -468,16 +548,7 @@ impl SyncEngine {
             .filter(|(_, p)| p.cooldown_until.is_none_or(|t| t <= now))
             .filter(|(_, p)| p.ignored_tip.is_none() || p.ignored_tip != p.tip)
             .filter(|(_, p)| is_better(p.height, p.tip, height, tip))
-            .min_by(|(ia, a), (ib, b)| {
-                b.height
-                    .cmp(&a.height)
-                    .then(
-                        a.tip
-                            .unwrap_or([0xff; 32])
-                            .cmp(&b.tip.unwrap_or([0xff; 32])),
-                    )
-                    .then(ia.cmp(ib))
-            })
+            .min_by(|(ia, a), (ib, b)| b.height.cmp(&a.height).then(ia.cmp(ib)))
             .map(|(ip, p)| (*ip, p.epoch, p.height));
         let Some((source, epoch, source_height)) = best else {
             return;
@@ -526,6 +597,7 @@ impl SyncEngine {
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.height = p.height.min(req.from.saturating_sub(1));
             }
+            self.useless_source(peer);
             return self.end_round("source has no blocks there");
         }
         let matched = (0..hashes.len())
@@ -558,7 +630,11 @@ impl SyncEngine {
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.height = p.height.min(ancestor);
             }
+            self.useless_source(peer);
             return self.end_round("source is not ahead");
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.useless = 0;
         }
         if ancestor < height {
             log::info!(
@@ -609,9 +685,8 @@ impl SyncEngine {
             return;
         }
         if !round.switched {
-            let height = chain.height();
-            let top_hash = round.downloaded[&top].hash();
-            let better = top > height || (top == height && top_hash < chain.tip_hash());
+            // Longer wins; at equal height the tip we have stays.
+            let better = top > chain.height();
             if !better {
                 let end = round.expected_end();
                 if top == end && self.all_hashes_known() {
@@ -621,10 +696,25 @@ impl SyncEngine {
                 return;
             }
         }
-        let blocks: Vec<Block> = (base + 1..=top)
+        let (blocks, senders): (Vec<Block>, Vec<IpAddr>) = (base + 1..=top)
             .filter_map(|h| round.downloaded.remove(&h))
-            .collect();
-        let (was_switched, source) = (round.switched, round.source);
+            .unzip();
+        let source = round.source;
+        let parent_ts = chain.timestamp_at(base).unwrap_or(0);
+        if let Err(bad) = self.rule.check(parent_ts, &blocks, (self.clock)()) {
+            let at = (bad.height.saturating_sub(base + 1)) as usize;
+            let sender = senders.get(at).copied().unwrap_or(source);
+            let why = format!("invalid block {}: {}", bad.height, bad.reason);
+            self.misbehaving(sender, Fault::InvalidBlock, &why);
+            if sender != source {
+                self.misbehaving(source, Fault::InvalidBlock, &why);
+            }
+            return self.end_round("invalid block");
+        }
+        let Some(round) = self.round.as_mut() else {
+            return;
+        };
+        let was_switched = round.switched;
         round.switched = true;
         let dropped = chain.height() - base;
         if let Err(e) = chain.apply(base, &blocks) {
@@ -812,7 +902,28 @@ impl SyncEngine {
                 if late {
                     log::debug!("sync: late {what} from {peer} for request {request_id}; ignored");
                 } else {
-                    self.misbehaving(peer, &format!("unrequested {what} (request {request_id})"));
+                    let allowance = self.cfg.unrequested_allowance;
+                    let Some(count) = self.peers.get_mut(&peer).map(|p| {
+                        p.unrequested = p.unrequested.saturating_add(1);
+                        p.unrequested
+                    }) else {
+                        // Already dropped (disconnected as misbehaving): answers still under
+                        // way when it was dropped change nothing.
+                        log::debug!("sync: {what} from dropped peer {peer}; ignored");
+                        return None;
+                    };
+                    if count > allowance {
+                        self.misbehaving(
+                            peer,
+                            Fault::Unrequested,
+                            &format!(
+                                "unrequested {what} (request {request_id}), {count} on this \
+                                 connection (allowance {allowance})"
+                            ),
+                        );
+                    } else {
+                        log::debug!("sync: unrequested {what} from {peer} ({count}); tolerated");
+                    }
                 }
                 None
             }
@@ -856,7 +967,23 @@ impl SyncEngine {
         }
     }
 
-    fn misbehaving(&mut self, peer: IpAddr, why: &str) {
+    /// The source had nothing beyond our chain although it claimed more.
+    fn useless_source(&mut self, peer: IpAddr) {
+        let allowance = self.cfg.useless_allowance;
+        let count = self.peers.get_mut(&peer).map_or(0, |p| {
+            p.useless = p.useless.saturating_add(1);
+            p.useless
+        });
+        if count > allowance {
+            self.misbehaving(
+                peer,
+                Fault::Useless,
+                &format!("claimed a longer chain {count} times in a row and had none"),
+            );
+        }
+    }
+
+    fn misbehaving(&mut self, peer: IpAddr, fault: Fault, why: &str) {
         log::warn!("sync: peer {peer} misbehaves: {why}; disconnecting");
         self.stats.misbehaving += 1;
         self.drop_peer_requests(peer);
@@ -866,6 +993,7 @@ impl SyncEngine {
         }
         self.out.push(Action::Disconnect {
             peer,
+            fault,
             why: why.to_string(),
         });
     }
@@ -887,9 +1015,16 @@ impl SyncEngine {
     }
 }
 
-/// Whether a chain at (`height`, `tip`) beats ours: longer, or as long with a lower tip hash.
-pub fn is_better(height: u64, tip: Option<BlockHash>, our_height: u64, our_tip: BlockHash) -> bool {
-    height > our_height || (height == our_height && tip.is_some_and(|t| t < our_tip))
+/// Whether a chain at (`height`, `tip`) beats ours: only a longer one does. At equal height we
+/// keep the tip we had first, whatever its hash (a peer could grind a lower hash in a few
+/// tries). The tip and our tip are accepted for callers that want to log them.
+pub fn is_better(
+    height: u64,
+    _tip: Option<BlockHash>,
+    our_height: u64,
+    _our_tip: BlockHash,
+) -> bool {
+    height > our_height
 }
 
 /// How many hashes to ask for from `from` when the peer is at `peer_height`.

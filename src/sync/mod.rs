@@ -19,34 +19,49 @@
 //! unique per requester, answers to unknown ids are misbehaviour, answers to timed-out ids are
 //! ignored. See [`engine`] for fork choice, the reorg limit and penalties.
 //!
+//! ## Validity
+//!
+//! Sync checks what every chain needs (heights, links by hash, the hashes the source named)
+//! and asks a [`rule::BlockRule`] for the rest; the node's rule is [`rule::ProducerRule`]
+//! (producer signature, timestamps, size). Another application passes its own rule in
+//! [`NodeSetup::rule`].
+//!
 //! ## Wiring (for the node)
 //!
 //! ```ignore
-//! let store = ChainStore::open(&data_dir, &network_name)?;          // verifies, resumes
-//! let node = sync::start_node(net_config, store, sync_config).await?; // sets net genesis
+//! let store = ChainStore::open(&data_dir, &chain_params)?;           // verifies, resumes
+//! let setup = NodeSetup { producer_key: Some(key), ..NodeSetup::default() };
+//! let node = sync::start_node_with(net_config, store, sync_config, setup).await?;
 //! node.produce().await?;                                              // --produce-every tick
 //! let status = node.status().await?;                                  // admin API
 //! node.shutdown().await;                                              // closes the store
 //! ```
 //!
-//! Offline: `chain::produce(&mut store, n, payload_bytes)` (`peerlink produce`).
+//! Offline: `chain::produce(&mut store, &key, n, payload_bytes)` (`peerlink produce`).
 
 pub mod actor;
 pub mod config;
 pub mod engine;
+pub mod rule;
+
+use std::net::IpAddr;
+use std::time::Duration;
 
 use actix::prelude::*;
 use peerlink_actors::{Network, NetworkConfig, NetworkError};
 
 use crate::app::NodeMsg;
-use crate::chain::{ChainError, ChainStore};
+use crate::bans::{BanBook, BanConfig, BanRecord, BanRefused};
+use crate::chain::producer::hex;
+use crate::chain::{ChainError, ChainStore, ProducerKey};
 
 pub use actor::{
-    AttachNetwork, GetSyncStatus, ProduceBlock, ProducedBlock, StopSync, SyncActor, SyncState,
-    SyncStatus,
+    AttachNetwork, BanIp, GetSyncStatus, ListBans, ProduceBlock, ProducedBlock, StopSync,
+    SyncActor, SyncState, SyncStatus, UnbanIp,
 };
 pub use config::SyncConfig;
-pub use engine::{Action, Chain, SyncEngine};
+pub use engine::{Action, Chain, Fault, SyncEngine};
+pub use rule::{BlockRule, InvalidBlock, ProducerRule};
 
 /// Errors of the sync layer.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +83,15 @@ pub enum SyncError {
     /// The sync actor has stopped.
     #[error("sync actor stopped")]
     Stopped,
+    /// Asked to produce without a producer key.
+    #[error("this node has no producer key (create one with `peerlink keygen --data-dir DIR`)")]
+    NoProducerKey,
+    /// The producer key is not one of the network's producers.
+    #[error("producer key {key} is not a producer of this network (set [node] producers)")]
+    NotAProducer {
+        /// The key's public half, hex.
+        key: String,
+    },
 }
 
 impl From<MailboxError> for SyncError {
@@ -85,18 +109,80 @@ pub struct SyncNode {
     pub net: Network<NodeMsg>,
 }
 
-/// Starts the sync actor with `store`, then the network (whose application recipient is the
-/// actor, and whose Hello carries the store's genesis hash and height), subscribes the actor to
-/// peer events and hands it the network. Must run inside an actix system.
+/// What a node adds to sync beyond its configs: its producer key, its validity rule, its ban
+/// durations and the addresses it must never ban.
+#[derive(Default)]
+pub struct NodeSetup {
+    /// Key that signs the blocks this node produces (`None`: it produces nothing).
+    pub producer_key: Option<ProducerKey>,
+    /// Validity rule; `None`: [`ProducerRule`] for the store's producers and the sync config's
+    /// bounds.
+    pub rule: Option<Box<dyn BlockRule>>,
+    /// Ban durations.
+    pub bans: BanConfig,
+    /// This node's own addresses besides its listen IP (admin IP, ...): never banned.
+    pub own_ips: Vec<IpAddr>,
+}
+
+/// [`start_node_with`] with the default setup (no producer key, the producer rule, default
+/// ban durations).
 pub async fn start_node(
-    mut net_config: NetworkConfig,
+    net_config: NetworkConfig,
     store: ChainStore,
     sync_config: SyncConfig,
 ) -> Result<SyncNode, SyncError> {
+    start_node_with(net_config, store, sync_config, NodeSetup::default()).await
+}
+
+/// Starts the sync actor with `store`, then the network (whose application recipient is the
+/// actor, and whose Hello carries the store's genesis hash and height), applies the bans stored
+/// in the store (refused before the handshake from then on), subscribes the actor to peer events
+/// and hands it the network. Must run inside an actix system.
+pub async fn start_node_with(
+    mut net_config: NetworkConfig,
+    store: ChainStore,
+    sync_config: SyncConfig,
+    setup: NodeSetup,
+) -> Result<SyncNode, SyncError> {
     sync_config.validate(net_config.max_frame_bytes)?;
+    if let Some(key) = &setup.producer_key {
+        if !store.params().is_producer(&key.public()) {
+            return Err(SyncError::NotAProducer {
+                key: hex(&key.public()),
+            });
+        }
+    }
     net_config.genesis = store.genesis_hash();
     let height = store.height();
-    let actor = SyncActor::new(store, sync_config).start();
+    let now = crate::chain::produce::now_ms();
+    let mut own = setup.own_ips.clone();
+    own.push(net_config.listen.ip());
+    let mut book = BanBook::new(net_config.max_bans, own);
+    let mut stale = Vec::new();
+    for record in store.load_bans()? {
+        let ip = record.ip;
+        if !book.restore(record, now) {
+            stale.push(ip);
+        }
+    }
+    store.delete_bans(&stale)?;
+    let restored = book.list(now);
+    let rule = setup.rule.unwrap_or_else(|| {
+        Box::new(ProducerRule::new(
+            store.params().clone(),
+            sync_config.max_block_bytes,
+            sync_config.max_future_ms,
+        ))
+    });
+    let actor = SyncActor::new(
+        store,
+        sync_config,
+        rule,
+        setup.producer_key,
+        book,
+        setup.bans,
+    )
+    .start();
     let net = match Network::start(net_config, actor.clone().recipient()).await {
         Ok(net) => net,
         Err(e) => {
@@ -104,6 +190,16 @@ pub async fn start_node(
             return Err(e.into());
         }
     };
+    for r in &restored {
+        net.ban(
+            r.ip,
+            Duration::from_millis(r.until_unix_ms.saturating_sub(now)),
+        )
+        .await;
+    }
+    if !restored.is_empty() {
+        log::info!("{} stored ban(s) in force", restored.len());
+    }
     net.set_best_height(height);
     net.subscribe(actor.clone().recipient());
     actor.send(AttachNetwork(net.clone())).await?;
@@ -119,6 +215,33 @@ impl SyncNode {
     /// Produces one block with a random payload and announces it.
     pub async fn produce(&self) -> Result<ProducedBlock, SyncError> {
         self.actor.send(ProduceBlock::default()).await?
+    }
+
+    /// Bans `ip` (persisted; `None`: the configured manual duration).
+    pub async fn ban(
+        &self,
+        ip: IpAddr,
+        duration: Option<Duration>,
+        reason: &str,
+    ) -> Result<Result<BanRecord, BanRefused>, SyncError> {
+        Ok(self
+            .actor
+            .send(BanIp {
+                ip,
+                duration,
+                reason: reason.to_string(),
+            })
+            .await?)
+    }
+
+    /// Lifts the ban on `ip`; whether there was one.
+    pub async fn unban(&self, ip: IpAddr) -> Result<bool, SyncError> {
+        Ok(self.actor.send(UnbanIp(ip)).await?)
+    }
+
+    /// The bans in force.
+    pub async fn bans(&self) -> Result<Vec<BanRecord>, SyncError> {
+        Ok(self.actor.send(ListBans).await?)
     }
 
     /// Shuts the network down, then stops the actor and closes the store.

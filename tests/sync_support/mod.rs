@@ -7,13 +7,23 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use peerlink::chain::{produce, ChainStore, DB_FILE_NAME};
-use peerlink::sync::{start_node, SyncConfig, SyncNode, SyncStatus};
+use peerlink::chain::{produce, ChainParams, ChainStore, ProducerKey, DB_FILE_NAME};
+use peerlink::sync::{start_node_with, NodeSetup, SyncConfig, SyncNode, SyncStatus};
 use peerlink_actors::NetworkConfig;
 use tempfile::TempDir;
 
 /// Network name of every test node.
 pub const NETWORK: &str = "synctest";
+
+/// The one producer of the test network (a fixed key: every test node agrees on it).
+pub fn producer_key() -> ProducerKey {
+    ProducerKey::from_seed([0x5a; 32])
+}
+
+/// The test network: [`NETWORK`] produced by [`producer_key`].
+pub fn params() -> ChainParams {
+    ChainParams::new(NETWORK, [producer_key().public()])
+}
 
 /// Network config on 127.0.2.`ip_last` with short timeouts; dials nothing unless told.
 pub fn net_config(ip_last: u8) -> NetworkConfig {
@@ -49,10 +59,15 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts a node on 127.0.2.`ip_last` whose store is `dir`.
+    /// Starts a node on 127.0.2.`ip_last` whose store is `dir`; it can produce (it holds the
+    /// test network's producer key).
     pub async fn start_in(dir: TempDir, ip_last: u8, cfg: SyncConfig) -> Node {
-        let store = ChainStore::open(dir.path(), NETWORK).expect("store opens");
-        let node = start_node(net_config(ip_last), store, cfg)
+        let store = ChainStore::open(dir.path(), params()).expect("store opens");
+        let setup = NodeSetup {
+            producer_key: Some(producer_key()),
+            ..NodeSetup::default()
+        };
+        let node = start_node_with(net_config(ip_last), store, cfg, setup)
             .await
             .expect("node starts");
         Node { node, dir }
@@ -78,8 +93,8 @@ impl Node {
 /// A temp dir with a store of `blocks` produced blocks (256-byte payloads).
 pub fn chain_dir(blocks: u64) -> TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut store = ChainStore::open(dir.path(), NETWORK).expect("store opens");
-    produce(&mut store, blocks, 256).expect("produce");
+    let mut store = ChainStore::open(dir.path(), params()).expect("store opens");
+    produce(&mut store, &producer_key(), blocks, 256).expect("produce");
     dir
 }
 

@@ -6,7 +6,20 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
-use crate::chain::genesis_for;
+use crate::chain::{genesis_for, ChainParams, ProducerKey};
+use crate::sync::rule::ProducerRule;
+
+/// The producer of every test chain.
+fn key() -> ProducerKey {
+    ProducerKey::from_seed([42; 32])
+}
+
+/// The node's rule for chains signed by [`key`], on the test's thread.
+fn rule() -> Box<dyn BlockRule> {
+    Box::new(
+        ProducerRule::new(ChainParams::new("unit", [key().public()]), 4096, 60_000).with_threads(1),
+    )
+}
 
 /// An in-memory chain.
 #[derive(Debug, Clone)]
@@ -18,14 +31,19 @@ impl MemChain {
     }
     /// Extends with `n` blocks whose payload starts with `tag`.
     fn grow(&mut self, n: u64, tag: u8) -> &mut Self {
+        self.grow_signed(n, tag, &key())
+    }
+    /// Extends with `n` blocks signed by `k`.
+    fn grow_signed(&mut self, n: u64, tag: u8, k: &ProducerKey) -> &mut Self {
         for _ in 0..n {
             let last = self.0.last().unwrap();
-            let b = Block {
-                height: last.height + 1,
-                prev: last.hash(),
-                timestamp_ms: 0,
-                payload: vec![tag, last.height as u8],
-            };
+            let b = Block::signed(
+                last.height + 1,
+                last.hash(),
+                0,
+                vec![tag, last.height as u8],
+                k,
+            );
             self.0.push(b);
         }
         self
@@ -41,6 +59,9 @@ impl Chain for MemChain {
     }
     fn hash_at(&self, h: u64) -> Option<BlockHash> {
         self.0.get(h as usize).map(Block::hash)
+    }
+    fn timestamp_at(&self, h: u64) -> Option<u64> {
+        self.0.get(h as usize).map(|b| b.timestamp_ms)
     }
     fn apply(&mut self, ancestor: u64, blocks: &[Block]) -> Result<(), String> {
         self.0.truncate(ancestor as usize + 1);
@@ -198,7 +219,7 @@ fn a_fresh_node_syncs_from_peers_ahead_spreading_requests() {
     let mut remote = MemChain::new();
     remote.grow(95, 1);
     let mut me = MemChain::new();
-    let mut e = SyncEngine::new(cfg());
+    let mut e = SyncEngine::new(cfg(), rule());
     let mut net = Net::new();
     net.add(&mut e, &mut me, ip(2), remote.clone(), now);
     net.add(&mut e, &mut me, ip(3), remote.clone(), now);
@@ -216,7 +237,7 @@ fn in_flight_requests_respect_the_limits() {
     let mut remote = MemChain::new();
     remote.grow(500, 1);
     let mut me = MemChain::new();
-    let mut e = SyncEngine::new(cfg());
+    let mut e = SyncEngine::new(cfg(), rule());
     let mut net = Net::new();
     for n in 2..6 {
         net.silent.insert(ip(n));
@@ -255,7 +276,7 @@ fn a_stalled_request_goes_to_another_peer_and_the_staller_cools_down() {
     let mut remote = MemChain::new();
     remote.grow(50, 1);
     let mut me = MemChain::new();
-    let mut e = SyncEngine::new(cfg());
+    let mut e = SyncEngine::new(cfg(), rule());
     let mut net = Net::new();
     net.silent.insert(ip(2)); // lowest IP: picked as source first
     net.add(&mut e, &mut me, ip(2), remote.clone(), now);
@@ -287,14 +308,31 @@ fn unrequested_and_malformed_answers_disconnect() {
     let mut remote = MemChain::new();
     remote.grow(30, 1);
     let mut me = MemChain::new();
-    let mut e = SyncEngine::new(cfg());
+    let mut e = SyncEngine::new(cfg(), rule());
     let mut net = Net::new();
     net.silent.insert(ip(2));
     net.add(&mut e, &mut me, ip(2), remote.clone(), now);
     net.run(&mut e, &mut me, now);
-    // Unrequested blocks.
+    // Unrequested blocks: tolerated up to the allowance, then a disconnect.
+    let allowance = cfg().unrequested_allowance;
+    for id in 0..allowance {
+        e.on_blocks(
+            ip(2),
+            900 + u64::from(id),
+            remote.0[1..3].to_vec(),
+            now,
+            &mut me,
+        );
+        assert!(e
+            .take_actions()
+            .iter()
+            .all(|a| !matches!(a, Action::Disconnect { .. })));
+    }
     e.on_blocks(ip(2), 999, remote.0[1..3].to_vec(), now, &mut me);
-    assert!(matches!(&e.take_actions()[..], [Action::Disconnect { peer, .. }] if *peer == ip(2)));
+    assert!(matches!(
+        &e.take_actions()[..],
+        [Action::Disconnect { peer, fault: Fault::Unrequested, .. }] if *peer == ip(2)
+    ));
     assert_eq!(me.height(), 0);
 }
 
@@ -304,10 +342,13 @@ fn corrupted_answer_is_refused(corrupt: impl Fn(&mut Vec<Block>)) {
     let mut remote = MemChain::new();
     remote.grow(30, 1);
     let mut me = MemChain::new();
-    let mut e = SyncEngine::new(SyncConfig {
-        max_in_flight: 1,
-        ..cfg()
-    });
+    let mut e = SyncEngine::new(
+        SyncConfig {
+            max_in_flight: 1,
+            ..cfg()
+        },
+        rule(),
+    );
     let mut net = Net::new();
     net.silent.insert(ip(2));
     net.add(&mut e, &mut me, ip(2), remote.clone(), now);
@@ -365,7 +406,7 @@ fn a_longer_fork_within_the_reorg_depth_wins() {
     me.grow(5, 1);
     let mut other = base.clone();
     other.grow(8, 2);
-    let mut e = SyncEngine::new(cfg());
+    let mut e = SyncEngine::new(cfg(), rule());
     let mut net = Net::new();
     net.add(&mut e, &mut me, ip(2), other.clone(), now);
     net.run(&mut e, &mut me, now);
@@ -375,7 +416,7 @@ fn a_longer_fork_within_the_reorg_depth_wins() {
 }
 
 #[test]
-fn at_equal_height_the_lower_tip_hash_wins() {
+fn at_equal_height_the_tip_seen_first_stays_whatever_its_hash() {
     let now = Instant::now();
     let mut base = MemChain::new();
     base.grow(3, 0);
@@ -387,16 +428,18 @@ fn at_equal_height_the_lower_tip_hash_wins() {
     } else {
         (b, a)
     };
-    // The node on the higher hash switches.
+    // The node on the higher hash keeps it: a peer cannot grind a lower hash to win.
     let mut me = high.clone();
-    let mut e = SyncEngine::new(cfg());
+    let mut e = SyncEngine::new(cfg(), rule());
     let mut net = Net::new();
     net.add(&mut e, &mut me, ip(2), low.clone(), now);
     net.run(&mut e, &mut me, now);
-    assert_eq!(me.tip_hash(), low.tip_hash());
-    // The node on the lower hash stays.
+    assert_eq!(me.tip_hash(), high.tip_hash());
+    assert!(net.sent.is_empty(), "nothing is even asked: {:?}", net.sent);
+    assert!(!e.knows_better_chain(me.height(), me.tip_hash()));
+    // Nor does the node on the lower hash move.
     let mut me = low.clone();
-    let mut e = SyncEngine::new(cfg());
+    let mut e = SyncEngine::new(cfg(), rule());
     let mut net = Net::new();
     net.add(&mut e, &mut me, ip(2), high.clone(), now);
     net.run(&mut e, &mut me, now);
@@ -411,7 +454,7 @@ fn a_fork_deeper_than_the_limit_is_ignored() {
     me.grow(30, 1);
     let mut other = MemChain::new();
     other.grow(40, 2);
-    let mut e = SyncEngine::new(cfg()); // max_reorg_depth 20
+    let mut e = SyncEngine::new(cfg(), rule()); // max_reorg_depth 20
     let mut net = Net::new();
     net.add(&mut e, &mut me, ip(2), other.clone(), now);
     net.run(&mut e, &mut me, now);
@@ -435,7 +478,7 @@ fn a_peer_on_another_branch_is_left_out_not_punished() {
     let mut other = base.clone();
     other.grow(60, 2);
     let mut me = MemChain::new();
-    let mut e = SyncEngine::new(cfg());
+    let mut e = SyncEngine::new(cfg(), rule());
     let mut net = Net::new();
     // Same height; "other" claims good's tip (so it is picked for bodies) but serves its branch.
     net.add(&mut e, &mut me, ip(2), good.clone(), now);
@@ -454,7 +497,7 @@ proptest! {
         let a = is_better(h1, Some(t1), h2, t2);
         let b = is_better(h2, Some(t2), h1, t1);
         prop_assert!(!(a && b));
-        if (h1, t1) != (h2, t2) { prop_assert!(a || b); }
+        prop_assert_eq!(a || b, h1 != h2, "only height decides");
     }
 
     #[test]
@@ -466,11 +509,11 @@ proptest! {
         ca.grow(a, 1);
         cb.grow(b, 2);
         let mut me = ca.clone();
-        let mut e = SyncEngine::new(cfg());
+        let mut e = SyncEngine::new(cfg(), rule());
         let mut net = Net::new();
         net.add(&mut e, &mut me, ip(2), cb.clone(), now);
         net.run(&mut e, &mut me, now);
-        let winner = if is_better(cb.height(), Some(cb.tip_hash()), ca.height(), ca.tip_hash()) { &cb } else { &ca };
+        let winner = if cb.height() > ca.height() { &cb } else { &ca };
         prop_assert_eq!(me.tip_hash(), winner.tip_hash());
         prop_assert!(net.disconnected.is_empty());
     }
@@ -482,7 +525,7 @@ fn news_of_the_current_connection_keeps_its_requests() {
     let mut remote = MemChain::new();
     remote.grow(30, 1);
     let mut me = MemChain::new();
-    let mut e = SyncEngine::new(cfg());
+    let mut e = SyncEngine::new(cfg(), rule());
     // First message (an announce) before the Connected event.
     e.on_announce(ip(2), 30, remote.tip_hash(), now, &mut me);
     let (id, from, count) = next_request(&mut e, "GetHashes");
@@ -517,4 +560,96 @@ fn news_of_the_current_connection_keeps_its_requests() {
         .take_actions()
         .iter()
         .all(|a| !matches!(a, Action::Disconnect { .. })));
+}
+
+#[test]
+fn a_longer_chain_not_signed_by_a_producer_is_refused_and_its_source_punished() {
+    let now = Instant::now();
+    let stranger = ProducerKey::from_seed([7; 32]);
+    let mut me = MemChain::new();
+    me.grow(5, 1);
+    let mut forged = me.clone();
+    forged.grow_signed(30, 2, &stranger);
+    let mut e = SyncEngine::new(cfg(), rule());
+    let mut net = Net::new();
+    net.add(&mut e, &mut me, ip(2), forged.clone(), now);
+    let mut faults = Vec::new();
+    loop {
+        let actions = e.take_actions();
+        if actions.is_empty() {
+            break;
+        }
+        for a in actions {
+            match a {
+                Action::Disconnect { peer, fault, why } => faults.push((peer, fault, why)),
+                Action::Send { peer, msg } => {
+                    let c = &forged;
+                    match msg {
+                        NodeMsg::GetHashes {
+                            request_id,
+                            from,
+                            count,
+                        } => {
+                            let hashes = (from..from + u64::from(count))
+                                .filter_map(|h| c.hash_at(h))
+                                .map(WireHash)
+                                .collect();
+                            e.on_hashes(peer, request_id, from, hashes, now, &mut me);
+                        }
+                        NodeMsg::GetBlocks {
+                            request_id,
+                            from,
+                            count,
+                        } => {
+                            let blocks = (from..from + u64::from(count))
+                                .filter_map(|h| c.0.get(h as usize).cloned())
+                                .collect();
+                            e.on_blocks(peer, request_id, blocks, now, &mut me);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(me.height(), 5, "our chain is kept");
+    assert_eq!(faults.len(), 1, "{faults:?}");
+    assert_eq!((faults[0].0, faults[0].1), (ip(2), Fault::InvalidBlock));
+    assert!(faults[0].2.contains("not a producer"), "{}", faults[0].2);
+}
+
+#[test]
+fn a_block_from_the_future_is_invalid() {
+    let now = Instant::now();
+    let mut remote = MemChain::new();
+    remote.grow(3, 1);
+    let last = remote.0.last().unwrap().clone();
+    remote
+        .0
+        .push(Block::signed(4, last.hash(), u64::MAX / 2, vec![1], &key()));
+    let mut me = MemChain::new();
+    let mut e = SyncEngine::new(cfg(), rule()).with_clock(|| 1_000);
+    let mut net = Net::new();
+    net.add(&mut e, &mut me, ip(2), remote, now);
+    net.run(&mut e, &mut me, now);
+    assert_eq!(net.disconnected, vec![ip(2)]);
+    assert!(me.height() < 4);
+}
+
+#[test]
+fn a_peer_that_keeps_claiming_a_chain_it_lacks_is_useless() {
+    let now = Instant::now();
+    let mut me = MemChain::new();
+    me.grow(10, 1);
+    let liar = me.clone();
+    let mut e = SyncEngine::new(cfg(), rule());
+    let mut net = Net::new();
+    net.chains.insert(ip(2), liar);
+    let allowance = cfg().useless_allowance;
+    for round in 0..=allowance {
+        // It claims height 50 with a new tip each time, and has only our 10 blocks.
+        e.on_announce(ip(2), 50, [round as u8 + 1; 32], now, &mut me);
+        net.run(&mut e, &mut me, now);
+    }
+    assert_eq!(net.disconnected, vec![ip(2)]);
 }
