@@ -8,6 +8,7 @@
 //! fault_netns -- --nocapture` (TESTING.md).
 
 mod netns;
+mod producer;
 
 use std::time::{Duration, Instant};
 

@@ -5,6 +5,7 @@
 //! time, never below what it had reported, and ends on the producer's tip.
 
 mod common;
+mod producer;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -32,7 +33,14 @@ const THROTTLED_SYNC: &str = "[sync]\nblocks_per_request = 16\nmax_in_flight = 1
 const KILL_ROUNDS: usize = 10;
 const KILL_CHAIN_BLOCKS: u64 = 20_000;
 
+/// The test network with its one producer (the genesis commits to it).
+fn chain_params() -> peerlink::chain::producer::ChainParams {
+    let key = peerlink::chain::producer::parse_public_key(producer::key_hex()).expect("key");
+    peerlink::chain::producer::ChainParams::new(NETWORK, [key])
+}
+
 fn produce(dir: &Path, blocks: u64) {
+    producer::install(dir);
     let status = Command::new(env!("CARGO_BIN_EXE_peerlink"))
         .args([
             "produce",
@@ -43,6 +51,7 @@ fn produce(dir: &Path, blocks: u64) {
         ])
         .arg("--data-dir")
         .arg(dir)
+        .args(["--producer", producer::key_hex()])
         .stdout(Stdio::null())
         .status()
         .expect("run peerlink produce");
@@ -105,9 +114,21 @@ fn a_frozen_peer_is_dropped_then_rejoins_once_and_catches_up() {
         &[],
         LIVENESS,
         Some(&work.path().join("a")),
-        &["--produce-every", "200ms"],
+        &[
+            "--produce-every",
+            "200ms",
+            "--producer",
+            producer::key_hex(),
+        ],
     );
-    let mut b = Node::start(b_ip, free_port(b_ip), &[a.listen], LIVENESS);
+    let mut b = Node::start_with(
+        b_ip,
+        free_port(b_ip),
+        &[a.listen],
+        LIVENESS,
+        None,
+        &["--producer", producer::key_hex()],
+    );
     wait_for("a and b connected, b synced", || {
         let ok = try_peer_ips(&a)? == [b_ip.to_string()]
             && try_peer_ips(&b)? == [a_ip.to_string()]
@@ -174,7 +195,14 @@ fn ten_sigkills_at_random_points_of_a_sync_leave_an_intact_chain() {
     let (a_dir, b_dir) = (work.path().join("a"), work.path().join("b"));
     produce(&a_dir, KILL_CHAIN_BLOCKS);
     let (a_ip, b_ip) = (ip("127.0.13.4"), ip("127.0.13.5"));
-    let a = Node::start_with(a_ip, free_port(a_ip), &[], LIVENESS, Some(&a_dir), &[]);
+    let a = Node::start_with(
+        a_ip,
+        free_port(a_ip),
+        &[],
+        LIVENESS,
+        Some(&a_dir),
+        &["--producer", producer::key_hex()],
+    );
     let target = tip(&a);
     assert_eq!(target.0, KILL_CHAIN_BLOCKS);
     // Ten kill heights spread over the sync: one in each tenth of the chain's first 90 %.
@@ -186,7 +214,14 @@ fn ten_sigkills_at_random_points_of_a_sync_leave_an_intact_chain() {
     let b_port = free_port(b_ip);
     let mut last_committed = 0;
     for (round, &kill_at) in heights.iter().enumerate() {
-        let mut b = Node::start_with(b_ip, b_port, &[a.listen], &config, Some(&b_dir), &[]);
+        let mut b = Node::start_with(
+            b_ip,
+            b_port,
+            &[a.listen],
+            &config,
+            Some(&b_dir),
+            &["--producer", producer::key_hex()],
+        );
         let start_height = tip(&b).0;
         assert!(
             start_height >= last_committed,
@@ -201,7 +236,8 @@ fn ten_sigkills_at_random_points_of_a_sync_leave_an_intact_chain() {
             },
         );
         b.kill9();
-        let store = ChainStore::open(&b_dir, NETWORK).expect("b's store opens after SIGKILL");
+        let store =
+            ChainStore::open(&b_dir, chain_params()).expect("b's store opens after SIGKILL");
         assert_eq!(
             store.repaired_from(),
             None,
@@ -218,11 +254,18 @@ fn ten_sigkills_at_random_points_of_a_sync_leave_an_intact_chain() {
         last_committed = store.height();
         eprintln!("round {round}: killed at reported {seen}, stored {last_committed}");
     }
-    let b = Node::start_with(b_ip, b_port, &[a.listen], &config, Some(&b_dir), &[]);
+    let b = Node::start_with(
+        b_ip,
+        b_port,
+        &[a.listen],
+        &config,
+        Some(&b_dir),
+        &["--producer", producer::key_hex()],
+    );
     wait_within("b on a's tip", Duration::from_secs(90), || {
         (try_tip(&b)? == target).then_some(())
     });
     drop(b);
-    let store = ChainStore::open(&b_dir, NETWORK).unwrap();
+    let store = ChainStore::open(&b_dir, chain_params()).unwrap();
     assert_eq!(to_hex(&store.tip_hash()), target.1);
 }

@@ -352,7 +352,9 @@ impl NsNode {
         .arg(format!("127.0.0.1:{ADMIN_PORT}"))
         .arg("--data-dir")
         .arg(&self.data)
+        .args(["--producer", crate::producer::key_hex()])
         .args(extra);
+        crate::producer::install(&self.data);
         for p in peers {
             cmd.arg("--peer").arg(p.to_string());
         }
@@ -464,11 +466,13 @@ pub fn wait_within<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option
 
 /// Builds a chain of `blocks` blocks of `bytes` random bytes in `data` offline.
 pub fn produce_offline(data: &Path, blocks: u64, bytes: usize) {
+    crate::producer::install(data);
     let status = Command::new(env!("CARGO_BIN_EXE_peerlink"))
         .args(["produce", "--blocks", &blocks.to_string(), "--block-bytes"])
         .arg(bytes.to_string())
         .arg("--data-dir")
         .arg(data)
+        .args(["--producer", crate::producer::key_hex()])
         .stdout(Stdio::null())
         .status()
         .expect("run peerlink produce");
