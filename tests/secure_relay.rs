@@ -94,7 +94,7 @@ async fn sync_through_relay(
     transport: Transport,
 ) -> (Seen, [u8; 4], [u8; 32], Vec<Vec<u8>>) {
     let dir_a = chain_dir(BLOCKS);
-    let store_a = ChainStore::open(dir_a.path(), NETWORK).expect("store");
+    let store_a = ChainStore::open(dir_a.path(), params()).expect("store");
     let tip = store_a.tip_hash();
     let genesis = store_a.genesis_hash();
     let payloads: Vec<Vec<u8>> = (1..=BLOCKS)
@@ -107,7 +107,7 @@ async fn sync_through_relay(
         .expect("a starts");
     let (relay_addr, seen) = relay([127, 0, 2, base + 1], a.net.local_addr()).await;
     let dir_b = tempfile::tempdir().expect("tmp");
-    let store_b = ChainStore::open(dir_b.path(), NETWORK).expect("store");
+    let store_b = ChainStore::open(dir_b.path(), params()).expect("store");
     let b = Node {
         node: start_node(
             config([127, 0, 2, base + 2], transport),
