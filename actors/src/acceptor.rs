@@ -5,6 +5,7 @@
 //!
 //! [`PeerSession`]: crate::session::PeerSession
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -19,7 +20,8 @@ use crate::env::SessionEnv;
 use crate::metrics::NetMetrics;
 use crate::permit::Permit;
 use crate::pool::SessionPool;
-use crate::protocol::{DisconnectReason, Frame};
+use crate::protocol::Frame;
+use crate::reason::DisconnectReason;
 use crate::{canonical_ip, Direction};
 
 /// The acceptor actor.
@@ -27,7 +29,8 @@ pub(crate) struct Acceptor {
     listener: Rc<TcpListener>,
     env: Arc<SessionEnv>,
     pool: Arc<SessionPool>,
-    bans: BanList,
+    /// Shared with the connector (same thread); the acceptor is the one that changes it.
+    bans: Rc<RefCell<BanList>>,
     inbound: Arc<AtomicUsize>,
     pending: Arc<AtomicUsize>,
     stopped: bool,
@@ -45,14 +48,14 @@ impl Acceptor {
         listener: std::net::TcpListener,
         env: Arc<SessionEnv>,
         pool: Arc<SessionPool>,
+        bans: Rc<RefCell<BanList>>,
     ) -> std::io::Result<Self> {
         listener.set_nonblocking(true)?;
-        let max_bans = env.config.max_bans;
         Ok(Self {
             listener: Rc::new(TcpListener::from_std(listener)?),
             env,
             pool,
-            bans: BanList::new(max_bans),
+            bans,
             inbound: Arc::new(AtomicUsize::new(0)),
             pending: Arc::new(AtomicUsize::new(0)),
             stopped: false,
@@ -90,7 +93,7 @@ impl Acceptor {
             // Best effort: the frame is tiny and the fresh socket's buffer is empty.
             let _ = stream.try_write(&Frame::Disconnect { reason }.encode());
         };
-        if self.bans.is_banned(ip, Instant::now()) {
+        if self.bans.borrow().is_banned(ip, Instant::now()) {
             return refuse(DisconnectReason::Banned, &self.env.metrics);
         }
         let Some(inbound) = Permit::try_take(&self.inbound, self.env.config.max_inbound) else {
@@ -127,6 +130,7 @@ impl Handler<BanPeer> for Acceptor {
 
     fn handle(&mut self, msg: BanPeer, _ctx: &mut Context<Self>) {
         self.bans
+            .borrow_mut()
             .ban(canonical_ip(msg.ip), msg.duration, Instant::now());
     }
 }
@@ -144,6 +148,6 @@ impl Handler<crate::bans::UnbanPeer> for Acceptor {
     type Result = ();
 
     fn handle(&mut self, msg: crate::bans::UnbanPeer, _ctx: &mut Context<Self>) {
-        self.bans.unban(canonical_ip(msg.ip));
+        self.bans.borrow_mut().unban(canonical_ip(msg.ip));
     }
 }

@@ -1,5 +1,6 @@
-//! `BanList`: banned IPs with an expiry, bounded in size. A plain struct owned by the acceptor
-//! (refuses banned inbound connections) and the connector (never dials them).
+//! `BanList`: banned IPs with an expiry, bounded in size. One list per network, on the control
+//! plane's thread: the acceptor owns the changes (`BanPeer`, `UnbanPeer`) and refuses banned
+//! inbound connections; the connector reads the same list and never dials them.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -4,8 +4,10 @@
 //! connected from the registry's events and how its dials ended from the sessions; it never
 //! decides duplicates, the registry does.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +17,7 @@ use crate::bans::BanList;
 use crate::dial_plan::{AddrStatus, Backoff, DialPlan};
 use crate::env::SessionEnv;
 use crate::pool::SessionPool;
-use crate::protocol::DisconnectReason;
+use crate::reason::DisconnectReason;
 use crate::registry::PeerEvent;
 use crate::{canonical_ip, ConnId};
 
@@ -25,7 +27,8 @@ pub struct Connector {
     pool: Arc<SessionPool>,
     plan: DialPlan,
     connected: HashMap<IpAddr, ConnId>,
-    bans: BanList,
+    /// The acceptor's ban list (same thread): banned IPs are never dialled.
+    bans: Rc<RefCell<BanList>>,
     bind_ip: Option<IpAddr>,
     stopped: bool,
 }
@@ -86,7 +89,12 @@ pub struct GetAddressBook;
 pub struct StopDialing;
 
 impl Connector {
-    pub(crate) fn new(env: Arc<SessionEnv>, pool: Arc<SessionPool>) -> Self {
+    /// Runs on the control plane's thread; `bans` is the acceptor's list.
+    pub(crate) fn new(
+        env: Arc<SessionEnv>,
+        pool: Arc<SessionPool>,
+        bans: Rc<RefCell<BanList>>,
+    ) -> Self {
         let cfg = &env.config;
         let backoff = Backoff {
             base: Duration::from_millis(cfg.backoff_base_ms),
@@ -103,7 +111,6 @@ impl Connector {
             plan.mark_own(listen, now);
         }
         let bind_ip = (!listen.ip().is_unspecified()).then_some(listen.ip());
-        let bans = BanList::new(cfg.max_bans);
         Self {
             env,
             pool,
@@ -126,7 +133,7 @@ impl Connector {
         }
         let now = Instant::now();
         let connected: HashSet<IpAddr> = self.connected.keys().copied().collect();
-        let bans = &self.bans;
+        let bans = self.bans.borrow();
         let due = self.plan.due(now, slots, |ip| {
             connected.contains(&canonical_ip(ip)) || bans.is_banned(canonical_ip(ip), now)
         });
@@ -206,15 +213,6 @@ impl Handler<PeerEvent> for Connector {
     }
 }
 
-impl Handler<crate::bans::BanPeer> for Connector {
-    type Result = ();
-
-    fn handle(&mut self, msg: crate::bans::BanPeer, _ctx: &mut Context<Self>) {
-        self.bans
-            .ban(canonical_ip(msg.ip), msg.duration, Instant::now());
-    }
-}
-
 impl Handler<GetAddressBook> for Connector {
     type Result = MessageResult<GetAddressBook>;
 
@@ -229,13 +227,5 @@ impl Handler<StopDialing> for Connector {
     fn handle(&mut self, _msg: StopDialing, ctx: &mut Context<Self>) {
         self.stopped = true;
         ctx.stop();
-    }
-}
-
-impl Handler<crate::bans::UnbanPeer> for Connector {
-    type Result = ();
-
-    fn handle(&mut self, msg: crate::bans::UnbanPeer, _ctx: &mut Context<Self>) {
-        self.bans.unban(canonical_ip(msg.ip));
     }
 }

@@ -21,7 +21,8 @@ use serde::Serialize;
 use crate::credit::{Credit, InboundCredit};
 use crate::error::CodecError;
 use crate::handle::PeerHandle;
-use crate::protocol::{check_app_payload, decode_app, DisconnectReason};
+use crate::protocol::{check_app_payload, decode_app};
+use crate::reason::DisconnectReason;
 
 /// What an application message type must be: serde both ways, sendable across threads.
 pub trait AppMessage: Serialize + DeserializeOwned + Send + 'static {}

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::protocol::DisconnectReason;
+use crate::reason::DisconnectReason;
 
 /// Backoff parameters.
 #[derive(Debug, Clone, Copy)]

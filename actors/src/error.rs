@@ -2,7 +2,7 @@
 
 use std::io;
 
-use crate::protocol::DisconnectReason;
+use crate::reason::DisconnectReason;
 
 /// A frame that could not be decoded. Every variant closes the connection it came from, and
 /// nothing else: see [`CodecError::disconnect_reason`].

@@ -20,7 +20,8 @@ use crate::constants::{LARGE_FRAME_BYTES, WRITE_BUFFER_KEEP_BYTES, WRITE_BUFFER_
 use crate::lanes::LaneLink;
 use crate::level::Level;
 use crate::metrics::NetMetrics;
-use crate::protocol::{encode_apps, with_encoded_apps, DisconnectReason, LENGTH_PREFIX_BYTES};
+use crate::protocol::{encode_apps, with_encoded_apps, LENGTH_PREFIX_BYTES};
+use crate::reason::DisconnectReason;
 use crate::session::{Close, WriterFailed};
 use crate::ConnId;
 

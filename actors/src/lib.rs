@@ -134,6 +134,7 @@ mod permit;
 mod policy;
 mod pool;
 mod protocol;
+mod reason;
 mod registry;
 pub mod secure;
 mod session;
@@ -152,7 +153,7 @@ pub use handle::{PeerHandle, SendOutcome};
 pub use metrics::NetMetrics;
 pub use network::{Network, NetworkBuilder};
 pub use pool::SessionThreads;
-pub use protocol::DisconnectReason;
+pub use reason::DisconnectReason;
 pub use registry::{DisconnectRecord, PeerEvent, PeerInfo, RegistryStats};
 pub use secure::{NodeKey, PeerAddr, PublicKey, Transport};
 

@@ -4,9 +4,11 @@
 //! query and shut down. Everything else lives in its own module: the thread pool in `pool`,
 //! what sessions share in `env`, inbound delivery in `delivery`.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::acceptor::{Acceptor, StopAccepting};
-use crate::bans::{BanPeer, UnbanPeer};
+use crate::bans::{BanList, BanPeer, UnbanPeer};
 use crate::config::NetworkConfig;
 use crate::connector::{AddPeer, Connector, GetAddressBook, StopDialing};
 use crate::constants::{CLOSE_FLUSH_TIMEOUT, SHUTDOWN_GRACE};
@@ -31,7 +33,8 @@ use crate::lanes::{Backlog, Lane};
 use crate::metrics::NetMetrics;
 use crate::policy::DuplicatePolicy;
 use crate::pool::{SessionPool, SessionThreads};
-use crate::protocol::{encode_app, DisconnectReason, HelloPolicy};
+use crate::protocol::{encode_app, HelloPolicy};
+use crate::reason::DisconnectReason;
 use crate::registry::{
     Broadcast, DisconnectPeer, GetPeers, GetStats, PeerEvent, PeerInfo, PeerRegistry,
     RegistryStats, ShutdownRegistry, Subscribe,
@@ -186,21 +189,21 @@ impl<M: AppMessage> Network<M> {
             discovery: discovery.as_ref().map(|d| d.clone().recipient()),
             config,
         });
-        // The acceptor is built on the control plane's thread (its listener joins that
-        // thread's reactor) and started there.
-        let acceptor = {
+        // The acceptor and the connector are built on the control plane's thread (the listener
+        // joins that thread's reactor) and share one ban list there: the acceptor refuses banned
+        // IPs, the connector never dials them.
+        let (acceptor, connector) = {
             let (env, pool) = (env.clone(), pool.clone());
             let (tx, rx) = tokio::sync::oneshot::channel();
             pool.clone().control().spawn(async move {
-                let _ = tx.send(Acceptor::new(listener, env, pool).map(Actor::start));
+                let bans = Rc::new(RefCell::new(BanList::new(env.config.max_bans)));
+                let started = Acceptor::new(listener, env.clone(), pool.clone(), bans.clone())
+                    .map(|acceptor| (acceptor.start(), Connector::new(env, pool, bans).start()));
+                let _ = tx.send(started);
             });
             rx.await
                 .map_err(|_| NetworkError::Stopped)?
                 .map_err(bind_error)?
-        };
-        let connector = {
-            let (env, pool) = (env.clone(), pool.clone());
-            Connector::start_in_arbiter(pool.clone().control(), move |_| Connector::new(env, pool))
         };
         registry.do_send(Subscribe(connector.clone().recipient()));
         if let Some(d) = &discovery {
@@ -352,7 +355,6 @@ impl<M> Network<M> {
     /// Bans `ip` for `duration` (refused inbound, never dialled) and closes its connection.
     pub async fn ban(&self, ip: IpAddr, duration: Duration) {
         self.inner.acceptor.do_send(BanPeer { ip, duration });
-        self.inner.connector.do_send(BanPeer { ip, duration });
         self.disconnect(ip, DisconnectReason::Banned).await;
     }
 
@@ -365,7 +367,6 @@ impl<M> Network<M> {
     /// Lifts a ban on `ip` (it may connect and be dialled again).
     pub fn unban(&self, ip: IpAddr) {
         self.inner.acceptor.do_send(UnbanPeer { ip });
-        self.inner.connector.do_send(UnbanPeer { ip });
     }
 
     /// Stops accepting and dialling, sends Disconnect{shutdown} to every peer, waits until

@@ -31,7 +31,7 @@ use crate::lanes::Lane;
 use crate::metrics::NetMetrics;
 use crate::network::PublishedHandles;
 use crate::policy::{ConnFacts, DuplicatePolicy, Occupancy, Resolution};
-use crate::protocol::DisconnectReason;
+use crate::reason::DisconnectReason;
 use crate::session::{Close, SessionStats};
 use crate::{ConnId, Direction};
 

@@ -51,7 +51,8 @@ use crate::delivery::{AppMessage, Inbound, PayloadBurst};
 use crate::handle::{spawn_writer, PeerHandle, WriterClose, WriterParts};
 use crate::lanes::Lane;
 use crate::metrics::NetMetrics;
-use crate::protocol::{decode_app, encode_app, DisconnectReason, Frame, FrameCodec};
+use crate::protocol::{decode_app, encode_app, Frame, FrameCodec};
+use crate::reason::DisconnectReason;
 use crate::session::{Close, WriterFailed};
 use crate::ConnId;
 

@@ -92,7 +92,7 @@ pub enum SecureError {
     /// The responder refused the connection before the handshake (banned, too many peers) with
     /// a clear-text `Disconnect` frame.
     #[error("refused before the handshake: {0}")]
-    Refused(crate::protocol::DisconnectReason),
+    Refused(crate::reason::DisconnectReason),
     /// The nonce space of a key is used up (2^64 - 1 records): the connection ends.
     #[error("nonce exhausted")]
     Exhausted,
@@ -126,8 +126,8 @@ pub fn admit_key(
     pinned: Option<&PublicKey>,
     allowed: &[PublicKey],
     remote: &PublicKey,
-) -> Result<(), crate::protocol::DisconnectReason> {
-    use crate::protocol::DisconnectReason;
+) -> Result<(), crate::reason::DisconnectReason> {
+    use crate::reason::DisconnectReason;
     if own == Some(remote) {
         return Err(DisconnectReason::SelfConnection);
     }

@@ -288,7 +288,7 @@ fn tempdir() -> std::path::PathBuf {
 
 #[test]
 fn key_admission_order() {
-    use crate::protocol::DisconnectReason::*;
+    use crate::reason::DisconnectReason::*;
     let k = |b| PublicKey([b; 32]);
     assert_eq!(admit_key(Some(&k(1)), None, &[], &k(2)), Ok(()));
     assert_eq!(
