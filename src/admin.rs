@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 use crate::app::NodeMsg;
 use crate::bans::BanRecord;
 use crate::chain::to_hex;
-use crate::node::{NodeMetrics, SyncMetrics};
+use crate::metrics::{NodeMetrics, SyncMetrics};
 use crate::sync::{BanIp, GetSyncStatus, ListBans, SyncActor, UnbanIp};
 
 /// How long the admin server lets in-flight requests finish when it stops, in seconds.

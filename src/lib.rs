@@ -27,6 +27,7 @@ pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod devnet;
+pub mod metrics;
 pub mod node;
 pub mod soak;
 pub mod sync;
