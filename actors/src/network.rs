@@ -5,7 +5,6 @@
 //! what sessions share in `env`, inbound delivery in `delivery`.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
@@ -14,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -37,14 +35,8 @@ use crate::protocol::{encode_app, HelloPolicy};
 use crate::reason::DisconnectReason;
 use crate::registry::{
     Broadcast, DisconnectPeer, GetPeers, GetStats, PeerEvent, PeerInfo, PeerRegistry,
-    RegistryStats, ShutdownRegistry, Subscribe,
+    PublishedHandles, RegistryStats, ShutdownRegistry, Subscribe,
 };
-
-/// The registry's published view of its map: canonical IP -> send handle of the registered
-/// connection. Only the registry writes it (after every change, in mailbox order); senders
-/// read it without a mailbox hop. It is not a second map with its own life: it is replaced as a
-/// whole by its one writer and dropped with the network.
-pub(crate) type PublishedHandles = Arc<ArcSwap<HashMap<IpAddr, PeerHandle>>>;
 
 /// Starts a [`Network`] with options beyond its configuration; see [`Network::builder`].
 #[must_use = "a builder does nothing until started"]

@@ -23,17 +23,23 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use actix::prelude::*;
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use crate::constants::{MAX_PENDING_EVENTS, RECENT_DISCONNECTS};
 use crate::handle::PeerHandle;
 use crate::lanes::Lane;
 use crate::metrics::NetMetrics;
-use crate::network::PublishedHandles;
 use crate::policy::{ConnFacts, DuplicatePolicy, Occupancy, Resolution};
 use crate::reason::DisconnectReason;
 use crate::session::{Close, SessionStats};
 use crate::{ConnId, Direction};
+
+/// The registry's published view of its map: canonical IP -> send handle of the registered
+/// connection. Only the registry writes it (after every change, in mailbox order); senders
+/// read it without a mailbox hop. It is not a second map with its own life: it is replaced as a
+/// whole by its one writer and dropped with the network.
+pub(crate) type PublishedHandles = Arc<ArcSwap<HashMap<IpAddr, PeerHandle>>>;
 
 /// The registry actor, started by [`crate::Network::start`] on the control plane's thread.
 pub(crate) struct PeerRegistry {
