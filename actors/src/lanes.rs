@@ -8,9 +8,11 @@
 //! wakes its writers without a cross-thread wake-up.
 //!
 //! The registry stays the only authority on who is connected: it sends each lane the
-//! membership changes (`Add` when it registers a connection, `Remove` when it drops one) and the
-//! broadcasts through the same channel, in the order its mailbox handled them, so every lane
-//! applies a broadcast to exactly the connections the registry held at that point.
+//! membership changes (`Add` when it registers a connection, `Remove` when it drops one).
+//! `Network::broadcast` puts each broadcast into the same channels itself (no registry round
+//! trip, which cost a cross-thread hop per broadcast once the registry got its own thread), so
+//! every lane applies a broadcast to exactly the connections whose registration it had been told
+//! of before the broadcast entered its channel.
 //!
 //! A direct send to a session whose lane still holds broadcasts goes through the lane too
 //! ([`LaneLink`]), so a broadcast followed by a send reaches a peer in that order.
@@ -61,6 +63,25 @@ impl LaneLink {
         self.backlog.bytes.get() > 0
     }
 
+    /// Queues a broadcast frame to every member of this lane but `except`, behind what the lane
+    /// holds (membership changes the registry sent before are applied first). Sent by
+    /// `Network::broadcast` itself: no registry hop per broadcast.
+    pub(crate) fn broadcast(&self, frame: &Bytes, except: Option<IpAddr>) {
+        self.backlog.bytes.add(frame.len());
+        let sent = self.tx.send(LaneMsg::Broadcast {
+            frame: frame.clone(),
+            except,
+        });
+        if sent.is_err() {
+            self.backlog.bytes.undo_add(frame.len());
+        }
+    }
+
+    /// Waits while the lane is far behind (see [`Backlog::room`]).
+    pub(crate) async fn room(&self) {
+        self.backlog.room().await;
+    }
+
     /// Queues `frame` for `handle` behind what the lane holds; false if the lane is gone.
     pub(crate) fn direct(&self, handle: PeerHandle, frame: Bytes) -> bool {
         let len = frame.len();
@@ -73,10 +94,9 @@ impl LaneLink {
     }
 }
 
-/// The registry's end of one lane, with the number of members it has told the lane about.
+/// The registry's end of one lane: membership changes.
 pub(crate) struct Lane {
     tx: mpsc::UnboundedSender<LaneMsg>,
-    members: usize,
     backlog: Arc<Backlog>,
 }
 
@@ -118,16 +138,7 @@ impl Lane {
         let (tx, rx) = mpsc::unbounded_channel();
         let backlog = Arc::new(Backlog::default());
         actix_rt::spawn(run_lane(rx, GoneOnDrop(backlog.clone())));
-        Lane {
-            tx,
-            members: 0,
-            backlog,
-        }
-    }
-
-    /// The lane's backlog, for senders to wait on.
-    pub(crate) fn backlog(&self) -> Arc<Backlog> {
-        self.backlog.clone()
+        Lane { tx, backlog }
     }
 
     /// The sessions' end of this lane, the one at `index`.
@@ -140,26 +151,11 @@ impl Lane {
     }
 
     pub(crate) fn add(&mut self, ip: IpAddr, handle: PeerHandle) {
-        self.members += 1;
         let _ = self.tx.send(LaneMsg::Add(ip, handle));
     }
 
     pub(crate) fn remove(&mut self, ip: IpAddr, conn_id: ConnId) {
-        self.members = self.members.saturating_sub(1);
         let _ = self.tx.send(LaneMsg::Remove(ip, conn_id));
-    }
-
-    pub(crate) fn broadcast(&self, frame: &Bytes, except: Option<IpAddr>) {
-        if self.members > 0 {
-            self.backlog.bytes.add(frame.len());
-            let sent = self.tx.send(LaneMsg::Broadcast {
-                frame: frame.clone(),
-                except,
-            });
-            if sent.is_err() {
-                self.backlog.bytes.undo_add(frame.len());
-            }
-        }
     }
 }
 

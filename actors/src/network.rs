@@ -27,15 +27,14 @@ use crate::dial_plan::AddrStatus;
 use crate::env::SessionEnv;
 use crate::error::NetworkError;
 use crate::handle::{PeerHandle, SendOutcome};
-use crate::lanes::{Backlog, Lane};
 use crate::metrics::NetMetrics;
 use crate::policy::DuplicatePolicy;
 use crate::pool::{SessionPool, SessionThreads};
 use crate::protocol::{encode_app, HelloPolicy};
 use crate::reason::DisconnectReason;
 use crate::registry::{
-    Broadcast, DisconnectPeer, GetPeers, GetStats, PeerEvent, PeerInfo, PeerRegistry,
-    PublishedHandles, RegistryStats, ShutdownRegistry, Subscribe,
+    DisconnectPeer, GetPeers, GetStats, PeerEvent, PeerInfo, PeerRegistry, PublishedHandles,
+    RegistryStats, ShutdownRegistry, Subscribe,
 };
 
 /// Starts a [`Network`] with options beyond its configuration; see [`Network::builder`].
@@ -88,8 +87,6 @@ struct Inner {
     pool: Arc<SessionPool>,
     /// Whether the pool is this network's own (stopped at shutdown) or shared.
     owns_pool: bool,
-    /// Backlogs of this network's broadcast lanes.
-    backlogs: Vec<Arc<Backlog>>,
     /// The registry's published handles (see [`PublishedHandles`]).
     handles: PublishedHandles,
     acceptor: Addr<Acceptor>,
@@ -147,7 +144,6 @@ impl<M: AppMessage> Network<M> {
             None => Arc::new(SessionPool::new(config.session_thread_count())),
         };
         let lanes = pool.start_lanes().await?;
-        let backlogs = lanes.iter().map(Lane::backlog).collect();
         let lane_links = lanes.iter().enumerate().map(|(i, l)| l.link(i)).collect();
         let handles: PublishedHandles = Arc::default();
         let registry = {
@@ -208,7 +204,6 @@ impl<M: AppMessage> Network<M> {
                 env,
                 pool,
                 owns_pool,
-                backlogs,
                 handles,
                 acceptor,
                 connector,
@@ -232,9 +227,11 @@ impl<M: AppMessage> Network<M> {
         }
     }
 
-    /// Encodes `msg` once and queues it to every peer but `except`; returns to how many
-    /// registered peers it goes. Waits while a session thread is far behind with earlier
-    /// broadcasts, so a fast broadcaster cannot queue without bound.
+    /// Encodes `msg` once and queues it to every peer but `except`; returns how many peers
+    /// were registered (but `except`) when it was called. It reaches exactly the connections
+    /// the registry had registered before the call, and a send made after it arrives after it.
+    /// Waits while a session thread is far behind with earlier broadcasts, so a fast
+    /// broadcaster cannot queue without bound.
     pub async fn broadcast(&self, msg: &M, except: Option<IpAddr>) -> Result<usize, NetworkError> {
         let frame = encode_app(msg).map_err(|e| NetworkError::Encode(e.to_string()))?;
         if frame.len()
@@ -245,15 +242,23 @@ impl<M: AppMessage> Network<M> {
                 max: self.inner.env.config.max_frame_bytes,
             });
         }
-        let n = self
-            .inner
-            .env
-            .registry
-            .send(Broadcast { frame, except })
-            .await
-            .map_err(|_| NetworkError::Stopped)?;
-        for backlog in &self.inner.backlogs {
-            backlog.room().await;
+        if self.inner.env.shutdown.is_cancelled() {
+            return Err(NetworkError::Stopped);
+        }
+        let except = except.map(crate::canonical_ip);
+        let n = {
+            let published = self.inner.handles.load();
+            published.len() - except.map_or(0, |ip| usize::from(published.contains_key(&ip)))
+        };
+        // Straight into every session thread's lane: each lane applies the registry's
+        // membership changes and the broadcasts in the order they entered its channel, so the
+        // broadcast reaches exactly the connections registered (and told to the lanes) before
+        // this call, and a send made after this call is queued behind it.
+        for link in &self.inner.env.lane_links {
+            link.broadcast(&frame, except);
+        }
+        for link in &self.inner.env.lane_links {
+            link.room().await;
         }
         Ok(n)
     }

@@ -12,8 +12,10 @@ use tokio_util::codec::FramedRead;
 
 use super::*;
 use crate::handle::SendOutcome;
+use crate::lanes::LaneLink;
 use crate::protocol::{encode_app, Frame, FrameCodec};
 use crate::testkit::{fake_handle, FakeSession};
+use bytes::Bytes;
 
 const LOCAL_NONCE: u64 = 1_000;
 
@@ -134,7 +136,8 @@ impl Handler<PeerEvent> for Recorder {
     }
 }
 
-fn start_registry() -> (Addr<PeerRegistry>, PublishedHandles) {
+/// A registry with one lane, and that lane's link (what `Network::broadcast` sends through).
+fn start_registry_with_lane() -> (Addr<PeerRegistry>, PublishedHandles, LaneLink) {
     let policy = DuplicatePolicy {
         local_nonce: LOCAL_NONCE,
         max_inbound: 8,
@@ -142,6 +145,7 @@ fn start_registry() -> (Addr<PeerRegistry>, PublishedHandles) {
     };
     let published = PublishedHandles::default();
     let lanes = vec![Lane::spawn_here()];
+    let link = lanes[0].link(0);
     let registry = PeerRegistry::new(
         policy,
         Arc::new(NetMetrics::default()),
@@ -149,7 +153,24 @@ fn start_registry() -> (Addr<PeerRegistry>, PublishedHandles) {
         published.clone(),
     )
     .start();
+    (registry, published, link)
+}
+
+fn start_registry() -> (Addr<PeerRegistry>, PublishedHandles) {
+    let (registry, published, _) = start_registry_with_lane();
     (registry, published)
+}
+
+/// What `Network::broadcast` does: the frame into the lane, the count from the published map.
+fn broadcast(
+    published: &PublishedHandles,
+    link: &LaneLink,
+    frame: Bytes,
+    except: Option<IpAddr>,
+) -> usize {
+    link.broadcast(&frame, except);
+    let map = published.load();
+    map.len() - except.map_or(0, |ip| usize::from(map.contains_key(&ip)))
 }
 
 fn published_conn(published: &PublishedHandles, ip: IpAddr) -> Option<ConnId> {
@@ -238,7 +259,7 @@ async fn a_stale_unregister_never_removes_the_successor() {
 
 #[actix::test]
 async fn broadcasts_reach_exactly_the_registered_set_and_events_come_in_order() {
-    let (registry, _) = start_registry();
+    let (registry, published, link) = start_registry_with_lane();
     let events = Arc::new(Mutex::new(Vec::new()));
     registry
         .send(Subscribe(Recorder(events.clone()).start().recipient()))
@@ -251,23 +272,11 @@ async fn broadcasts_reach_exactly_the_registered_set_and_events_come_in_order() 
         registry.send(s.register()).await.unwrap();
     }
     let one = encode_app(&1u8).unwrap();
-    let n = registry
-        .send(Broadcast {
-            frame: one,
-            except: Some(c.ip),
-        })
-        .await
-        .unwrap();
+    let n = broadcast(&published, &link, one, Some(c.ip));
     assert_eq!(n, 2, "every registered peer but the excepted one");
     registry.send(b.unregister()).await.unwrap();
     let two = encode_app(&2u8).unwrap();
-    let n = registry
-        .send(Broadcast {
-            frame: two,
-            except: None,
-        })
-        .await
-        .unwrap();
+    let n = broadcast(&published, &link, two, None);
     assert_eq!(n, 2);
     // a got both, c only the second, b only the first (it left before the second).
     assert_eq!(a.next_app().await, vec![1]);
@@ -411,7 +420,7 @@ proptest! {
     fn registry_matches_a_simple_model(ops in proptest::collection::vec(op(), 1..40)) {
         let system = actix::System::new();
         system.block_on(async move {
-            let (registry, published) = start_registry();
+            let (registry, published, link) = start_registry_with_lane();
             let policy = DuplicatePolicy { local_nonce: LOCAL_NONCE, max_inbound: 8, max_outbound: 8 };
             // Model: IP -> index of the registered session.
             let mut model: BTreeMap<IpAddr, usize> = BTreeMap::new();
@@ -449,7 +458,7 @@ proptest! {
                     Op::Broadcast => {
                         next_id += 1;
                         let frame = encode_app(&next_id).unwrap();
-                        let n = registry.send(Broadcast { frame, except: None }).await.unwrap();
+                        let n = broadcast(&published, &link, frame, None);
                         prop_assert_eq!(n, model.len());
                         for &k in model.values() {
                             expected[k].push(next_id);
