@@ -4,11 +4,15 @@
 
 pub mod block;
 pub mod produce;
+pub mod reader;
 pub mod store;
+pub mod writer;
 
 pub use block::{genesis_for, genesis_hash, short_hex, to_hex, Block, BlockHash};
 pub use produce::{produce, random_block};
+pub use reader::{ChainReader, IndexUpdate};
 pub use store::{ChainStore, DB_FILE_NAME};
+pub use writer::{ChainView, ChainWriter};
 
 /// Errors of the chain layer.
 #[derive(Debug, thiserror::Error)]

@@ -12,11 +12,14 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
-use peerlink_actors::{DisconnectReason, Inbound, Network, PeerEvent, PeerHandle};
+use peerlink_actors::{ConnId, DisconnectReason, Inbound, Network, PeerEvent, PeerHandle};
+use rand::RngCore;
 
-use crate::app::{NodeMsg, WireHash, MAX_BLOCKS_PER_REQUEST, MAX_HASHES_PER_REQUEST};
-use crate::chain::{random_block, short_hex, BlockHash, ChainStore};
+use crate::app::{NodeMsg, MAX_BLOCKS_PER_REQUEST, MAX_HASHES_PER_REQUEST};
+use crate::chain::writer::Committed;
+use crate::chain::{short_hex, BlockHash, ChainView};
 use crate::sync::engine::{Action, SyncEngine};
+use crate::sync::server::{ChainServer, Serve, ServeRequest};
 use crate::sync::{SyncConfig, SyncError};
 
 /// Behind by at least this many blocks, the node logs its progress periodically (and shows the
@@ -28,7 +31,13 @@ const RATE_WINDOW: Duration = Duration::from_secs(1);
 
 /// The actor. Start it with [`crate::sync::start_node`].
 pub struct SyncActor {
-    store: Option<ChainStore>,
+    /// The chain as decided; commits run on the writer's arbiter.
+    store: Option<ChainView>,
+    /// Answers peers' requests on its own arbiter.
+    server: Addr<ChainServer>,
+    /// The tip last announced on each peer's current connection: one `Announce` per tip hash
+    /// per connection.
+    announced: HashMap<IpAddr, (ConnId, BlockHash)>,
     engine: SyncEngine,
     cfg: SyncConfig,
     net: Option<Network<NodeMsg>>,
@@ -123,10 +132,13 @@ pub struct StopSync;
 // ---------------------------------------------------------------------------------------------
 
 impl SyncActor {
-    /// A new actor owning `store`.
-    pub fn new(store: ChainStore, cfg: SyncConfig) -> Self {
+    /// A new actor deciding the chain of `store` (whose writer commits) and handing peers'
+    /// requests to `server`.
+    pub fn new(store: ChainView, server: Addr<ChainServer>, cfg: SyncConfig) -> Self {
         Self {
             store: Some(store),
+            server,
+            announced: HashMap::new(),
             engine: SyncEngine::new(cfg.clone()),
             cfg,
             net: None,
@@ -143,6 +155,9 @@ impl Actor for SyncActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(store) = self.store.as_mut() {
+            store.set_done_to(ctx.address().recipient());
+        }
         ctx.run_interval(self.cfg.tick(), |act, _ctx| act.on_tick());
     }
 
@@ -169,11 +184,17 @@ impl Handler<ProduceBlock> for SyncActor {
 
     fn handle(&mut self, msg: ProduceBlock, _ctx: &mut Context<Self>) -> Self::Result {
         let store = self.store.as_mut().ok_or(SyncError::Stopped)?;
-        let mut block = random_block(store, self.cfg.payload_bytes);
-        if let Some(payload) = msg.payload {
-            block.payload = payload;
-        }
-        store.append(std::slice::from_ref(&block))?;
+        let payload = msg.payload.unwrap_or_else(|| {
+            let mut p = vec![0u8; self.cfg.payload_bytes];
+            rand::rng().fill_bytes(&mut p);
+            p
+        });
+        let block = store.produce(payload).map_err(|reason| {
+            SyncError::Chain(crate::chain::ChainError::InvalidBlock {
+                height: store.height() + 1,
+                reason,
+            })
+        })?;
         let produced = ProducedBlock {
             height: block.height,
             hash: block.hash(),
@@ -201,12 +222,35 @@ impl Handler<GetSyncStatus> for SyncActor {
 }
 
 impl Handler<StopSync> for SyncActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _msg: StopSync, _ctx: &mut Context<Self>) -> Self::Result {
+        let store = self.store.take();
+        self.peers.clear();
+        Box::pin(
+            async move {
+                if let Some(store) = store {
+                    store.close().await;
+                }
+            }
+            .into_actor(self)
+            .map(|_, _act, ctx| ctx.stop()),
+        )
+    }
+}
+
+impl Handler<Committed> for SyncActor {
     type Result = ();
 
-    fn handle(&mut self, _msg: StopSync, ctx: &mut Context<Self>) {
-        self.store = None;
-        self.peers.clear();
-        ctx.stop();
+    fn handle(&mut self, c: Committed, _ctx: &mut Context<Self>) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        if store.committed(c) {
+            log::warn!("sync: chain reset to the stored tip {}", store.height());
+            self.engine.local_tip_changed(Instant::now(), store);
+        }
+        self.after_engine();
     }
 }
 
@@ -232,15 +276,17 @@ impl Handler<Inbound<NodeMsg>> for SyncActor {
                 if count == 0 || count > MAX_BLOCKS_PER_REQUEST {
                     return misbehaving(&m.from, "GetBlocks count out of range");
                 }
-                if !self.cfg.serve {
-                    return;
+                if self.cfg.serve {
+                    self.server.do_send(Serve {
+                        from: m.from,
+                        request: ServeRequest::Blocks {
+                            request_id,
+                            from,
+                            count,
+                        },
+                    });
                 }
-                match store.blocks(from, count as usize, self.cfg.max_response_bytes) {
-                    Ok(blocks) => {
-                        let _ = m.from.send(&NodeMsg::Blocks { request_id, blocks });
-                    }
-                    Err(e) => log::error!("cannot read blocks from {from}: {e}"),
-                }
+                return;
             }
             NodeMsg::GetHashes {
                 request_id,
@@ -250,19 +296,17 @@ impl Handler<Inbound<NodeMsg>> for SyncActor {
                 if count == 0 || count > MAX_HASHES_PER_REQUEST {
                     return misbehaving(&m.from, "GetHashes count out of range");
                 }
-                if !self.cfg.serve {
-                    return;
+                if self.cfg.serve {
+                    self.server.do_send(Serve {
+                        from: m.from,
+                        request: ServeRequest::Hashes {
+                            request_id,
+                            from,
+                            count,
+                        },
+                    });
                 }
-                let hashes = store
-                    .hashes(from, count as usize)
-                    .iter()
-                    .map(|h| WireHash(*h))
-                    .collect();
-                let _ = m.from.send(&NodeMsg::Hashes {
-                    request_id,
-                    from,
-                    hashes,
-                });
+                return;
             }
             NodeMsg::Blocks { request_id, blocks } => {
                 self.engine.on_blocks(peer, request_id, blocks, now, store);
@@ -313,6 +357,7 @@ impl Handler<PeerEvent> for SyncActor {
                     .is_some_and(|h| h.conn_id() == record.conn_id);
                 if current {
                     self.peers.remove(&record.ip);
+                    self.announced.remove(&record.ip);
                     if let Some(store) = self.store.as_mut() {
                         self.engine.peer_disconnected(record.ip, now, store);
                     }
@@ -328,12 +373,14 @@ impl Handler<PeerEvent> for SyncActor {
 impl SyncActor {
     /// Learns a peer's handle from its message when the Connected event has not arrived yet
     /// (events and messages travel on different paths) or the connection was replaced.
+    ///
+    /// The map follows the registry's order: a message never replaces a live handle (only the
+    /// registry's `Connected` does), and a closed connection's late message never reinstates it.
     fn note_handle(&mut self, handle: &PeerHandle, now: Instant) {
-        let known = self
-            .peers
-            .get(&handle.ip())
-            .is_some_and(|h| h.conn_id() == handle.conn_id());
-        if known {
+        let current = self.peers.get(&handle.ip());
+        let known = current.is_some_and(|h| h.conn_id() == handle.conn_id());
+        let live_other = current.is_some_and(|h| !h.is_closed());
+        if known || live_other || handle.is_closed() {
             return;
         }
         self.peers.insert(handle.ip(), handle.clone());
@@ -369,23 +416,27 @@ impl SyncActor {
             if let Some(net) = &self.net {
                 net.set_best_height(store.height());
             }
-            let msg = NodeMsg::Announce {
-                height: store.height(),
-                tip,
-            };
-            for h in self.peers.values() {
-                let _ = h.send(&msg);
+            let handles: Vec<PeerHandle> = self.peers.values().cloned().collect();
+            for h in &handles {
+                self.announce_to(h);
             }
         }
     }
 
-    fn announce_to(&self, handle: &PeerHandle) {
-        if let Some(store) = &self.store {
-            let _ = handle.send(&NodeMsg::Announce {
-                height: store.height(),
-                tip: store.tip_hash(),
-            });
+    /// Announces our tip on `handle`'s connection unless this tip was announced there already.
+    fn announce_to(&mut self, handle: &PeerHandle) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let key = (handle.conn_id(), store.tip_hash());
+        if self.announced.get(&handle.ip()) == Some(&key) {
+            return;
         }
+        self.announced.insert(handle.ip(), key);
+        let _ = handle.send(&NodeMsg::Announce {
+            height: store.height(),
+            tip: key.1,
+        });
     }
 
     fn on_tick(&mut self) {

@@ -40,6 +40,7 @@ use std::time::Instant;
 use crate::app::{NodeMsg, WireHash, MAX_HASHES_PER_REQUEST};
 use crate::chain::block::MAX_BLOCK_PAYLOAD_BYTES;
 use crate::chain::{short_hex, Block, BlockHash, ChainStore};
+use crate::sync::sources::{SourcePolicy, Verdict};
 use crate::sync::SyncConfig;
 
 /// Timed-out request ids remembered per peer so that their late answers are not mistaken for
@@ -59,6 +60,11 @@ pub trait Chain {
     fn hash_at(&self, height: u64) -> Option<BlockHash>;
     /// Drops blocks above `ancestor` (if any) and appends `blocks`, atomically.
     fn apply(&mut self, ancestor: u64, blocks: &[Block]) -> Result<(), String>;
+    /// Bytes of applied blocks still held in memory on their way to disk (counted in the
+    /// download window).
+    fn pending_bytes(&self) -> u64 {
+        0
+    }
 }
 
 impl Chain for ChainStore {
@@ -150,6 +156,8 @@ struct Round {
     /// Whether the chain now follows the source's branch (always true for an extension).
     switched: bool,
     downloaded: BTreeMap<u64, Block>,
+    /// Wire bytes of `downloaded` (bounded by `window_bytes`).
+    downloaded_bytes: u64,
     /// Heights requested or downloaded up to here (exclusive).
     next_unrequested: u64,
     /// Ranges to ask again (start, count).
@@ -196,13 +204,14 @@ pub struct SyncEngine {
     round: Option<Round>,
     stats: EngineStats,
     out: Vec<Action>,
+    /// Cooldowns of sources whose answers make no progress.
+    sources: SourcePolicy,
 }
 
 impl SyncEngine {
     /// A new engine with no peers.
     pub fn new(cfg: SyncConfig) -> Self {
         Self {
-            cfg,
             peers: HashMap::new(),
             requests: HashMap::new(),
             next_request_id: 1,
@@ -210,6 +219,11 @@ impl SyncEngine {
             round: None,
             stats: EngineStats::default(),
             out: Vec::new(),
+            sources: SourcePolicy::new(
+                std::time::Duration::from_millis(cfg.no_progress_cooldown_ms),
+                cfg.max_no_progress_answers,
+            ),
+            cfg,
         }
     }
 
@@ -416,6 +430,7 @@ impl SyncEngine {
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.height = p.height.min(req.from.saturating_sub(1));
             }
+            self.no_progress(peer, now);
             return self.step(now, chain);
         }
         let mismatch = blocks
@@ -437,6 +452,7 @@ impl SyncEngine {
             }
             return self.step(now, chain);
         }
+        self.sources.progress(peer);
         let got = blocks.len() as u32;
         if got < req.count {
             round
@@ -444,7 +460,10 @@ impl SyncEngine {
                 .insert((req.from + u64::from(got), req.count - got));
         }
         for b in blocks {
-            round.downloaded.insert(b.height, b);
+            round.downloaded_bytes += b.wire_size() as u64;
+            if let Some(old) = round.downloaded.insert(b.height, b) {
+                round.downloaded_bytes -= old.wire_size() as u64;
+            }
         }
         self.apply_ready(chain);
         self.step(now, chain);
@@ -466,6 +485,7 @@ impl SyncEngine {
             .peers
             .iter()
             .filter(|(_, p)| p.cooldown_until.is_none_or(|t| t <= now))
+            .filter(|(ip, _)| self.sources.available(**ip, now))
             .filter(|(_, p)| p.ignored_tip.is_none() || p.ignored_tip != p.tip)
             .filter(|(_, p)| is_better(p.height, p.tip, height, tip))
             .min_by(|(ia, a), (ib, b)| {
@@ -495,6 +515,7 @@ impl SyncEngine {
             hashes_exhausted: false,
             switched: false,
             downloaded: BTreeMap::new(),
+            downloaded_bytes: 0,
             next_unrequested: 0,
             requeued: BTreeSet::new(),
             diverged: BTreeSet::new(),
@@ -526,6 +547,7 @@ impl SyncEngine {
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.height = p.height.min(req.from.saturating_sub(1));
             }
+            self.no_progress(peer, now);
             return self.end_round("source has no blocks there");
         }
         let matched = (0..hashes.len())
@@ -558,8 +580,10 @@ impl SyncEngine {
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.height = p.height.min(ancestor);
             }
+            self.no_progress(peer, now);
             return self.end_round("source is not ahead");
         }
+        self.sources.progress(peer);
         if ancestor < height {
             log::info!(
                 "sync: peer {peer} is on another branch from height {ancestor} (we are at {height})"
@@ -624,6 +648,7 @@ impl SyncEngine {
         let blocks: Vec<Block> = (base + 1..=top)
             .filter_map(|h| round.downloaded.remove(&h))
             .collect();
+        round.downloaded_bytes -= blocks.iter().map(|b| b.wire_size() as u64).sum::<u64>();
         let (was_switched, source) = (round.switched, round.source);
         round.switched = true;
         let dropped = chain.height() - base;
@@ -695,6 +720,9 @@ impl SyncEngine {
             let Some((from, count)) = self.next_range(chain) else {
                 return;
             };
+            if self.window_full(from, chain) {
+                return;
+            }
             let end = from + u64::from(count) - 1;
             let Some(peer) = self.pick_peer(end, now) else {
                 return;
@@ -746,10 +774,44 @@ impl SyncEngine {
                     && p.height >= end
                     && p.in_flight < self.cfg.max_in_flight_per_peer
                     && p.cooldown_until.is_none_or(|t| t <= now)
+                    && self.sources.available(**ip, now)
                     && !round.diverged.contains(ip)
             })
             .min_by_key(|(ip, p)| (p.in_flight, **ip))
             .map(|(ip, _)| *ip)
+    }
+
+    /// Whether the byte window is full for a range starting at `from`: the lowest missing range
+    /// (right above the apply point) is always allowed, so a withheld range is fetched again
+    /// from another peer while nothing more piles up above it.
+    fn window_full(&self, from: u64, chain: &dyn Chain) -> bool {
+        let Some(round) = self.round.as_ref() else {
+            return false;
+        };
+        let apply_base = if round.switched {
+            chain.height()
+        } else {
+            round.ancestor
+        };
+        from > apply_base + 1
+            && round.downloaded_bytes + chain.pending_bytes() >= self.cfg.window_bytes
+    }
+
+    /// An answer of `peer` made no progress: it cools down, or is dropped at the bound.
+    fn no_progress(&mut self, peer: IpAddr, now: Instant) {
+        match self.sources.no_progress(peer, now) {
+            Verdict::CoolDown(until) => log::debug!(
+                "sync: peer {peer} answered without progress; not asked for {:?}",
+                until.saturating_duration_since(now)
+            ),
+            Verdict::Drop => self.misbehaving(
+                peer,
+                &format!(
+                    "{} answers in a row without progress",
+                    self.cfg.max_no_progress_answers
+                ),
+            ),
+        }
     }
 
     fn blocks_in_flight(&self) -> usize {

@@ -34,12 +34,15 @@
 pub mod actor;
 pub mod config;
 pub mod engine;
+pub mod server;
+pub mod sources;
 
 use actix::prelude::*;
 use peerlink_actors::{Network, NetworkConfig, NetworkError};
 
 use crate::app::NodeMsg;
-use crate::chain::{ChainError, ChainStore};
+use crate::chain::{ChainError, ChainStore, ChainView};
+use crate::sync::server::ChainServer;
 
 pub use actor::{
     AttachNetwork, GetSyncStatus, ProduceBlock, ProducedBlock, StopSync, SyncActor, SyncState,
@@ -83,11 +86,19 @@ pub struct SyncNode {
     pub actor: Addr<SyncActor>,
     /// The network, typed by [`NodeMsg`].
     pub net: Network<NodeMsg>,
+    /// The request server (its counters: [`server::GetServeStats`]).
+    pub server: Addr<ChainServer>,
+    /// The node's own arbiters (sync actor, chain writer, request server), stopped by
+    /// [`SyncNode::shutdown`].
+    threads: Vec<ArbiterHandle>,
 }
 
-/// Starts the sync actor with `store`, then the network (whose application recipient is the
-/// actor, and whose Hello carries the store's genesis hash and height), subscribes the actor to
-/// peer events and hands it the network. Must run inside an actix system.
+/// Starts the node's three arbiters (threads) and their actors: the chain writer (owns the
+/// store, commits), the request server (reads the store, answers peers) and the sync actor
+/// (decides); then the network (whose application recipient is the sync actor, and whose Hello
+/// carries the store's genesis hash and height), subscribes the actor and the server to peer
+/// events and hands the actor the network. No actor that handles peers' messages touches the
+/// disk on its own thread. Must run inside an actix system.
 pub async fn start_node(
     mut net_config: NetworkConfig,
     store: ChainStore,
@@ -96,18 +107,37 @@ pub async fn start_node(
     sync_config.validate(net_config.max_frame_bytes)?;
     net_config.genesis = store.genesis_hash();
     let height = store.height();
-    let actor = SyncActor::new(store, sync_config).start();
+    let threads: Vec<ArbiterHandle> = (0..3).map(|_| Arbiter::new().handle()).collect();
+    let server = ChainServer::start_on(&threads[2], store.reader(), &sync_config);
+    let view = ChainView::start(&threads[1], store, server.clone().recipient());
+    let actor_server = server.clone();
+    let actor = SyncActor::start_in_arbiter(&threads[0], move |_| {
+        SyncActor::new(view, actor_server, sync_config)
+    });
     let net = match Network::start(net_config, actor.clone().recipient()).await {
         Ok(net) => net,
         Err(e) => {
             let _ = actor.send(StopSync).await;
+            stop_threads(&threads);
             return Err(e.into());
         }
     };
     net.set_best_height(height);
     net.subscribe(actor.clone().recipient());
+    net.subscribe(server.clone().recipient());
     actor.send(AttachNetwork(net.clone())).await?;
-    Ok(SyncNode { actor, net })
+    Ok(SyncNode {
+        actor,
+        net,
+        server,
+        threads,
+    })
+}
+
+fn stop_threads(threads: &[ArbiterHandle]) {
+    for t in threads {
+        t.stop();
+    }
 }
 
 impl SyncNode {
@@ -125,5 +155,6 @@ impl SyncNode {
     pub async fn shutdown(&self) {
         self.net.shutdown().await;
         let _ = self.actor.send(StopSync).await;
+        stop_threads(&self.threads);
     }
 }

@@ -1,0 +1,238 @@
+//! Chain commits off the sync actor's thread: [`ChainWriter`] is the actor that owns the
+//! [`ChainStore`] on an arbiter of its own and commits, in order, every change the sync actor
+//! decided; [`ChainView`] is what the sync actor holds instead of the store: the hash index of
+//! the chain as decided (the engine's [`Chain`]), which sends each change to the writer and
+//! counts the bytes still on their way to disk.
+//!
+//! So no handler of the sync actor waits for an fsync. The chain on disk is always a prefix of
+//! what was decided, one redb transaction per change (a kill -9 leaves the last committed chain,
+//! as before). After each commit the writer tells the request server ([`IndexUpdate`]), which
+//! therefore serves only committed blocks, and the sync actor ([`Committed`]), which releases the
+//! bytes from the download window. A failed commit (a full disk) hands the sync actor the hashes
+//! of the chain actually stored; the view resets to them and sync resumes from there.
+
+use actix::prelude::*;
+
+use crate::chain::produce::now_ms;
+use crate::chain::{Block, BlockHash, ChainStore, IndexUpdate};
+use crate::sync::engine::Chain;
+
+/// Owns the store. Start it with [`ChainWriter::start_on`].
+pub struct ChainWriter {
+    store: Option<ChainStore>,
+    follower: Recipient<IndexUpdate>,
+}
+
+/// Commit a change: drop every block above `ancestor`, append `blocks`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Commit {
+    /// Height below which nothing changes.
+    pub ancestor: u64,
+    /// The new blocks above it.
+    pub blocks: Vec<Block>,
+    /// Wire bytes of `blocks` (returned in [`Committed`]).
+    pub bytes: u64,
+    /// Who hears of the outcome.
+    pub done_to: Option<Recipient<Committed>>,
+}
+
+/// Outcome of a [`Commit`], sent to its `done_to`.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Committed {
+    /// The commit's bytes, now off the window.
+    pub bytes: u64,
+    /// `None` on success; on failure the hashes of the chain actually stored.
+    pub failed: Option<Vec<BlockHash>>,
+}
+
+/// Close the store (after every commit queued before this message) and stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseStore;
+
+impl ChainWriter {
+    /// Starts the writer of `store` on `arbiter`; `follower` hears of every commit.
+    pub fn start_on(
+        arbiter: &ArbiterHandle,
+        store: ChainStore,
+        follower: Recipient<IndexUpdate>,
+    ) -> Addr<Self> {
+        ChainWriter::start_in_arbiter(arbiter, move |_| ChainWriter {
+            store: Some(store),
+            follower,
+        })
+    }
+}
+
+impl Actor for ChainWriter {
+    type Context = Context<Self>;
+}
+
+impl Handler<Commit> for ChainWriter {
+    type Result = ();
+
+    fn handle(&mut self, c: Commit, _: &mut Context<Self>) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        let result = if c.ancestor == store.height() {
+            store.append(&c.blocks).map(|_| ())
+        } else {
+            store.reorg(c.ancestor, &c.blocks).map(|_| ())
+        };
+        let failed = match result {
+            Ok(()) => {
+                self.follower.do_send(IndexUpdate {
+                    ancestor: c.ancestor,
+                    hashes: c.blocks.iter().map(Block::hash).collect(),
+                });
+                None
+            }
+            Err(e) => {
+                log::error!(
+                    "chain: cannot commit {} blocks above {}: {e}",
+                    c.blocks.len(),
+                    c.ancestor
+                );
+                Some(store.hashes(0, store.height() as usize + 1).to_vec())
+            }
+        };
+        if let Some(to) = c.done_to {
+            to.do_send(Committed {
+                bytes: c.bytes,
+                failed,
+            });
+        }
+    }
+}
+
+impl Handler<CloseStore> for ChainWriter {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseStore, ctx: &mut Context<Self>) {
+        self.store = None;
+        ctx.stop();
+    }
+}
+
+/// The chain as the sync actor decided it; see the module docs.
+pub struct ChainView {
+    hashes: Vec<BlockHash>,
+    writer: Addr<ChainWriter>,
+    done_to: Option<Recipient<Committed>>,
+    pending_bytes: u64,
+}
+
+impl std::fmt::Debug for ChainView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainView")
+            .field("height", &self.height())
+            .field("pending_bytes", &self.pending_bytes)
+            .finish()
+    }
+}
+
+impl ChainView {
+    /// Starts the writer of `store` on `arbiter` (`follower` hears of every commit) and
+    /// returns the view of its chain.
+    pub fn start(
+        arbiter: &ArbiterHandle,
+        store: ChainStore,
+        follower: Recipient<IndexUpdate>,
+    ) -> Self {
+        let hashes = store.hashes(0, store.height() as usize + 1).to_vec();
+        Self {
+            hashes,
+            writer: ChainWriter::start_on(arbiter, store, follower),
+            done_to: None,
+            pending_bytes: 0,
+        }
+    }
+
+    /// Where commit outcomes go (the sync actor, once started).
+    pub fn set_done_to(&mut self, to: Recipient<Committed>) {
+        self.done_to = Some(to);
+    }
+
+    /// Height of the tip.
+    pub fn height(&self) -> u64 {
+        self.hashes.len().saturating_sub(1) as u64
+    }
+
+    /// Hash of the tip.
+    pub fn tip_hash(&self) -> BlockHash {
+        self.hashes.last().copied().unwrap_or([0; 32])
+    }
+
+    /// A commit finished.
+    pub fn committed(&mut self, c: Committed) -> bool {
+        self.pending_bytes = self.pending_bytes.saturating_sub(c.bytes);
+        match c.failed {
+            Some(hashes) if !hashes.is_empty() => {
+                self.hashes = hashes;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Appends a block produced here on top of the tip.
+    pub fn produce(&mut self, payload: Vec<u8>) -> Result<Block, String> {
+        let block = Block {
+            height: self.height() + 1,
+            prev: self.tip_hash(),
+            timestamp_ms: now_ms(),
+            payload,
+        };
+        self.apply(self.height(), std::slice::from_ref(&block))?;
+        Ok(block)
+    }
+
+    /// Closes the store once every queued commit is done.
+    pub async fn close(&self) {
+        let _ = self.writer.send(CloseStore).await;
+    }
+}
+
+impl Chain for ChainView {
+    fn height(&self) -> u64 {
+        ChainView::height(self)
+    }
+    fn tip_hash(&self) -> BlockHash {
+        ChainView::tip_hash(self)
+    }
+    fn hash_at(&self, height: u64) -> Option<BlockHash> {
+        self.hashes.get(usize::try_from(height).ok()?).copied()
+    }
+    fn apply(&mut self, ancestor: u64, blocks: &[Block]) -> Result<(), String> {
+        let Some(mut hash) = self.hash_at(ancestor) else {
+            return Err(format!("no block at {ancestor}"));
+        };
+        let mut height = ancestor;
+        let mut new = Vec::with_capacity(blocks.len());
+        for b in blocks {
+            if !b.extends(height, &hash) {
+                return Err(format!("block {} does not link to block {height}", b.height));
+            }
+            height = b.height;
+            hash = b.hash();
+            new.push(hash);
+        }
+        self.hashes.truncate(ancestor as usize + 1);
+        self.hashes.extend(new);
+        let bytes = blocks.iter().map(|b| b.wire_size() as u64).sum();
+        self.pending_bytes += bytes;
+        self.writer.do_send(Commit {
+            ancestor,
+            blocks: blocks.to_vec(),
+            bytes,
+            done_to: self.done_to.clone(),
+        });
+        Ok(())
+    }
+    fn pending_bytes(&self) -> u64 {
+        self.pending_bytes
+    }
+}
