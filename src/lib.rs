@@ -14,6 +14,8 @@
 //! - `chain`: blocks, genesis per network and the redb chain store.
 //! - `sync`: the block sync policy (`SyncEngine`) and the actor that carries it out.
 //! - `devnet`: N nodes in one process, the main demo and end-to-end check.
+//! - `flood`: hostile peers (draining flooders, a non-reader, handshake probes) for the
+//!   acceptance tests and `peerlink-bench`.
 #![deny(missing_docs)]
 
 pub mod admin;
@@ -22,5 +24,6 @@ pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod devnet;
+pub mod flood;
 pub mod node;
 pub mod sync;

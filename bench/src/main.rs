@@ -4,13 +4,15 @@
 //! shared cores.
 //!
 //! Layout: `common` (message, tally, measurements), `peer` (peerlink side of a-d), `raw`
-//! (baseline side of a-d), `conns` (e and f, server in a child process).
+//! (baseline side of a-d), `conns` (e and f, server in a child process), `flood` (g, sync
+//! under flood: the same sync unflooded and flooded in one run).
 //!
-//! Usage: `peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f]`. `--smoke` uses tiny
+//! Usage: `peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f,g]`. `--smoke` uses tiny
 //! sizes and exits non-zero if any scenario fails to complete (never because of a slow figure).
 
 mod common;
 mod conns;
+mod flood;
 mod peer;
 mod raw;
 
@@ -42,6 +44,8 @@ pub struct Sizes {
     pub e_counts: [usize; 2],
     /// (f) connections.
     pub f_conns: usize,
+    /// (g) blocks synced under flood.
+    pub g_blocks: u64,
 }
 
 const FULL: Sizes = Sizes {
@@ -54,6 +58,7 @@ const FULL: Sizes = Sizes {
     d_load_msgs: 20_000,
     e_counts: [1_000, 10_000],
     f_conns: 5_000,
+    g_blocks: 100_000,
 };
 
 const SMOKE: Sizes = Sizes {
@@ -66,6 +71,7 @@ const SMOKE: Sizes = Sizes {
     d_load_msgs: 500,
     e_counts: [100, 300],
     f_conns: 200,
+    g_blocks: 2_000,
 };
 
 const SMALL_BYTES: usize = 256;
@@ -306,6 +312,38 @@ fn run_once(sizes: Sizes, only: &str) -> RunOutput {
             ));
         }
     }
+    if want('g') {
+        const FLOODERS: usize = 4;
+        let base = flood::measure(sizes.g_blocks, 0, 7);
+        let flooded = flood::measure(sizes.g_blocks, FLOODERS, 6);
+        if let Some((f, b)) = out.check("g", both(flooded, base)) {
+            out.row(
+                &format!(
+                    "g. sync {} blocks under flood ({FLOODERS} flooders) vs unflooded",
+                    sizes.g_blocks
+                ),
+                "s",
+                (f.sync_s, b.sync_s),
+                Target::RatioAtMost(5.0),
+            );
+            out.row(
+                "g. GET /status p99 during flood vs unflooded",
+                "ms",
+                (f.status_p99_ms, b.status_p99_ms),
+                Target::AbsAtMost(50.0),
+            );
+            out.row(
+                "g. new handshake p99 during flood vs unflooded",
+                "ms",
+                (f.handshake_p99_ms, b.handshake_p99_ms),
+                Target::AbsAtMost(50.0),
+            );
+            out.notes.push(format!(
+                "g: flooders received {} answers during the honest sync",
+                f.flood_answers
+            ));
+        }
+    }
     out
 }
 
@@ -380,7 +418,7 @@ fn print_table(runs: &[RunOutput]) {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f]");
+    eprintln!("usage: peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f,g]");
     ExitCode::from(2)
 }
 

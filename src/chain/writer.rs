@@ -166,6 +166,11 @@ impl ChainView {
         self.hashes.last().copied().unwrap_or([0; 32])
     }
 
+    /// Bytes of applied blocks not yet committed.
+    pub fn pending_bytes_held(&self) -> u64 {
+        self.pending_bytes
+    }
+
     /// A commit finished.
     pub fn committed(&mut self, c: Committed) -> bool {
         self.pending_bytes = self.pending_bytes.saturating_sub(c.bytes);

@@ -90,6 +90,9 @@ pub struct SyncStatus {
     pub stalls: u64,
     /// Peers disconnected as misbehaving since start.
     pub misbehaving: u64,
+    /// Bytes of blocks held in memory by sync: downloaded above the tip, or applied and on
+    /// their way to disk (bounded by `SyncConfig::window_bytes` plus the answers in flight).
+    pub window_held_bytes: u64,
 }
 
 /// A block this node produced.
@@ -475,6 +478,8 @@ impl SyncActor {
             reorgs: stats.reorgs,
             stalls: stats.stalls,
             misbehaving: stats.misbehaving,
+            window_held_bytes: self.engine.held_bytes()
+                + self.store.as_ref().map_or(0, |s| s.pending_bytes_held()),
         }
     }
 

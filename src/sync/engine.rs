@@ -260,6 +260,11 @@ impl SyncEngine {
         })
     }
 
+    /// Bytes of downloaded blocks waiting above the apply point.
+    pub fn held_bytes(&self) -> u64 {
+        self.round.as_ref().map_or(0, |r| r.downloaded_bytes)
+    }
+
     /// Whether a sync round is running.
     pub fn is_syncing(&self) -> bool {
         self.round.is_some()

@@ -15,6 +15,11 @@
 //!   consecutive blocks, fewer if the responder's chain ends or the answer would exceed
 //!   `SyncConfig::max_response_bytes` (always under the frame cap; at least one block).
 //!
+//! Peers' requests are answered by [`server::ChainServer`] on its own arbiter (per-connection
+//! bounds, round-robin, nothing served to a closed connection); chain changes are committed by
+//! [`crate::chain::ChainWriter`] on another; [`sources::SourcePolicy`] cools down sources whose
+//! answers make no progress. See README's thread map.
+//!
 //! Replies go out on the socket the request came in on (`PeerHandle::send`); request ids are
 //! unique per requester, answers to unknown ids are misbehaviour, answers to timed-out ids are
 //! ignored. See [`engine`] for fork choice, the reorg limit and penalties.
