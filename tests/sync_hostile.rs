@@ -254,13 +254,21 @@ async fn a_new_connection_gets_one_announce_per_tip() {
 
 #[actix::test]
 async fn sync_goes_on_over_the_new_connection_when_the_source_restarts() {
-    const N: u64 = 30_000;
+    const N: u64 = 40_000;
     let seed = small_chain(N, 16);
     let first_dir = copy_chain(seed.path());
     let second_dir = copy_chain(seed.path());
     let first = node8(first_dir, 30, sync_config()).await;
+    // The restarted source, started before it is needed so the replacement comes fast.
+    let second = node8(second_dir, 30, sync_config()).await;
     let target = first.status().await;
-    let fresh = node8(tempfile::tempdir().unwrap(), 31, sync_config()).await;
+    // Small requests, few in flight: the sync takes many round trips.
+    let slow = SyncConfig {
+        blocks_per_request: 16,
+        max_in_flight: 2,
+        ..sync_config()
+    };
+    let fresh = node8(tempfile::tempdir().unwrap(), 31, slow).await;
     fresh.node.net.connect(first.addr());
     // Blocks are in flight: the node has some, not all.
     wait_for("sync under way", Duration::from_secs(30), || async {
@@ -270,7 +278,6 @@ async fn sync_goes_on_over_the_new_connection_when_the_source_restarts() {
     .await;
     // The source "restarts": a new process (new nonce) on the same IP dials the node while
     // the old connection is still open; the node replaces the old connection at once.
-    let second = node8(second_dir, 30, sync_config()).await;
     second.node.net.connect(fresh.addr());
     let at = wait_for("the connection replaced", Duration::from_secs(10), || async {
         let st = fresh.node.net.stats().await.ok()?;
@@ -384,7 +391,10 @@ async fn a_withheld_lowest_range_of_large_blocks_holds_at_most_the_byte_window()
         max_in_flight_per_peer: 4,
         ..sync_config()
     };
-    let bound = cfg.window_bytes + (cfg.max_in_flight * cfg.max_response_bytes) as u64;
+    // Requests are scheduled while less than the window is held; each answer in flight can
+    // bring up to a frame (the requester accepts any answer within its frame cap).
+    let frame_cap = net8(41).max_frame_bytes;
+    let bound = cfg.window_bytes + (cfg.max_in_flight * frame_cap) as u64;
     let fresh = node8(tempfile::tempdir().unwrap(), 41, cfg).await;
     fresh.node.net.connect(w_net.local_addr());
     let max_held = AtomicU64::new(0);

@@ -252,6 +252,9 @@ impl Handler<Committed> for SyncActor {
         if store.committed(c) {
             log::warn!("sync: chain reset to the stored tip {}", store.height());
             self.engine.local_tip_changed(Instant::now(), store);
+        } else {
+            // Room in the window again: schedule (and expire stalls) now, not at the next tick.
+            self.engine.tick(Instant::now(), store);
         }
         self.after_engine();
     }

@@ -51,7 +51,7 @@ pub struct SyncConfig {
     /// Most bytes of blocks downloaded ahead of the tip and not yet written (besides the
     /// lowest missing range, which is always fetched): bounds memory when blocks are large or a
     /// source withholds the lowest range. Memory for blocks stays under this plus
-    /// `max_in_flight` answers.
+    /// `max_in_flight` answers (each at most the network's `max_frame_bytes`).
     pub window_bytes: u64,
     /// Requests of one peer in service at once: answered, with the answers not yet read by the
     /// peer. A peer that does not read is not served further.

@@ -787,8 +787,9 @@ impl SyncEngine {
     }
 
     /// Whether the byte window is full for a range starting at `from`: the lowest missing range
-    /// (right above the apply point) is always allowed, so a withheld range is fetched again
-    /// from another peer while nothing more piles up above it.
+    /// (right above the apply point) is allowed while the blocks on their way to disk fit the
+    /// window, so a withheld range is fetched again from another peer while nothing more piles
+    /// up above it.
     fn window_full(&self, from: u64, chain: &dyn Chain) -> bool {
         let Some(round) = self.round.as_ref() else {
             return false;
@@ -798,8 +799,11 @@ impl SyncEngine {
         } else {
             round.ancestor
         };
-        from > apply_base + 1
-            && round.downloaded_bytes + chain.pending_bytes() >= self.cfg.window_bytes
+        let held = round.downloaded_bytes + chain.pending_bytes();
+        // Blocks still on their way to disk count too, and for every range: a slow disk stops
+        // the download instead of piling up commits.
+        chain.pending_bytes() >= self.cfg.window_bytes
+            || (from > apply_base + 1 && held >= self.cfg.window_bytes)
     }
 
     /// An answer of `peer` made no progress: it cools down, or is dropped at the bound.
