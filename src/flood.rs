@@ -50,7 +50,10 @@ impl Flooder {
         self.seed ^= self.seed >> 7;
         self.seed ^= self.seed << 17;
         self.next_id += 1;
-        let span = self.top.saturating_sub(u64::from(MAX_BLOCKS_PER_REQUEST)).max(1);
+        let span = self
+            .top
+            .saturating_sub(u64::from(MAX_BLOCKS_PER_REQUEST))
+            .max(1);
         NodeMsg::GetBlocks {
             request_id: self.next_id,
             from: 1 + self.seed % span,

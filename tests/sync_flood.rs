@@ -133,7 +133,8 @@ fn a_flooded_node_serves_an_honest_sync_and_stays_responsive() {
     let mut max_rss = 0;
     while !actix_side.is_finished() {
         let t = Instant::now();
-        node.get("/status").expect("GET /status answers during the flood");
+        node.get("/status")
+            .expect("GET /status answers during the flood");
         status_latencies.push(t.elapsed());
         max_rss = max_rss.max(rss_kib(pid));
         // Sampling interval of the probe, not a synchronisation.
@@ -156,7 +157,10 @@ fn a_flooded_node_serves_an_honest_sync_and_stays_responsive() {
         max_rss / 1024
     );
     assert!(report.flood_answers > 0, "the flooders were served too");
-    assert!(status_max < LATENCY_BOUND, "GET /status took {status_max:?}");
+    assert!(
+        status_max < LATENCY_BOUND,
+        "GET /status took {status_max:?}"
+    );
     assert!(hs_max < LATENCY_BOUND, "a handshake took {hs_max:?}");
     assert!(max_rss < RSS_BOUND_KIB, "RSS {} MiB", max_rss / 1024);
     // The non-reader was dropped as a slow peer (the flooders drain their answers and the

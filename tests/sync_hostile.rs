@@ -229,7 +229,11 @@ async fn a_new_connection_gets_one_announce_per_tip() {
     .await
     .expect("the node answers");
     let tip = node.status().await.tip;
-    assert_eq!(announces, vec![(10, tip)], "exactly one Announce of the tip");
+    assert_eq!(
+        announces,
+        vec![(10, tip)],
+        "exactly one Announce of the tip"
+    );
     // A new tip: exactly one more.
     let produced = node.node.produce().await.expect("produce");
     announces.clear();
@@ -279,10 +283,14 @@ async fn sync_goes_on_over_the_new_connection_when_the_source_restarts() {
     // The source "restarts": a new process (new nonce) on the same IP dials the node while
     // the old connection is still open; the node replaces the old connection at once.
     second.node.net.connect(fresh.addr());
-    let at = wait_for("the connection replaced", Duration::from_secs(10), || async {
-        let st = fresh.node.net.stats().await.ok()?;
-        (st.replaced >= 1).then_some(())
-    })
+    let at = wait_for(
+        "the connection replaced",
+        Duration::from_secs(10),
+        || async {
+            let st = fresh.node.net.stats().await.ok()?;
+            (st.replaced >= 1).then_some(())
+        },
+    )
     .await;
     let _ = at;
     let height_at_replace = fresh.status().await.height;
@@ -399,16 +407,20 @@ async fn a_withheld_lowest_range_of_large_blocks_holds_at_most_the_byte_window()
     fresh.node.net.connect(w_net.local_addr());
     let max_held = AtomicU64::new(0);
     let (fresh_ref, max_ref) = (&fresh, &max_held);
-    wait_for("sync past the withheld range", Duration::from_secs(60), || async move {
-        let s = fresh_ref.status().await;
-        max_ref.fetch_max(s.window_held_bytes, Ordering::Relaxed);
-        assert!(
-            s.window_held_bytes <= bound,
-            "holding {} bytes, over the window plus the answers in flight ({bound})",
-            s.window_held_bytes
-        );
-        (s.height == N && s.tip == tip).then_some(())
-    })
+    wait_for(
+        "sync past the withheld range",
+        Duration::from_secs(60),
+        || async move {
+            let s = fresh_ref.status().await;
+            max_ref.fetch_max(s.window_held_bytes, Ordering::Relaxed);
+            assert!(
+                s.window_held_bytes <= bound,
+                "holding {} bytes, over the window plus the answers in flight ({bound})",
+                s.window_held_bytes
+            );
+            (s.height == N && s.tip == tip).then_some(())
+        },
+    )
     .await;
     let max_held = max_held.load(Ordering::Relaxed);
     eprintln!("window: held at most {max_held} bytes (bound {bound})");

@@ -50,7 +50,8 @@ fn p99_ms(mut v: Vec<Duration>) -> f64 {
 /// One `GET /status` over a fresh connection; its latency.
 fn get_status(addr: SocketAddr) -> Result<Duration, String> {
     let t = Instant::now();
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
     s.write_all(b"GET /status HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")

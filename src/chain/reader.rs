@@ -74,7 +74,12 @@ impl ChainReader {
 
     /// Blocks from `from` on: at most `count`, no more than `max_bytes` of wire size except that
     /// the first block is always included, and only blocks whose hash is the index's.
-    pub fn blocks(&self, from: u64, count: usize, max_bytes: usize) -> Result<Vec<Block>, ChainError> {
+    pub fn blocks(
+        &self,
+        from: u64,
+        count: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Block>, ChainError> {
         let mut out = Vec::new();
         if count == 0 || from > self.height() {
             return Ok(out);

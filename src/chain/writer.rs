@@ -219,7 +219,10 @@ impl Chain for ChainView {
         let mut new = Vec::with_capacity(blocks.len());
         for b in blocks {
             if !b.extends(height, &hash) {
-                return Err(format!("block {} does not link to block {height}", b.height));
+                return Err(format!(
+                    "block {} does not link to block {height}",
+                    b.height
+                ));
             }
             height = b.height;
             hash = b.hash();

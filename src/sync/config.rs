@@ -153,10 +153,7 @@ impl SyncConfig {
             );
         }
         if self.window_bytes < self.max_response_bytes as u64 {
-            return bad(
-                "window_bytes",
-                "must be at least max_response_bytes".into(),
-            );
+            return bad("window_bytes", "must be at least max_response_bytes".into());
         }
         if self.no_progress_cooldown_ms == 0 || self.max_no_progress_answers == 0 {
             return bad(
