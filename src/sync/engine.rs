@@ -30,8 +30,13 @@
 //! - Stall (no disconnect): a request unanswered for `stall_timeout` is re-queued for another
 //!   peer and the staller is excluded for `stall_timeout * 2^(stalls-1)` (at most 32 times).
 //! - Not penalised: blocks from a non-source peer that differ from the expected ones (it may be
-//!   on another fork; it is left out for the rest of the round), empty answers (the peer lowered
-//!   its chain; its height is lowered).
+//!   on another fork; it is left out for the rest of the round).
+//! - No progress (cooldown, then disconnect): an empty answer, or a locate showing the source
+//!   is not ahead, lowers the peer's height and counts a strike in [`SourcePolicy`]: the peer
+//!   is not asked for a doubling cooldown, and at `max_no_progress_answers` in a row it is
+//!   disconnected. An answer with progress clears its strikes.
+//! - Window: blocks held above the apply point plus blocks on their way to disk are bounded by
+//!   `window_bytes` (the lowest missing range is always fetched while the disk keeps up).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
