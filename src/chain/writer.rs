@@ -45,6 +45,8 @@ pub struct Committed {
     pub bytes: u64,
     /// `None` on success; on failure the hashes of the chain actually stored.
     pub failed: Option<Vec<BlockHash>>,
+    /// Height and hash of the stored tip after this commit.
+    pub tip: (u64, BlockHash),
 }
 
 /// Close the store (after every commit queued before this message) and stop.
@@ -103,6 +105,7 @@ impl Handler<Commit> for ChainWriter {
             to.do_send(Committed {
                 bytes: c.bytes,
                 failed,
+                tip: (store.height(), store.tip_hash()),
             });
         }
     }
@@ -123,6 +126,8 @@ pub struct ChainView {
     writer: Addr<ChainWriter>,
     done_to: Option<Recipient<Committed>>,
     pending_bytes: u64,
+    /// The stored tip as last reported by the writer.
+    committed: (u64, BlockHash),
 }
 
 impl std::fmt::Debug for ChainView {
@@ -144,6 +149,7 @@ impl ChainView {
     ) -> Self {
         let hashes = store.hashes(0, store.height() as usize + 1).to_vec();
         Self {
+            committed: (store.height(), store.tip_hash()),
             hashes,
             writer: ChainWriter::start_on(arbiter, store, follower),
             done_to: None,
@@ -171,9 +177,15 @@ impl ChainView {
         self.pending_bytes
     }
 
-    /// A commit finished.
+    /// Height and hash of the tip on disk (what peers can be served), as last reported.
+    pub fn committed_tip(&self) -> (u64, BlockHash) {
+        self.committed
+    }
+
+    /// A commit finished; `true` if it failed and the view was reset to the stored chain.
     pub fn committed(&mut self, c: Committed) -> bool {
         self.pending_bytes = self.pending_bytes.saturating_sub(c.bytes);
+        self.committed = c.tip;
         match c.failed {
             Some(hashes) if !hashes.is_empty() => {
                 self.hashes = hashes;

@@ -176,7 +176,7 @@ impl Handler<AttachNetwork> for SyncActor {
 
     fn handle(&mut self, msg: AttachNetwork, _ctx: &mut Context<Self>) {
         if let Some(store) = &self.store {
-            msg.0.set_best_height(store.height());
+            msg.0.set_best_height(store.committed_tip().0);
         }
         self.net = Some(msg.0);
     }
@@ -416,11 +416,13 @@ impl SyncActor {
         let Some(store) = self.store.as_ref() else {
             return;
         };
-        let tip = store.tip_hash();
+        // Only committed blocks are announced: a peer that asks right away finds them at the
+        // request server (which hears of each commit before this actor does).
+        let (height, tip) = store.committed_tip();
         if self.last_announced != Some(tip) {
             self.last_announced = Some(tip);
             if let Some(net) = &self.net {
-                net.set_best_height(store.height());
+                net.set_best_height(height);
             }
             let handles: Vec<PeerHandle> = self.peers.values().cloned().collect();
             for h in &handles {
@@ -434,15 +436,13 @@ impl SyncActor {
         let Some(store) = &self.store else {
             return;
         };
-        let key = (handle.conn_id(), store.tip_hash());
+        let (height, tip) = store.committed_tip();
+        let key = (handle.conn_id(), tip);
         if self.announced.get(&handle.ip()) == Some(&key) {
             return;
         }
         self.announced.insert(handle.ip(), key);
-        let _ = handle.send(&NodeMsg::Announce {
-            height: store.height(),
-            tip: key.1,
-        });
+        let _ = handle.send(&NodeMsg::Announce { height, tip });
     }
 
     fn on_tick(&mut self) {

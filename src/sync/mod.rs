@@ -122,6 +122,7 @@ pub async fn start_node(
     let net = match Network::start(net_config, actor.clone().recipient()).await {
         Ok(net) => net,
         Err(e) => {
+            let _ = server.send(server::StopServer).await;
             let _ = actor.send(StopSync).await;
             stop_threads(&threads);
             return Err(e.into());
@@ -156,9 +157,11 @@ impl SyncNode {
         self.actor.send(ProduceBlock::default()).await?
     }
 
-    /// Shuts the network down, then stops the actor and closes the store.
+    /// Shuts the network down, then stops the request server and the sync actor and closes the
+    /// store (its file is released when this returns).
     pub async fn shutdown(&self) {
         self.net.shutdown().await;
+        let _ = self.server.send(server::StopServer).await;
         let _ = self.actor.send(StopSync).await;
         stop_threads(&self.threads);
     }

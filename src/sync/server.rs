@@ -223,7 +223,8 @@ impl ServeRequest {
 
 /// The request server. Start it with [`ChainServer::start_on`].
 pub struct ChainServer {
-    reader: ChainReader,
+    /// `None` once stopped (the store's file is released when the writer closes it too).
+    reader: Option<ChainReader>,
     queue: ServeQueue<ServeRequest>,
     handles: HashMap<ConnId, PeerHandle>,
     /// Connections whose drain is awaited.
@@ -261,6 +262,11 @@ pub struct Serve {
 #[rtype(result = "ServeStats")]
 pub struct GetServeStats;
 
+/// Drops the reader (and every queued request) and stops; answered once the reader is gone.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopServer;
+
 /// Internal: serve the next batch.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -276,7 +282,7 @@ impl ChainServer {
         let limits = ServeLimits::from_config(cfg);
         let max_response_bytes = cfg.max_response_bytes;
         ChainServer::start_in_arbiter(arbiter, move |_| ChainServer {
-            reader,
+            reader: Some(reader),
             queue: ServeQueue::new(limits),
             handles: HashMap::new(),
             draining: HashSet::new(),
@@ -358,7 +364,20 @@ impl Handler<IndexUpdate> for ChainServer {
     type Result = ();
 
     fn handle(&mut self, update: IndexUpdate, _: &mut Context<Self>) {
-        self.reader.follow(update);
+        if let Some(r) = self.reader.as_mut() {
+            r.follow(update);
+        }
+    }
+}
+
+impl Handler<StopServer> for ChainServer {
+    type Result = ();
+
+    fn handle(&mut self, _: StopServer, ctx: &mut Context<Self>) {
+        self.reader = None;
+        self.queue = ServeQueue::new(self.queue.limits);
+        self.handles.clear();
+        ctx.stop();
     }
 }
 
@@ -398,15 +417,15 @@ impl ChainServer {
     }
 
     fn answer(&mut self, to: &PeerHandle, req: ServeRequest) {
+        let Some(reader) = self.reader.as_ref() else {
+            return;
+        };
         let msg = match req {
             ServeRequest::Blocks {
                 request_id,
                 from,
                 count,
-            } => match self
-                .reader
-                .blocks(from, count as usize, self.max_response_bytes)
-            {
+            } => match reader.blocks(from, count as usize, self.max_response_bytes) {
                 Ok(blocks) => NodeMsg::Blocks { request_id, blocks },
                 Err(e) => {
                     log::error!("cannot read blocks from {from}: {e}");
@@ -420,8 +439,7 @@ impl ChainServer {
             } => NodeMsg::Hashes {
                 request_id,
                 from,
-                hashes: self
-                    .reader
+                hashes: reader
                     .hashes(from, count as usize)
                     .iter()
                     .map(|h| WireHash(*h))
