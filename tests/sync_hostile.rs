@@ -283,7 +283,7 @@ async fn sync_goes_on_over_the_new_connection_when_the_source_restarts() {
     // The source "restarts": a new process (new nonce) on the same IP dials the node while
     // the old connection is still open; the node replaces the old connection at once.
     second.node.net.connect(fresh.addr());
-    let at = wait_for(
+    wait_for(
         "the connection replaced",
         Duration::from_secs(10),
         || async {
@@ -292,7 +292,6 @@ async fn sync_goes_on_over_the_new_connection_when_the_source_restarts() {
         },
     )
     .await;
-    let _ = at;
     let height_at_replace = fresh.status().await.height;
     first.node.shutdown().await;
     let s = wait_tip(&fresh, N, target.tip, Duration::from_secs(60)).await;

@@ -125,7 +125,7 @@ impl<R> ServeQueue<R> {
 
     /// The next request to serve: the first waiting request of the connection whose turn it is.
     /// It counts as in service until [`ServeQueue::drained`].
-    pub fn next(&mut self) -> Option<(ConnId, R)> {
+    pub fn take_next(&mut self) -> Option<(ConnId, R)> {
         while let Some(conn) = self.ring.pop_front() {
             let Some(q) = self.conns.get_mut(&conn) else {
                 continue;
@@ -331,7 +331,7 @@ impl Handler<ServeNext> for ChainServer {
     fn handle(&mut self, _: ServeNext, ctx: &mut Context<Self>) {
         self.scheduled = false;
         for _ in 0..SERVE_BATCH {
-            let Some((conn, req)) = self.queue.next() else {
+            let Some((conn, req)) = self.queue.take_next() else {
                 break;
             };
             let Some(handle) = self.handles.get(&conn).filter(|h| !h.is_closed()).cloned() else {

@@ -20,7 +20,7 @@ fn connections_are_served_in_turn() {
     }
     assert_eq!(q.push(ConnId(2), 10, 10), Admit::Queued);
     assert_eq!(q.push(ConnId(2), 11, 10), Admit::Queued);
-    let order: Vec<_> = std::iter::from_fn(|| q.next()).collect();
+    let order: Vec<_> = std::iter::from_fn(|| q.take_next()).collect();
     assert_eq!(
         order,
         vec![
@@ -39,14 +39,14 @@ fn a_connection_that_does_not_drain_waits_and_is_dropped_beyond_its_queue() {
     for i in 0..6 {
         assert_eq!(q.push(ConnId(1), i, 10), Admit::Queued, "request {i}");
         // Two get into service, the rest wait.
-        let _ = q.next();
+        let _ = q.take_next();
     }
     assert_eq!(q.in_service(ConnId(1)), 2);
     assert!(q.is_full(ConnId(1)));
-    assert!(q.next().is_none(), "not served again before it drains");
+    assert!(q.take_next().is_none(), "not served again before it drains");
     assert!(matches!(q.push(ConnId(1), 6, 10), Admit::Drop(_)));
     assert_eq!(q.waiting(), 0, "its requests are gone");
-    assert!(q.next().is_none());
+    assert!(q.take_next().is_none());
 }
 
 #[test]
@@ -63,17 +63,17 @@ fn drained_connections_are_served_again_and_removed_ones_never() {
         q.push(ConnId(1), i, 10);
         q.push(ConnId(2), 10 + i, 10);
     }
-    assert_eq!(q.next(), Some((ConnId(1), 0)));
-    assert_eq!(q.next(), Some((ConnId(2), 10)));
-    assert_eq!(q.next(), Some((ConnId(1), 1)));
-    assert_eq!(q.next(), Some((ConnId(2), 11)));
-    assert_eq!(q.next(), None);
+    assert_eq!(q.take_next(), Some((ConnId(1), 0)));
+    assert_eq!(q.take_next(), Some((ConnId(2), 10)));
+    assert_eq!(q.take_next(), Some((ConnId(1), 1)));
+    assert_eq!(q.take_next(), Some((ConnId(2), 11)));
+    assert_eq!(q.take_next(), None);
     q.drained(ConnId(2));
     assert_eq!(q.remove(ConnId(1)), 2);
     q.drained(ConnId(1));
-    assert_eq!(q.next(), Some((ConnId(2), 12)));
-    assert_eq!(q.next(), Some((ConnId(2), 13)));
-    assert_eq!(q.next(), None);
+    assert_eq!(q.take_next(), Some((ConnId(2), 12)));
+    assert_eq!(q.take_next(), Some((ConnId(2), 13)));
+    assert_eq!(q.take_next(), None);
 }
 
 #[derive(Debug, Clone)]
@@ -113,7 +113,7 @@ proptest! {
                     }
                 }
                 Op::Next => {
-                    if let Some((conn, id)) = q.next() {
+                    if let Some((conn, id)) = q.take_next() {
                         let c = conn.0 as u8;
                         let expected = live.get_mut(&c).and_then(|l| l.pop_front());
                         prop_assert_eq!(expected, Some(id), "served in order, never after removal");
