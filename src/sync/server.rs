@@ -5,7 +5,8 @@
 //!   tests): every connection has its own FIFO of waiting requests, bounded in count and bytes;
 //!   at most `in_service` requests of one connection are *in service* at once (taken from its
 //!   queue and answered, but the answers not yet read by the peer); connections that have work
-//!   and room are served round-robin, one request per turn. A request beyond its connection's
+//!   and room are served in turn by deficit round robin over their work (blocks to read), so
+//!   each gets an equal share of the store's reads. A request beyond its connection's
 //!   bounds drops the connection (the caller disconnects it as `SlowPeer`).
 //! - [`ChainServer`], the actor that carries it out on an arbiter of its own: it reads the
 //!   store through a [`ChainReader`] (answers bounded by `max_response_bytes`), sends the answer
@@ -38,6 +39,11 @@ pub const DRAINED_BYTES: usize = 64 * 1024;
 /// Requests served per turn of the actor before it lets other messages in (one store read
 /// each, at most `max_response_bytes`).
 const SERVE_BATCH: usize = 4;
+
+/// Work units a connection gets per turn: one `GetBlocks` of 128 blocks (the node's own
+/// request size). A `GetBlocks` costs its block count, a `GetHashes` its count / 64 (hashes
+/// come from memory).
+pub const SERVE_QUANTUM: u64 = 128;
 
 /// Bounds of one connection's work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,11 +78,16 @@ pub enum Admit {
 
 #[derive(Debug)]
 struct ConnQueue<R> {
-    waiting: VecDeque<(R, usize)>,
+    /// Requests with their bytes and work.
+    waiting: VecDeque<(R, usize, u64)>,
     bytes: usize,
     in_service: usize,
     /// In the round-robin ring.
     listed: bool,
+    /// Work it may still do in its current turn (deficit round robin).
+    deficit: u64,
+    /// Its turn has started (it got its quantum).
+    in_turn: bool,
 }
 
 /// The per-connection queues and the round-robin ring. See the module docs.
@@ -99,12 +110,20 @@ impl<R> ServeQueue<R> {
 
     /// A request of `conn` costing `bytes` arrived.
     pub fn push(&mut self, conn: ConnId, req: R, bytes: usize) -> Admit {
+        self.push_work(conn, req, bytes, SERVE_QUANTUM)
+    }
+
+    /// A request of `conn` costing `bytes` in its queue and `work` units of service (blocks to
+    /// read; see [`SERVE_QUANTUM`]) arrived.
+    pub fn push_work(&mut self, conn: ConnId, req: R, bytes: usize, work: u64) -> Admit {
         let limits = self.limits;
         let q = self.conns.entry(conn).or_insert_with(|| ConnQueue {
             waiting: VecDeque::new(),
             bytes: 0,
             in_service: 0,
             listed: false,
+            deficit: 0,
+            in_turn: false,
         });
         if q.waiting.len() + 1 > limits.queued {
             self.remove(conn);
@@ -114,7 +133,7 @@ impl<R> ServeQueue<R> {
             self.remove(conn);
             return Admit::Drop("too many request bytes waiting");
         }
-        q.waiting.push_back((req, bytes));
+        q.waiting.push_back((req, bytes, work.max(1)));
         q.bytes += bytes;
         if !q.listed && q.in_service < limits.in_service {
             q.listed = true;
@@ -125,21 +144,57 @@ impl<R> ServeQueue<R> {
 
     /// The next request to serve: the first waiting request of the connection whose turn it is.
     /// It counts as in service until [`ServeQueue::drained`].
+    ///
+    /// Turns are deficit round robin: each turn gives a connection [`SERVE_QUANTUM`] units of
+    /// work, a request is served when the connection's unused units cover it, and they carry
+    /// over while it waits. So connections get equal work, not equal request counts: a
+    /// 1,024-block request takes eight turns of a 128-block one.
     pub fn take_next(&mut self) -> Option<(ConnId, R)> {
         while let Some(conn) = self.ring.pop_front() {
             let Some(q) = self.conns.get_mut(&conn) else {
                 continue;
             };
-            let Some((req, bytes)) = q.waiting.pop_front() else {
+            let Some(&(_, _, work)) = q.waiting.front() else {
                 q.listed = false;
+                q.deficit = 0;
+                q.in_turn = false;
                 continue;
             };
+            if !q.in_turn {
+                q.in_turn = true;
+                q.deficit = q.deficit.saturating_add(SERVE_QUANTUM);
+            }
+            if q.deficit < work {
+                q.in_turn = false;
+                self.ring.push_back(conn);
+                continue;
+            }
+            let Some((req, bytes, work)) = q.waiting.pop_front() else {
+                continue;
+            };
+            q.deficit -= work;
             q.bytes -= bytes;
             q.in_service += 1;
-            if !q.waiting.is_empty() && q.in_service < self.limits.in_service {
-                self.ring.push_back(conn);
-            } else {
-                q.listed = false;
+            let next_work = q.waiting.front().map(|r| r.2);
+            match next_work {
+                Some(w) if q.in_service < self.limits.in_service => {
+                    if w <= q.deficit {
+                        // Its turn goes on.
+                        self.ring.push_front(conn);
+                    } else {
+                        q.in_turn = false;
+                        self.ring.push_back(conn);
+                    }
+                }
+                Some(_) => {
+                    q.in_turn = false;
+                    q.listed = false;
+                }
+                None => {
+                    q.in_turn = false;
+                    q.listed = false;
+                    q.deficit = 0;
+                }
             }
             return Some((conn, req));
         }
@@ -218,6 +273,14 @@ impl ServeRequest {
     /// three integers of at most 9 bytes) plus [`REQUEST_OVERHEAD_BYTES`].
     pub fn cost_bytes(&self) -> usize {
         40 + REQUEST_OVERHEAD_BYTES
+    }
+
+    /// Units of service it costs (see [`SERVE_QUANTUM`]).
+    pub fn work(&self) -> u64 {
+        match self {
+            ServeRequest::Blocks { count, .. } => u64::from(*count),
+            ServeRequest::Hashes { count, .. } => u64::from(*count) / 64,
+        }
     }
 }
 
@@ -307,7 +370,8 @@ impl Handler<Serve> for ChainServer {
             return self.forget(conn);
         }
         let cost = msg.request.cost_bytes();
-        match self.queue.push(conn, msg.request, cost) {
+        let work = msg.request.work();
+        match self.queue.push_work(conn, msg.request, cost, work) {
             Admit::Queued => {
                 self.handles.entry(conn).or_insert(msg.from);
             }

@@ -76,6 +76,26 @@ fn drained_connections_are_served_again_and_removed_ones_never() {
     assert_eq!(q.take_next(), None);
 }
 
+#[test]
+fn turns_share_work_not_request_counts() {
+    let mut q = ServeQueue::new(ServeLimits {
+        in_service: 100,
+        queued: 100,
+        queued_bytes: 100_000,
+    });
+    // A flooder asks 1,024 blocks at a time, an honest node 128.
+    for i in 0..4 {
+        q.push_work(ConnId(1), 100 + i, 10, 1024);
+    }
+    for i in 0..16 {
+        q.push_work(ConnId(2), i, 10, 128);
+    }
+    let order: Vec<_> = std::iter::from_fn(|| q.take_next()).take(10).collect();
+    let big = order.iter().filter(|(c, _)| *c == ConnId(1)).count();
+    let small = order.iter().filter(|(c, _)| *c == ConnId(2)).count();
+    assert_eq!((big, small), (1, 9), "{order:?}");
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Push(u8),
