@@ -35,6 +35,8 @@ pub struct Commit {
     pub bytes: u64,
     /// Who hears of the outcome.
     pub done_to: Option<Recipient<Committed>>,
+    /// Sequence number of this commit (1, 2, ... per view), echoed in [`Committed`].
+    pub seq: u64,
 }
 
 /// Outcome of a [`Commit`], sent to its `done_to`.
@@ -47,6 +49,8 @@ pub struct Committed {
     pub failed: Option<Vec<BlockHash>>,
     /// Height and hash of the stored tip after this commit.
     pub tip: (u64, BlockHash),
+    /// The commit's sequence number.
+    pub seq: u64,
 }
 
 /// Close the store (after every commit queued before this message) and stop.
@@ -106,6 +110,7 @@ impl Handler<Commit> for ChainWriter {
                 bytes: c.bytes,
                 failed,
                 tip: (store.height(), store.tip_hash()),
+                seq: c.seq,
             });
         }
     }
@@ -128,6 +133,9 @@ pub struct ChainView {
     pending_bytes: u64,
     /// The stored tip as last reported by the writer.
     committed: (u64, BlockHash),
+    /// Sequence number of the last commit sent, and of the last one done.
+    sent_seq: u64,
+    done_seq: u64,
 }
 
 impl std::fmt::Debug for ChainView {
@@ -150,6 +158,8 @@ impl ChainView {
         let hashes = store.hashes(0, store.height() as usize + 1).to_vec();
         Self {
             committed: (store.height(), store.tip_hash()),
+            sent_seq: 0,
+            done_seq: 0,
             hashes,
             writer: ChainWriter::start_on(arbiter, store, follower),
             done_to: None,
@@ -177,6 +187,16 @@ impl ChainView {
         self.pending_bytes
     }
 
+    /// Sequence number of the last commit sent to the writer.
+    pub fn sent_seq(&self) -> u64 {
+        self.sent_seq
+    }
+
+    /// Sequence number of the last commit the writer reported done.
+    pub fn done_seq(&self) -> u64 {
+        self.done_seq
+    }
+
     /// Height and hash of the tip on disk (what peers can be served), as last reported.
     pub fn committed_tip(&self) -> (u64, BlockHash) {
         self.committed
@@ -186,6 +206,7 @@ impl ChainView {
     pub fn committed(&mut self, c: Committed) -> bool {
         self.pending_bytes = self.pending_bytes.saturating_sub(c.bytes);
         self.committed = c.tip;
+        self.done_seq = self.done_seq.max(c.seq);
         match c.failed {
             Some(hashes) if !hashes.is_empty() => {
                 self.hashes = hashes;
@@ -244,7 +265,9 @@ impl Chain for ChainView {
         self.hashes.extend(new);
         let bytes = blocks.iter().map(|b| b.wire_size() as u64).sum();
         self.pending_bytes += bytes;
+        self.sent_seq += 1;
         self.writer.do_send(Commit {
+            seq: self.sent_seq,
             ancestor,
             blocks: blocks.to_vec(),
             bytes,

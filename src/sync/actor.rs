@@ -38,6 +38,8 @@ pub struct SyncActor {
     /// The tip last announced on each peer's current connection: one `Announce` per tip hash
     /// per connection.
     announced: HashMap<IpAddr, (ConnId, BlockHash)>,
+    /// `ProduceBlock` answers waiting for their commit (by commit sequence number).
+    produce_waiters: Vec<(u64, tokio::sync::oneshot::Sender<()>)>,
     engine: SyncEngine,
     cfg: SyncConfig,
     net: Option<Network<NodeMsg>>,
@@ -70,7 +72,7 @@ impl SyncState {
 /// Answer to [`GetSyncStatus`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncStatus {
-    /// Our tip height.
+    /// Height of our stored tip (committed to disk; sync may have decided a few blocks more).
     pub height: u64,
     /// Our tip hash.
     pub tip: BlockHash,
@@ -142,6 +144,7 @@ impl SyncActor {
             store: Some(store),
             server,
             announced: HashMap::new(),
+            produce_waiters: Vec::new(),
             engine: SyncEngine::new(cfg.clone()),
             cfg,
             net: None,
@@ -183,9 +186,29 @@ impl Handler<AttachNetwork> for SyncActor {
 }
 
 impl Handler<ProduceBlock> for SyncActor {
-    type Result = Result<ProducedBlock, SyncError>;
+    type Result = ResponseActFuture<Self, Result<ProducedBlock, SyncError>>;
 
+    /// Answers once the block is on disk (and so announced and served).
     fn handle(&mut self, msg: ProduceBlock, _ctx: &mut Context<Self>) -> Self::Result {
+        let produced = match self.produce(msg) {
+            Ok(p) => p,
+            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let seq = self.store.as_ref().map_or(0, |s| s.sent_seq());
+        self.produce_waiters.push((seq, tx));
+        Box::pin(
+            async move {
+                rx.await.map_err(|_| SyncError::Stopped)?;
+                Ok(produced)
+            }
+            .into_actor(self),
+        )
+    }
+}
+
+impl SyncActor {
+    fn produce(&mut self, msg: ProduceBlock) -> Result<ProducedBlock, SyncError> {
         let store = self.store.as_mut().ok_or(SyncError::Stopped)?;
         let payload = msg.payload.unwrap_or_else(|| {
             let mut p = vec![0u8; self.cfg.payload_bytes];
@@ -249,7 +272,16 @@ impl Handler<Committed> for SyncActor {
         let Some(store) = self.store.as_mut() else {
             return;
         };
-        if store.committed(c) {
+        let reset = store.committed(c);
+        let done = store.done_seq();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.produce_waiters)
+            .into_iter()
+            .partition(|(seq, _)| *seq <= done);
+        self.produce_waiters = waiting;
+        for (_, tx) in ready {
+            let _ = tx.send(());
+        }
+        if reset {
             log::warn!("sync: chain reset to the stored tip {}", store.height());
             self.engine.local_tip_changed(Instant::now(), store);
         } else {
@@ -456,16 +488,17 @@ impl SyncActor {
     }
 
     fn status(&self) -> SyncStatus {
+        // The stored chain: what survives a restart and what peers are served.
         let (height, tip) = self
             .store
             .as_ref()
-            .map_or((0, [0; 32]), |s| (s.height(), s.tip_hash()));
+            .map_or((0, [0; 32]), |s| s.committed_tip());
         let best = self.engine.best_peer_height().unwrap_or(0).max(height);
         let stats = self.engine.stats();
-        let behind = self
-            .store
-            .as_ref()
-            .is_some_and(|s| self.engine.knows_better_chain(s.height(), s.tip_hash()));
+        let behind = self.store.as_ref().is_some_and(|s| {
+            self.engine.knows_better_chain(s.height(), s.tip_hash())
+                || s.committed_tip().1 != s.tip_hash()
+        });
         SyncStatus {
             height,
             tip,
