@@ -426,7 +426,6 @@ impl SyncActor {
                         },
                     });
                 }
-                return;
             }
             NodeMsg::GetHashes {
                 request_id,
@@ -450,7 +449,6 @@ impl SyncActor {
                         },
                     });
                 }
-                return;
             }
             NodeMsg::Blocks { request_id, blocks } => {
                 self.engine.on_blocks(peer, request_id, blocks, now, store);
