@@ -36,7 +36,11 @@ fn net8(last: u8) -> NetworkConfig {
 /// A node on 127.0.8.`last` with the store in `dir`.
 async fn node8(dir: tempfile::TempDir, last: u8, cfg: SyncConfig) -> Node {
     let store = ChainStore::open(dir.path(), params()).expect("store opens");
-    let node = peerlink::sync::start_node(net8(last), store, cfg)
+    let setup = peerlink::sync::NodeSetup {
+        producer_key: Some(producer_key()),
+        ..peerlink::sync::NodeSetup::default()
+    };
+    let node = peerlink::sync::start_node_with(net8(last), store, cfg, setup)
         .await
         .expect("node starts");
     Node { node, dir }
