@@ -99,6 +99,8 @@ impl Handler<PeerEvent> for Flooder {
 /// Running draining flooders.
 pub struct Flooders {
     nets: Vec<Network<NodeMsg>>,
+    /// The flooders' arbiter, stopped by [`Flooders::stop`].
+    thread: Arbiter,
     answers: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
 }
@@ -116,6 +118,9 @@ impl Flooders {
         let answers = Arc::new(AtomicU64::new(0));
         let bytes = Arc::new(AtomicU64::new(0));
         let mut nets = Vec::new();
+        // The flooders decode every answer they drain: on a thread of their own, so that they
+        // do not delay the caller's other actors (the probes, an honest node's handles).
+        let thread = Arbiter::new();
         for (i, ip) in ips.iter().enumerate() {
             let f = Flooder {
                 outstanding,
@@ -124,8 +129,8 @@ impl Flooders {
                 seed: 0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1),
                 answers: answers.clone(),
                 bytes: bytes.clone(),
-            }
-            .start();
+            };
+            let f = Flooder::start_in_arbiter(&thread.handle(), move |_| f);
             let net = Network::start(peer_config(*ip, genesis), f.clone().recipient()).await?;
             net.subscribe(f.recipient());
             net.connect(target);
@@ -133,6 +138,7 @@ impl Flooders {
         }
         Ok(Flooders {
             nets,
+            thread,
             answers,
             bytes,
         })
@@ -153,6 +159,7 @@ impl Flooders {
         for n in self.nets {
             n.shutdown().await;
         }
+        self.thread.stop();
     }
 }
 
