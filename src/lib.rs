@@ -18,6 +18,8 @@
 //! - `bans`: the ban book (durations per fault, own addresses never banned, bounded).
 //! - `devnet`: N nodes in one process, the main demo and end-to-end check; `soak`: the
 //!   verdict of `devnet --duration` (long runs).
+//! - `flood`: hostile peers (draining flooders, a non-reader, handshake probes) for the
+//!   acceptance tests and `peerlink-bench`.
 #![deny(missing_docs)]
 
 pub mod admin;
@@ -27,6 +29,7 @@ pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod devnet;
+pub mod flood;
 pub mod metrics;
 pub mod node;
 pub mod soak;

@@ -130,6 +130,7 @@ mod tests {
             reorgs: 0,
             stalls: 1,
             misbehaving: 0,
+            window_held_bytes: 0,
         };
         m.refresh(&s);
         m.refresh(&s);

@@ -6,18 +6,20 @@
 //! Layout: `common` (message, tally, measurements), `peer` (peerlink side of a-d), `raw`
 //! (baseline side of a-d), `conns` (e and f, server in a child process), `sim` (g, the
 //! discovery simulator: virtual time, no baseline), `sync` (h: block sync of the node with
-//! signature verification, its "baseline" the same sync without it).
+//! signature verification, its "baseline" the same sync without it), `flood` (i, sync under
+//! flood: the same sync unflooded and flooded in one run).
 //!
 //! Every run measures each scenario over the plaintext transport, then (a), (b), (e) and (f)
 //! again over Noise (rows tagged `[noise]`), whose baseline is the raw tokio code running the
 //! same Noise handshake and record layer (`peerlink_actors::secure`).
 //!
-//! Usage: `peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f,g,h]`. `--smoke` uses tiny
+//! Usage: `peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f,g,h,i]`. `--smoke` uses tiny
 //! sizes and exits non-zero if any scenario fails to complete (never because of a slow figure).
 
 mod ciphers;
 mod common;
 mod conns;
+mod flood;
 mod peer;
 mod raw;
 mod sim;
@@ -55,6 +57,8 @@ pub struct Sizes {
     pub g_nodes: usize,
     /// (h) blocks of 1 KiB synced.
     pub h_blocks: u64,
+    /// (i) blocks synced under flood.
+    pub i_blocks: u64,
 }
 
 const FULL: Sizes = Sizes {
@@ -69,6 +73,7 @@ const FULL: Sizes = Sizes {
     f_conns: 5_000,
     g_nodes: 1_000,
     h_blocks: 50_000,
+    i_blocks: 100_000,
 };
 
 const SMOKE: Sizes = Sizes {
@@ -83,6 +88,7 @@ const SMOKE: Sizes = Sizes {
     f_conns: 200,
     g_nodes: 100,
     h_blocks: 500,
+    i_blocks: 2_000,
 };
 
 const SMALL_BYTES: usize = 256;
@@ -185,7 +191,7 @@ fn run_once(sizes: Sizes, only: &str) -> RunOutput {
     let noise_only: String = if only.is_empty() {
         "abef".into()
     } else {
-        only.replace(['c', 'd'], "")
+        only.replace(['c', 'd', 'g', 'h', 'i'], "")
     };
     if !noise_only.is_empty() {
         let noise = run_transport(sizes, &noise_only);
@@ -358,6 +364,38 @@ fn run_transport(sizes: Sizes, only: &str) -> RunOutput {
             fmt(two)
         ));
     }
+    if want('i') {
+        const FLOODERS: usize = 4;
+        let base = flood::measure(sizes.i_blocks, 0, 7);
+        let flooded = flood::measure(sizes.i_blocks, FLOODERS, 6);
+        if let Some((f, b)) = out.check("i", both(flooded, base)) {
+            out.row(
+                &format!(
+                    "i. sync {} blocks under flood ({FLOODERS} flooders) vs unflooded",
+                    sizes.i_blocks
+                ),
+                "s",
+                (f.sync_s, b.sync_s),
+                Target::RatioAtMost(5.0),
+            );
+            out.row(
+                "i. GET /status p99 during flood vs unflooded",
+                "ms",
+                (f.status_p99_ms, b.status_p99_ms),
+                Target::AbsAtMost(50.0),
+            );
+            out.row(
+                "i. new handshake p99 during flood vs unflooded",
+                "ms",
+                (f.handshake_p99_ms, b.handshake_p99_ms),
+                Target::AbsAtMost(50.0),
+            );
+            out.notes.push(format!(
+                "i: flooders received {} answers during the honest sync",
+                f.flood_answers
+            ));
+        }
+    }
     out
 }
 
@@ -432,7 +470,7 @@ fn print_table(runs: &[RunOutput]) {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f,g,h]\n(every run measures plaintext rows, then [noise] rows of a, b, e, f)");
+    eprintln!("usage: peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f,g,h,i]\n(every run measures plaintext rows, then [noise] rows of a, b, e, f)");
     ExitCode::from(2)
 }
 

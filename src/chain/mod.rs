@@ -6,12 +6,16 @@
 pub mod block;
 pub mod produce;
 pub mod producer;
+pub mod reader;
 pub mod store;
+pub mod writer;
 
 pub use block::{genesis_for, genesis_hash, short_hex, to_hex, Block, BlockHash};
 pub use produce::{produce, random_block};
 pub use producer::{ChainParams, ProducerKey, PublicKey};
+pub use reader::{ChainReader, IndexUpdate};
 pub use store::{ChainStore, DB_FILE_NAME};
+pub use writer::{ChainView, ChainWriter};
 
 /// Errors of the chain layer.
 #[derive(Debug, thiserror::Error)]

@@ -11,10 +11,11 @@
 //! Verification is linear in the chain length (about a microsecond per small block).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use crate::chain::{genesis_for, Block, BlockHash, ChainError, ChainParams};
+use crate::chain::{genesis_for, Block, BlockHash, ChainError, ChainParams, ChainReader};
 
 /// redb page cache per store. redb defaults to 1 GiB, which a devnet of eight nodes in one
 /// process would multiply; sync writes sequentially and reads recent blocks, so 32 MiB is plenty.
@@ -24,7 +25,7 @@ const CACHE_BYTES: usize = 32 * 1024 * 1024;
 pub const DB_FILE_NAME: &str = "chain.redb";
 
 /// height -> stored block encoding.
-const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+pub(crate) const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 /// Bans (see `crate::bans`): canonical IP as text -> MessagePack of `BanRecord`. In the chain's
 /// redb file so that the node has one store, one lock and one durability story.
 const BANS: TableDefinition<&str, &[u8]> = TableDefinition::new("bans");
@@ -35,7 +36,8 @@ const META_NETWORK: &str = "network";
 /// The node's chain. Single writer: owned by one actor (or one CLI command) at a time; redb also
 /// refuses a second open of the same file.
 pub struct ChainStore {
-    db: Database,
+    /// Shared with [`ChainReader`]s (redb serves reads concurrently with the writer).
+    db: Arc<Database>,
     path: PathBuf,
     params: ChainParams,
     /// Hash of every stored block, indexed by height; never empty (genesis).
@@ -112,7 +114,7 @@ impl ChainStore {
 
         let (hashes, timestamps, bad) = verify(&db, &genesis)?;
         let mut store = ChainStore {
-            db,
+            db: Arc::new(db),
             path,
             params,
             hashes,
@@ -190,6 +192,12 @@ impl ChainStore {
         }
         let end = (from + count as u64).min(len);
         &self.hashes[from as usize..end as usize]
+    }
+
+    /// A read side for another thread, at the current tip; keep it current with
+    /// [`crate::chain::IndexUpdate`]s after each commit.
+    pub fn reader(&self) -> ChainReader {
+        ChainReader::new(Arc::clone(&self.db), self.hashes.clone())
     }
 
     /// The block at `height`, if stored.

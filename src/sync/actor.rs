@@ -1,11 +1,12 @@
-//! `SyncActor`: the node's one writer of the chain. It owns the [`ChainStore`] and the
-//! [`SyncEngine`], receives every application message (`Inbound<NodeMsg>`) and every peer
-//! lifecycle event (`PeerEvent`), answers peers' requests from the store, feeds answers and
-//! announces to the engine, carries out the engine's actions (send, disconnect as
-//! `Misbehaving` and ban for the fault), announces each new tip once to every peer and keeps the
-//! network's Hello height current. It also produces (signs) blocks on request, reports status
-//! and progress, and keeps the node's ban book ([`BanBook`]): every ban is persisted in the
-//! chain's redb file before it is handed to the network.
+//! `SyncActor`: the node's one decider of the chain. It holds the [`ChainView`] (the chain as
+//! decided; the `ChainWriter` commits it on its own arbiter) and the [`SyncEngine`], receives
+//! every application message (`Inbound<NodeMsg>`) and every peer lifecycle event (`PeerEvent`),
+//! hands peers' requests to the `ChainServer`, feeds answers and announces to the engine,
+//! carries out the engine's actions (send, disconnect as `Misbehaving` and ban for the fault),
+//! announces each new tip once per connection and keeps the network's Hello height current. It
+//! also produces (signs) blocks on request, reports status and progress, and keeps the node's ban
+//! book ([`BanBook`]) in memory: every ban change is sent to the writer, which persists it in the
+//! chain's redb file, before the ban is handed to the network.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -13,17 +14,20 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::bans::{BanBook, BanConfig, BanRecord, BanRefused};
-use crate::chain::produce::{next_block, now_ms};
+use crate::chain::produce::now_ms;
 use crate::chain::ProducerKey;
 use crate::sync::engine::Fault;
 
 use actix::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
-use peerlink_actors::{DisconnectReason, Inbound, Network, PeerEvent, PeerHandle};
+use peerlink_actors::{ConnId, DisconnectReason, Inbound, Network, PeerEvent, PeerHandle};
+use rand::RngCore;
 
-use crate::app::{NodeMsg, WireHash, MAX_BLOCKS_PER_REQUEST, MAX_HASHES_PER_REQUEST};
-use crate::chain::{short_hex, BlockHash, ChainStore};
+use crate::app::{NodeMsg, MAX_BLOCKS_PER_REQUEST, MAX_HASHES_PER_REQUEST};
+use crate::chain::writer::Committed;
+use crate::chain::{short_hex, BlockHash, ChainView};
 use crate::sync::engine::{Action, SyncEngine};
+use crate::sync::server::{ChainServer, Serve, ServeRequest};
 use crate::sync::{SyncConfig, SyncError};
 
 /// Behind by at least this many blocks, the node logs its progress periodically (and shows the
@@ -35,7 +39,15 @@ const RATE_WINDOW: Duration = Duration::from_secs(1);
 
 /// The actor. Start it with [`crate::sync::start_node`].
 pub struct SyncActor {
-    store: Option<ChainStore>,
+    /// The chain as decided; commits run on the writer's arbiter.
+    store: Option<ChainView>,
+    /// Answers peers' requests on its own arbiter.
+    server: Addr<ChainServer>,
+    /// The tip last announced on each peer's current connection: one `Announce` per tip hash
+    /// per connection.
+    announced: HashMap<IpAddr, (ConnId, BlockHash)>,
+    /// `ProduceBlock` answers waiting for their commit (by commit sequence number).
+    produce_waiters: Vec<(u64, tokio::sync::oneshot::Sender<()>)>,
     engine: SyncEngine,
     cfg: SyncConfig,
     net: Option<Network<NodeMsg>>,
@@ -71,7 +83,7 @@ impl SyncState {
 /// Answer to [`GetSyncStatus`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncStatus {
-    /// Our tip height.
+    /// Height of our stored tip (committed to disk; sync may have decided a few blocks more).
     pub height: u64,
     /// Our tip hash.
     pub tip: BlockHash,
@@ -91,6 +103,9 @@ pub struct SyncStatus {
     pub stalls: u64,
     /// Peers disconnected as misbehaving since start.
     pub misbehaving: u64,
+    /// Bytes of blocks held in memory by sync: downloaded above the tip, or applied and on
+    /// their way to disk (bounded by `SyncConfig::window_bytes` plus the answers in flight).
+    pub window_held_bytes: u64,
 }
 
 /// A block this node produced.
@@ -155,11 +170,13 @@ pub struct StopSync;
 // ---------------------------------------------------------------------------------------------
 
 impl SyncActor {
-    /// A new actor owning `store`, checking blocks with `rule`, signing its own blocks with
-    /// `key`, keeping bans in `bans` (already restored from the store) for the durations of
-    /// `ban_cfg`.
+    /// A new actor deciding the chain of `store` (whose writer commits), handing peers'
+    /// requests to `server`, checking blocks with `rule`, signing its own blocks with `key`,
+    /// keeping bans in `bans` (already restored from the store; the writer persists changes)
+    /// for the durations of `ban_cfg`.
     pub fn new(
-        store: ChainStore,
+        store: ChainView,
+        server: Addr<ChainServer>,
         cfg: SyncConfig,
         rule: Box<dyn crate::sync::rule::BlockRule>,
         key: Option<ProducerKey>,
@@ -168,6 +185,9 @@ impl SyncActor {
     ) -> Self {
         Self {
             store: Some(store),
+            server,
+            announced: HashMap::new(),
+            produce_waiters: Vec::new(),
             engine: SyncEngine::new(cfg.clone(), rule),
             cfg,
             net: None,
@@ -187,6 +207,9 @@ impl Actor for SyncActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(store) = self.store.as_mut() {
+            store.set_done_to(ctx.address().recipient());
+        }
         ctx.run_interval(self.cfg.tick(), |act, _ctx| act.on_tick());
     }
 
@@ -202,25 +225,49 @@ impl Handler<AttachNetwork> for SyncActor {
 
     fn handle(&mut self, msg: AttachNetwork, _ctx: &mut Context<Self>) {
         if let Some(store) = &self.store {
-            msg.0.set_best_height(store.height());
+            msg.0.set_best_height(store.committed_tip().0);
         }
         self.net = Some(msg.0);
     }
 }
 
 impl Handler<ProduceBlock> for SyncActor {
-    type Result = Result<ProducedBlock, SyncError>;
+    type Result = ResponseActFuture<Self, Result<ProducedBlock, SyncError>>;
 
+    /// Answers once the block is on disk (and so announced and served).
     fn handle(&mut self, msg: ProduceBlock, _ctx: &mut Context<Self>) -> Self::Result {
+        let produced = match self.produce(msg) {
+            Ok(p) => p,
+            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let seq = self.store.as_ref().map_or(0, |s| s.sent_seq());
+        self.produce_waiters.push((seq, tx));
+        Box::pin(
+            async move {
+                rx.await.map_err(|_| SyncError::Stopped)?;
+                Ok(produced)
+            }
+            .into_actor(self),
+        )
+    }
+}
+
+impl SyncActor {
+    fn produce(&mut self, msg: ProduceBlock) -> Result<ProducedBlock, SyncError> {
         let store = self.store.as_mut().ok_or(SyncError::Stopped)?;
         let key = self.key.as_ref().ok_or(SyncError::NoProducerKey)?;
         let payload = msg.payload.unwrap_or_else(|| {
             let mut p = vec![0u8; self.cfg.payload_bytes];
-            rand::RngCore::fill_bytes(&mut rand::rng(), &mut p);
+            rand::rng().fill_bytes(&mut p);
             p
         });
-        let block = next_block(store, key, payload);
-        store.append(std::slice::from_ref(&block))?;
+        let block = store.produce(key, payload).map_err(|reason| {
+            SyncError::Chain(crate::chain::ChainError::InvalidBlock {
+                height: store.height() + 1,
+                reason,
+            })
+        })?;
         let produced = ProducedBlock {
             height: block.height,
             hash: block.hash(),
@@ -270,9 +317,7 @@ impl Handler<UnbanIp> for SyncActor {
         let ip = peerlink_actors::canonical_ip(msg.0);
         let had = self.bans.unban(ip);
         if let Some(store) = &self.store {
-            if let Err(e) = store.delete_bans(&[ip]) {
-                log::error!("cannot delete the ban of {ip}: {e}");
-            }
+            store.delete_bans(vec![ip]);
         }
         if let Some(net) = &self.net {
             net.unban(ip);
@@ -291,12 +336,47 @@ impl Handler<ListBans> for SyncActor {
 }
 
 impl Handler<StopSync> for SyncActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _msg: StopSync, _ctx: &mut Context<Self>) -> Self::Result {
+        let store = self.store.take();
+        self.peers.clear();
+        Box::pin(
+            async move {
+                if let Some(store) = store {
+                    store.close().await;
+                }
+            }
+            .into_actor(self)
+            .map(|_, _act, ctx| ctx.stop()),
+        )
+    }
+}
+
+impl Handler<Committed> for SyncActor {
     type Result = ();
 
-    fn handle(&mut self, _msg: StopSync, ctx: &mut Context<Self>) {
-        self.store = None;
-        self.peers.clear();
-        ctx.stop();
+    fn handle(&mut self, c: Committed, _ctx: &mut Context<Self>) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        let reset = store.committed(c);
+        let done = store.done_seq();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.produce_waiters)
+            .into_iter()
+            .partition(|(seq, _)| *seq <= done);
+        self.produce_waiters = waiting;
+        for (_, tx) in ready {
+            let _ = tx.send(());
+        }
+        if reset {
+            log::warn!("sync: chain reset to the stored tip {}", store.height());
+            self.engine.local_tip_changed(Instant::now(), store);
+        } else {
+            // Room in the window again: schedule (and expire stalls) now, not at the next tick.
+            self.engine.tick(Instant::now(), store);
+        }
+        self.after_engine();
     }
 }
 
@@ -336,14 +416,15 @@ impl SyncActor {
                         "GetBlocks count out of range",
                     );
                 }
-                if !self.cfg.serve {
-                    return;
-                }
-                match store.blocks(from, count as usize, self.cfg.max_response_bytes) {
-                    Ok(blocks) => {
-                        let _ = handle.send(&NodeMsg::Blocks { request_id, blocks });
-                    }
-                    Err(e) => log::error!("cannot read blocks from {from}: {e}"),
+                if self.cfg.serve {
+                    self.server.do_send(Serve {
+                        from: handle.clone(),
+                        request: ServeRequest::Blocks {
+                            request_id,
+                            from,
+                            count,
+                        },
+                    });
                 }
             }
             NodeMsg::GetHashes {
@@ -358,19 +439,16 @@ impl SyncActor {
                         "GetHashes count out of range",
                     );
                 }
-                if !self.cfg.serve {
-                    return;
+                if self.cfg.serve {
+                    self.server.do_send(Serve {
+                        from: handle.clone(),
+                        request: ServeRequest::Hashes {
+                            request_id,
+                            from,
+                            count,
+                        },
+                    });
                 }
-                let hashes = store
-                    .hashes(from, count as usize)
-                    .iter()
-                    .map(|h| WireHash(*h))
-                    .collect();
-                let _ = handle.send(&NodeMsg::Hashes {
-                    request_id,
-                    from,
-                    hashes,
-                });
             }
             NodeMsg::Blocks { request_id, blocks } => {
                 self.engine.on_blocks(peer, request_id, blocks, now, store);
@@ -426,6 +504,7 @@ impl Handler<PeerEvent> for SyncActor {
                     .is_some_and(|h| h.conn_id() == record.conn_id);
                 if current {
                     self.peers.remove(&record.ip);
+                    self.announced.remove(&record.ip);
                     if let Some(store) = self.store.as_mut() {
                         self.engine.peer_disconnected(record.ip, now, store);
                     }
@@ -441,12 +520,14 @@ impl Handler<PeerEvent> for SyncActor {
 impl SyncActor {
     /// Learns a peer's handle from its message when the Connected event has not arrived yet
     /// (events and messages travel on different paths) or the connection was replaced.
+    ///
+    /// The map follows the registry's order: a message never replaces a live handle (only the
+    /// registry's `Connected` does), and a closed connection's late message never reinstates it.
     fn note_handle(&mut self, handle: &PeerHandle, now: Instant) {
-        let known = self
-            .peers
-            .get(&handle.ip())
-            .is_some_and(|h| h.conn_id() == handle.conn_id());
-        if known {
+        let current = self.peers.get(&handle.ip());
+        let known = current.is_some_and(|h| h.conn_id() == handle.conn_id());
+        let live_other = current.is_some_and(|h| !h.is_closed());
+        if known || live_other || handle.is_closed() {
             return;
         }
         self.peers.insert(handle.ip(), handle.clone());
@@ -478,29 +559,33 @@ impl SyncActor {
         let Some(store) = self.store.as_ref() else {
             return;
         };
-        let tip = store.tip_hash();
+        // Only committed blocks are announced: a peer that asks right away finds them at the
+        // request server (which hears of each commit before this actor does).
+        let (height, tip) = store.committed_tip();
         if self.last_announced != Some(tip) {
             self.last_announced = Some(tip);
             if let Some(net) = &self.net {
-                net.set_best_height(store.height());
+                net.set_best_height(height);
             }
-            let msg = NodeMsg::Announce {
-                height: store.height(),
-                tip,
-            };
-            for h in self.peers.values() {
-                let _ = h.send(&msg);
+            let handles: Vec<PeerHandle> = self.peers.values().cloned().collect();
+            for h in &handles {
+                self.announce_to(h);
             }
         }
     }
 
-    fn announce_to(&self, handle: &PeerHandle) {
-        if let Some(store) = &self.store {
-            let _ = handle.send(&NodeMsg::Announce {
-                height: store.height(),
-                tip: store.tip_hash(),
-            });
+    /// Announces our tip on `handle`'s connection unless this tip was announced there already.
+    fn announce_to(&mut self, handle: &PeerHandle) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let (height, tip) = store.committed_tip();
+        let key = (handle.conn_id(), tip);
+        if self.announced.get(&handle.ip()) == Some(&key) {
+            return;
         }
+        self.announced.insert(handle.ip(), key);
+        let _ = handle.send(&NodeMsg::Announce { height, tip });
     }
 
     /// Disconnects `peer` as misbehaving and bans it for `fault`.
@@ -537,13 +622,7 @@ impl SyncActor {
         };
         let record = decision.record;
         if let Some(store) = &self.store {
-            let mut result = store.save_ban(&record);
-            if let Some(evicted) = decision.evicted {
-                result = result.and_then(|_| store.delete_bans(&[evicted]));
-            }
-            if let Err(e) = result {
-                log::error!("cannot persist the ban of {}: {e}", record.ip);
-            }
+            store.save_ban(record.clone(), decision.evicted);
         }
         log::info!(
             "banned {} for {} s ({}; by {})",
@@ -571,12 +650,8 @@ impl SyncActor {
     fn on_tick(&mut self) {
         let now = Instant::now();
         let expired = self.bans.expire(now_ms());
-        if !expired.is_empty() {
-            if let Some(store) = &self.store {
-                if let Err(e) = store.delete_bans(&expired) {
-                    log::error!("cannot delete expired bans: {e}");
-                }
-            }
+        if let Some(store) = &self.store {
+            store.delete_bans(expired);
         }
         if let Some(store) = self.store.as_mut() {
             self.engine.tick(now, store);
@@ -587,16 +662,17 @@ impl SyncActor {
     }
 
     fn status(&self) -> SyncStatus {
+        // The stored chain: what survives a restart and what peers are served.
         let (height, tip) = self
             .store
             .as_ref()
-            .map_or((0, [0; 32]), |s| (s.height(), s.tip_hash()));
+            .map_or((0, [0; 32]), |s| s.committed_tip());
         let best = self.engine.best_peer_height().unwrap_or(0).max(height);
         let stats = self.engine.stats();
-        let behind = self
-            .store
-            .as_ref()
-            .is_some_and(|s| self.engine.knows_better_chain(s.height(), s.tip_hash()));
+        let behind = self.store.as_ref().is_some_and(|s| {
+            self.engine.knows_better_chain(s.height(), s.tip_hash())
+                || s.committed_tip().1 != s.tip_hash()
+        });
         SyncStatus {
             height,
             tip,
@@ -612,6 +688,8 @@ impl SyncActor {
             reorgs: stats.reorgs,
             stalls: stats.stalls,
             misbehaving: stats.misbehaving,
+            window_held_bytes: self.engine.held_bytes()
+                + self.store.as_ref().map_or(0, |s| s.pending_bytes_held()),
         }
     }
 

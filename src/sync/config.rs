@@ -62,6 +62,25 @@ pub struct SyncConfig {
     /// Rounds in a row a peer may claim a longer chain it then does not have before it is
     /// disconnected and banned as useless.
     pub useless_allowance: u32,
+    /// Most bytes of blocks downloaded ahead of the tip and not yet written (besides the
+    /// lowest missing range, which is always fetched): bounds memory when blocks are large or a
+    /// source withholds the lowest range. Memory for blocks stays under this plus
+    /// `max_in_flight` answers (each at most the network's `max_frame_bytes`).
+    pub window_bytes: u64,
+    /// Requests of one peer in service at once: answered, with the answers not yet read by the
+    /// peer. A peer that does not read is not served further.
+    pub serve_in_service_per_peer: usize,
+    /// Requests of one peer waiting for service; one more drops the peer (`SlowPeer`).
+    pub serve_queue_requests_per_peer: usize,
+    /// Bytes of one peer's waiting requests (wire size plus a 128-byte overhead each); more
+    /// drops the peer (`SlowPeer`).
+    pub serve_queue_bytes_per_peer: usize,
+    /// First exclusion of a source whose answer made no progress (empty while it claims more),
+    /// in milliseconds; it doubles with each such answer in a row.
+    pub no_progress_cooldown_ms: u64,
+    /// Answers in a row without progress after which the source is disconnected
+    /// (`Misbehaving`).
+    pub max_no_progress_answers: u32,
 }
 
 impl Default for SyncConfig {
@@ -83,6 +102,12 @@ impl Default for SyncConfig {
             max_future_ms: 15_000,
             unrequested_allowance: 4,
             useless_allowance: 3,
+            window_bytes: 64 * 1024 * 1024,
+            serve_in_service_per_peer: 2,
+            serve_queue_requests_per_peer: 64,
+            serve_queue_bytes_per_peer: 16 * 1024,
+            no_progress_cooldown_ms: 500,
+            max_no_progress_answers: 6,
         }
     }
 }
@@ -148,6 +173,26 @@ impl SyncConfig {
                     "blocks of {} payload bytes would exceed max_block_bytes ({})",
                     self.payload_bytes, self.max_block_bytes
                 ),
+            );
+        }
+        if self.serve_in_service_per_peer == 0
+            || self.serve_queue_requests_per_peer == 0
+            || self.serve_queue_bytes_per_peer < 2 * crate::sync::server::REQUEST_OVERHEAD_BYTES
+        {
+            return bad(
+                "serve_queue_requests_per_peer",
+                "serve_in_service_per_peer and serve_queue_requests_per_peer must be positive, \
+                 serve_queue_bytes_per_peer at least 256"
+                    .into(),
+            );
+        }
+        if self.window_bytes < self.max_response_bytes as u64 {
+            return bad("window_bytes", "must be at least max_response_bytes".into());
+        }
+        if self.no_progress_cooldown_ms == 0 || self.max_no_progress_answers == 0 {
+            return bad(
+                "no_progress_cooldown_ms",
+                "no_progress_cooldown_ms and max_no_progress_answers must be positive".into(),
             );
         }
         if self.stall_timeout_ms == 0 || self.tick_ms == 0 {

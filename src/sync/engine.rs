@@ -47,8 +47,13 @@
 //! - Stall (no disconnect): a request unanswered for `stall_timeout` is re-queued for another
 //!   peer and the staller is excluded for `stall_timeout * 2^(stalls-1)` (at most 32 times).
 //! - Not penalised: blocks from a non-source peer that differ from the expected ones (it may be
-//!   on another fork; it is left out for the rest of the round), empty answers (the peer lowered
-//!   its chain; its height is lowered).
+//!   on another fork; it is left out for the rest of the round).
+//! - No progress (cooldown, then disconnect): an empty answer, or a locate showing the source
+//!   is not ahead, lowers the peer's height and counts a strike in [`SourcePolicy`]: the peer
+//!   is not asked for a doubling cooldown, and at `max_no_progress_answers` in a row it is
+//!   disconnected. An answer with progress clears its strikes.
+//! - Window: blocks held above the apply point plus blocks on their way to disk are bounded by
+//!   `window_bytes` (the lowest missing range is always fetched while the disk keeps up).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
@@ -58,6 +63,7 @@ use crate::app::{NodeMsg, WireHash, MAX_HASHES_PER_REQUEST};
 use crate::chain::block::MAX_BLOCK_PAYLOAD_BYTES;
 use crate::chain::{short_hex, Block, BlockHash, ChainStore};
 use crate::sync::rule::BlockRule;
+use crate::sync::sources::{SourcePolicy, Verdict};
 use crate::sync::SyncConfig;
 
 /// Timed-out request ids remembered per peer so that their late answers are not mistaken for
@@ -79,6 +85,11 @@ pub trait Chain {
     fn timestamp_at(&self, height: u64) -> Option<u64>;
     /// Drops blocks above `ancestor` (if any) and appends `blocks`, atomically.
     fn apply(&mut self, ancestor: u64, blocks: &[Block]) -> Result<(), String>;
+    /// Bytes of applied blocks still held in memory on their way to disk (counted in the
+    /// download window).
+    fn pending_bytes(&self) -> u64 {
+        0
+    }
 }
 
 impl Chain for ChainStore {
@@ -205,6 +216,8 @@ struct Round {
     switched: bool,
     /// Blocks downloaded and not yet written, with the peer that sent each.
     downloaded: BTreeMap<u64, (Block, IpAddr)>,
+    /// Wire bytes of `downloaded` (bounded by `window_bytes`).
+    downloaded_bytes: u64,
     /// Heights requested or downloaded up to here (exclusive).
     next_unrequested: u64,
     /// Ranges to ask again (start, count).
@@ -252,6 +265,8 @@ pub struct SyncEngine {
     round: Option<Round>,
     stats: EngineStats,
     out: Vec<Action>,
+    /// Cooldowns of sources whose answers make no progress.
+    sources: SourcePolicy,
 }
 
 impl std::fmt::Debug for SyncEngine {
@@ -268,7 +283,6 @@ impl SyncEngine {
     /// A new engine with no peers that writes only blocks `rule` accepts.
     pub fn new(cfg: SyncConfig, rule: Box<dyn BlockRule>) -> Self {
         Self {
-            cfg,
             rule,
             clock: crate::chain::produce::now_ms,
             peers: HashMap::new(),
@@ -278,6 +292,11 @@ impl SyncEngine {
             round: None,
             stats: EngineStats::default(),
             out: Vec::new(),
+            sources: SourcePolicy::new(
+                std::time::Duration::from_millis(cfg.no_progress_cooldown_ms),
+                cfg.max_no_progress_answers,
+            ),
+            cfg,
         }
     }
 
@@ -318,6 +337,11 @@ impl SyncEngine {
             is_better(p.height, p.tip, height, tip)
                 && (p.ignored_tip.is_none() || p.ignored_tip != p.tip)
         })
+    }
+
+    /// Bytes of downloaded blocks waiting above the apply point.
+    pub fn held_bytes(&self) -> u64 {
+        self.round.as_ref().map_or(0, |r| r.downloaded_bytes)
     }
 
     /// Whether a sync round is running.
@@ -495,6 +519,7 @@ impl SyncEngine {
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.height = p.height.min(req.from.saturating_sub(1));
             }
+            self.no_progress(peer, now);
             return self.step(now, chain);
         }
         let mismatch = blocks
@@ -517,6 +542,7 @@ impl SyncEngine {
             }
             return self.step(now, chain);
         }
+        self.sources.progress(peer);
         let got = blocks.len() as u32;
         if got < req.count {
             round
@@ -524,7 +550,10 @@ impl SyncEngine {
                 .insert((req.from + u64::from(got), req.count - got));
         }
         for b in blocks {
-            round.downloaded.insert(b.height, (b, peer));
+            round.downloaded_bytes += b.wire_size() as u64;
+            if let Some((old, _)) = round.downloaded.insert(b.height, (b, peer)) {
+                round.downloaded_bytes -= old.wire_size() as u64;
+            }
         }
         self.apply_ready(chain);
         self.step(now, chain);
@@ -546,6 +575,7 @@ impl SyncEngine {
             .peers
             .iter()
             .filter(|(_, p)| p.cooldown_until.is_none_or(|t| t <= now))
+            .filter(|(ip, _)| self.sources.available(**ip, now))
             .filter(|(_, p)| p.ignored_tip.is_none() || p.ignored_tip != p.tip)
             .filter(|(_, p)| is_better(p.height, p.tip, height, tip))
             .min_by(|(ia, a), (ib, b)| b.height.cmp(&a.height).then(ia.cmp(ib)))
@@ -566,6 +596,7 @@ impl SyncEngine {
             hashes_exhausted: false,
             switched: false,
             downloaded: BTreeMap::new(),
+            downloaded_bytes: 0,
             next_unrequested: 0,
             requeued: BTreeSet::new(),
             diverged: BTreeSet::new(),
@@ -597,6 +628,7 @@ impl SyncEngine {
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.height = p.height.min(req.from.saturating_sub(1));
             }
+            self.no_progress(peer, now);
             self.useless_source(peer);
             return self.end_round("source has no blocks there");
         }
@@ -630,12 +662,14 @@ impl SyncEngine {
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.height = p.height.min(ancestor);
             }
+            self.no_progress(peer, now);
             self.useless_source(peer);
             return self.end_round("source is not ahead");
         }
         if let Some(p) = self.peers.get_mut(&peer) {
             p.useless = 0;
         }
+        self.sources.progress(peer);
         if ancestor < height {
             log::info!(
                 "sync: peer {peer} is on another branch from height {ancestor} (we are at {height})"
@@ -699,6 +733,7 @@ impl SyncEngine {
         let (blocks, senders): (Vec<Block>, Vec<IpAddr>) = (base + 1..=top)
             .filter_map(|h| round.downloaded.remove(&h))
             .unzip();
+        round.downloaded_bytes -= blocks.iter().map(|b| b.wire_size() as u64).sum::<u64>();
         let source = round.source;
         let parent_ts = chain.timestamp_at(base).unwrap_or(0);
         if let Err(bad) = self.rule.check(parent_ts, &blocks, (self.clock)()) {
@@ -785,6 +820,9 @@ impl SyncEngine {
             let Some((from, count)) = self.next_range(chain) else {
                 return;
             };
+            if self.window_full(from, chain) {
+                return;
+            }
             let end = from + u64::from(count) - 1;
             let Some(peer) = self.pick_peer(end, now) else {
                 return;
@@ -836,10 +874,49 @@ impl SyncEngine {
                     && p.height >= end
                     && p.in_flight < self.cfg.max_in_flight_per_peer
                     && p.cooldown_until.is_none_or(|t| t <= now)
+                    && self.sources.available(**ip, now)
                     && !round.diverged.contains(ip)
             })
             .min_by_key(|(ip, p)| (p.in_flight, **ip))
             .map(|(ip, _)| *ip)
+    }
+
+    /// Whether the byte window is full for a range starting at `from`: the lowest missing range
+    /// (right above the apply point) is allowed while the blocks on their way to disk fit the
+    /// window, so a withheld range is fetched again from another peer while nothing more piles
+    /// up above it.
+    fn window_full(&self, from: u64, chain: &dyn Chain) -> bool {
+        let Some(round) = self.round.as_ref() else {
+            return false;
+        };
+        let apply_base = if round.switched {
+            chain.height()
+        } else {
+            round.ancestor
+        };
+        let held = round.downloaded_bytes + chain.pending_bytes();
+        // Blocks still on their way to disk count too, and for every range: a slow disk stops
+        // the download instead of piling up commits.
+        chain.pending_bytes() >= self.cfg.window_bytes
+            || (from > apply_base + 1 && held >= self.cfg.window_bytes)
+    }
+
+    /// An answer of `peer` made no progress: it cools down, or is dropped at the bound.
+    fn no_progress(&mut self, peer: IpAddr, now: Instant) {
+        match self.sources.no_progress(peer, now) {
+            Verdict::CoolDown(until) => log::debug!(
+                "sync: peer {peer} answered without progress; not asked for {:?}",
+                until.saturating_duration_since(now)
+            ),
+            Verdict::Drop => self.misbehaving(
+                peer,
+                Fault::Useless,
+                &format!(
+                    "{} answers in a row without progress",
+                    self.cfg.max_no_progress_answers
+                ),
+            ),
+        }
     }
 
     fn blocks_in_flight(&self) -> usize {

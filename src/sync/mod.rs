@@ -15,6 +15,11 @@
 //!   consecutive blocks, fewer if the responder's chain ends or the answer would exceed
 //!   `SyncConfig::max_response_bytes` (always under the frame cap; at least one block).
 //!
+//! Peers' requests are answered by [`server::ChainServer`] on its own arbiter (per-connection
+//! bounds, round-robin, nothing served to a closed connection); chain changes are committed by
+//! [`crate::chain::ChainWriter`] on another; [`sources::SourcePolicy`] cools down sources whose
+//! answers make no progress. See README's thread map.
+//!
 //! Replies go out on the socket the request came in on (`PeerHandle::send`); request ids are
 //! unique per requester, answers to unknown ids are misbehaviour, answers to timed-out ids are
 //! ignored. See [`engine`] for fork choice, the reorg limit and penalties.
@@ -43,6 +48,8 @@ pub mod actor;
 pub mod config;
 pub mod engine;
 pub mod rule;
+pub mod server;
+pub mod sources;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -53,7 +60,8 @@ use peerlink_actors::{Network, NetworkConfig, NetworkError};
 use crate::app::NodeMsg;
 use crate::bans::{BanBook, BanConfig, BanRecord, BanRefused};
 use crate::chain::producer::hex;
-use crate::chain::{ChainError, ChainStore, ProducerKey};
+use crate::chain::{ChainError, ChainStore, ChainView, ProducerKey};
+use crate::sync::server::ChainServer;
 
 pub use actor::{
     AttachNetwork, BanIp, GetSyncStatus, ListBans, ProduceBlock, ProducedBlock, StopSync,
@@ -107,6 +115,11 @@ pub struct SyncNode {
     pub actor: Addr<SyncActor>,
     /// The network, typed by [`NodeMsg`].
     pub net: Network<NodeMsg>,
+    /// The request server (its counters: [`server::GetServeStats`]).
+    pub server: Addr<ChainServer>,
+    /// The node's own arbiters (sync actor, chain writer, request server), stopped by
+    /// [`SyncNode::shutdown`].
+    threads: Vec<ArbiterHandle>,
 }
 
 /// What a node adds to sync beyond its configs: its producer key, its validity rule, its ban
@@ -134,10 +147,13 @@ pub async fn start_node(
     start_node_with(net_config, store, sync_config, NodeSetup::default()).await
 }
 
-/// Starts the sync actor with `store`, then the network (whose application recipient is the
-/// actor, and whose Hello carries the store's genesis hash and height), applies the bans stored
-/// in the store (refused before the handshake from then on), subscribes the actor to peer events
-/// and hands it the network. Must run inside an actix system.
+/// Loads the bans stored in `store`, starts the node's three arbiters (threads) and their
+/// actors: the chain writer (owns the store, commits, persists bans), the request server (reads
+/// the store, answers peers) and the sync actor (decides); then the network (whose application
+/// recipient is the sync actor, and whose Hello carries the store's genesis hash and height),
+/// applies the stored bans (refused before the handshake from then on), subscribes the actor and
+/// the server to peer events and hands the actor the network. No actor that handles peers'
+/// messages touches the disk on its own thread. Must run inside an actix system.
 pub async fn start_node_with(
     mut net_config: NetworkConfig,
     store: ChainStore,
@@ -154,6 +170,7 @@ pub async fn start_node_with(
     }
     net_config.genesis = store.genesis_hash();
     let height = store.height();
+    // Bans are loaded here, before the writer takes the store.
     let now = crate::chain::produce::now_ms();
     let mut own = setup.own_ips.clone();
     own.push(net_config.listen.ip());
@@ -174,19 +191,20 @@ pub async fn start_node_with(
             sync_config.max_future_ms,
         ))
     });
-    let actor = SyncActor::new(
-        store,
-        sync_config,
-        rule,
-        setup.producer_key,
-        book,
-        setup.bans,
-    )
-    .start();
+    let threads: Vec<ArbiterHandle> = (0..3).map(|_| Arbiter::new().handle()).collect();
+    let server = ChainServer::start_on(&threads[2], store.reader(), &sync_config);
+    let view = ChainView::start(&threads[1], store, server.clone().recipient());
+    let actor_server = server.clone();
+    let (key, ban_cfg) = (setup.producer_key, setup.bans);
+    let actor = SyncActor::start_in_arbiter(&threads[0], move |_| {
+        SyncActor::new(view, actor_server, sync_config, rule, key, book, ban_cfg)
+    });
     let net = match Network::start(net_config, actor.clone().recipient()).await {
         Ok(net) => net,
         Err(e) => {
+            let _ = server.send(server::StopServer).await;
             let _ = actor.send(StopSync).await;
+            stop_threads(&threads);
             return Err(e.into());
         }
     };
@@ -202,8 +220,20 @@ pub async fn start_node_with(
     }
     net.set_best_height(height);
     net.subscribe(actor.clone().recipient());
+    net.subscribe(server.clone().recipient());
     actor.send(AttachNetwork(net.clone())).await?;
-    Ok(SyncNode { actor, net })
+    Ok(SyncNode {
+        actor,
+        net,
+        server,
+        threads,
+    })
+}
+
+fn stop_threads(threads: &[ArbiterHandle]) {
+    for t in threads {
+        t.stop();
+    }
 }
 
 impl SyncNode {
@@ -244,9 +274,12 @@ impl SyncNode {
         Ok(self.actor.send(ListBans).await?)
     }
 
-    /// Shuts the network down, then stops the actor and closes the store.
+    /// Shuts the network down, then stops the request server and the sync actor and closes the
+    /// store (its file is released when this returns).
     pub async fn shutdown(&self) {
         self.net.shutdown().await;
+        let _ = self.server.send(server::StopServer).await;
         let _ = self.actor.send(StopSync).await;
+        stop_threads(&self.threads);
     }
 }

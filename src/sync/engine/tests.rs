@@ -647,9 +647,11 @@ fn a_peer_that_keeps_claiming_a_chain_it_lacks_is_useless() {
     net.chains.insert(ip(2), liar);
     let allowance = cfg().useless_allowance;
     for round in 0..=allowance {
-        // It claims height 50 with a new tip each time, and has only our 10 blocks.
-        e.on_announce(ip(2), 50, [round as u8 + 1; 32], now, &mut me);
-        net.run(&mut e, &mut me, now);
+        // It claims height 50 with a new tip each time, and has only our 10 blocks. Each round
+        // comes after the no-progress cooldown of the one before (at most 64 s).
+        let at = now + Duration::from_secs(100 * u64::from(round));
+        e.on_announce(ip(2), 50, [round as u8 + 1; 32], at, &mut me);
+        net.run(&mut e, &mut me, at);
     }
     assert_eq!(net.disconnected, vec![ip(2)]);
 }
