@@ -59,6 +59,12 @@ async fn get_addrs_is_answered_once_without_the_askers_address() {
         (node.net.peers().await.len() == 2).then_some(())
     })
     .await;
+    // The discovery actor learns of them from peer events, which may trail the registry.
+    eventually("both peers in the address book", || async {
+        let known = node.net.discovery_stats().await.map_or(0, |s| s.known);
+        (known >= 2).then_some(())
+    })
+    .await;
 
     let mut raw = RawPeer::connect(153, node.addr()).await;
     raw.handshake(&config).await;
