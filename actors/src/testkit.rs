@@ -181,6 +181,8 @@ impl<M: AppMessage> FakePeer<M> {
 
 /// Stands in for the session behind a fake handle: records the close it is asked for.
 pub(crate) struct FakeSession {
+    /// The close asked for, read by the test: a test's observation, not peer state (the lock
+    /// is held for one read or write of an `Option`).
     pub(crate) closed: Arc<Mutex<Option<DisconnectReason>>>,
 }
 
