@@ -37,7 +37,7 @@
 
 use std::marker::PhantomData;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 
 use actix::prelude::*;
 use futures_util::StreamExt;
@@ -66,7 +66,7 @@ pub struct FakePeer<M> {
     handle: PeerHandle,
     credit: Arc<InboundCredit>,
     sent: mpsc::UnboundedReceiver<Frame>,
-    closed: Arc<Mutex<Option<DisconnectReason>>>,
+    closed: Arc<OnceLock<DisconnectReason>>,
     /// Kept so that the writer stays alive as long as the fake peer.
     _writer_close: tokio::sync::oneshot::Sender<WriterClose>,
     _session: Addr<FakeSession>,
@@ -82,7 +82,7 @@ impl<M: AppMessage> FakePeer<M> {
     /// A fake peer with the given outbound budget and frame cap (bytes), to test how an actor
     /// copes with a slow peer or too large messages.
     pub fn with_limits(ip: IpAddr, outbound_budget_bytes: usize, max_frame_bytes: usize) -> Self {
-        let closed = Arc::new(Mutex::new(None));
+        let closed = Arc::new(OnceLock::new());
         let session = FakeSession {
             closed: closed.clone(),
         }
@@ -175,15 +175,14 @@ impl<M: AppMessage> FakePeer<M> {
     /// The reason the actor gave when it asked to close this peer's connection
     /// ([`PeerHandle::disconnect`]), or `SlowPeer` when its sends went over the budget.
     pub fn close_requested(&self) -> Option<DisconnectReason> {
-        *self.closed.lock().unwrap_or_else(|e| e.into_inner())
+        self.closed.get().copied()
     }
 }
 
 /// Stands in for the session behind a fake handle: records the close it is asked for.
 pub(crate) struct FakeSession {
-    /// The close asked for, read by the test: a test's observation, not peer state (the lock
-    /// is held for one read or write of an `Option`).
-    pub(crate) closed: Arc<Mutex<Option<DisconnectReason>>>,
+    /// The first close asked for, read by the test (set once, no lock).
+    pub(crate) closed: Arc<OnceLock<DisconnectReason>>,
 }
 
 impl Actor for FakeSession {
@@ -194,8 +193,7 @@ impl Handler<Close> for FakeSession {
     type Result = ();
 
     fn handle(&mut self, msg: Close, _ctx: &mut Context<Self>) {
-        let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
-        closed.get_or_insert(msg.reason);
+        let _ = self.closed.set(msg.reason);
     }
 }
 
@@ -203,8 +201,7 @@ impl Handler<WriterFailed> for FakeSession {
     type Result = ();
 
     fn handle(&mut self, _msg: WriterFailed, _ctx: &mut Context<Self>) {
-        let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
-        closed.get_or_insert(DisconnectReason::ConnectionLost);
+        let _ = self.closed.set(DisconnectReason::ConnectionLost);
     }
 }
 

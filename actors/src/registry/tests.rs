@@ -25,7 +25,7 @@ struct TestSession {
     facts: ConnFacts,
     handle: PeerHandle,
     session: Addr<FakeSession>,
-    closed: Arc<Mutex<Option<DisconnectReason>>>,
+    closed: Arc<std::sync::OnceLock<DisconnectReason>>,
     frames: FramedRead<DuplexStream, FrameCodec>,
     _writer: tokio::sync::oneshot::Sender<crate::handle::WriterClose>,
 }
@@ -33,7 +33,7 @@ struct TestSession {
 impl TestSession {
     fn new(ip: [u8; 4], direction: Direction, remote_nonce: u64, dialer_port: u16) -> Self {
         let ip = IpAddr::from(ip);
-        let closed = Arc::new(Mutex::new(None));
+        let closed = Arc::new(std::sync::OnceLock::new());
         let session = FakeSession {
             closed: closed.clone(),
         }
@@ -94,7 +94,7 @@ impl TestSession {
         // Messages to the fake session are handled in order: a ping answered means every
         // close sent before it was handled.
         let _ = self.session.send(Ping).await;
-        *self.closed.lock().unwrap()
+        self.closed.get().copied()
     }
 
     /// The next App payload written to this session's socket.
