@@ -1,9 +1,21 @@
-//! `Permit`: one slot of a counted limit (inbound connections, pending handshakes), released
-//! when dropped. Taken by the acceptor and held by the session for as long as the slot is in
-//! use, so a limit can never leak a slot whichever way a session ends.
+//! `Permit` and `PendingSlot`: slots of the acceptor's limits, released when dropped. Taken by
+//! the acceptor and held by the session for as long as the slot is in use, so a limit can never
+//! leak a slot whichever way a session ends (handshake done, refused, timed out, socket lost,
+//! session never started).
+//!
+//! - `Permit`: one slot of a counted limit (inbound sockets), an atomic counter.
+//! - `PendingSlot`: one admitted handshake of the acceptor's `Admission` policy (pending per IP,
+//!   per subnet, in total). The policy lives in the acceptor on the control plane; the slot,
+//!   dropped on a session thread, tells the acceptor with a message, so the policy stays a
+//!   plain struct with one owner and no lock.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use actix::Recipient;
+
+use crate::acceptor::PendingEnded;
 
 /// One slot of a counted limit; the count drops when the permit does.
 #[derive(Debug)]
@@ -28,6 +40,30 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One handshake admitted by the acceptor's `Admission` policy; dropping it ends the
+/// handshake's pending state there (`Admission::end`).
+#[derive(Debug)]
+pub(crate) struct PendingSlot {
+    ip: IpAddr,
+    acceptor: Recipient<PendingEnded>,
+}
+
+impl PendingSlot {
+    /// A slot for a handshake from `ip` that the acceptor admitted (`Admission::try_begin`
+    /// returned Ok for it).
+    pub(crate) fn new(ip: IpAddr, acceptor: Recipient<PendingEnded>) -> Self {
+        Self { ip, acceptor }
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        // `do_send` ignores the mailbox's capacity, so the end is never lost while the acceptor
+        // runs; once it has stopped, its policy is gone with it.
+        self.acceptor.do_send(PendingEnded { ip: self.ip });
     }
 }
 

@@ -45,7 +45,7 @@ use crate::env::SessionEnv;
 use crate::error::CodecError;
 use crate::handle::{spawn_writer, PeerHandle, WriterClose, WriterParts};
 use crate::metrics::NetMetrics;
-use crate::permit::Permit;
+use crate::permit::{PendingSlot, Permit};
 use crate::policy::ConnFacts;
 use crate::protocol::{Frame, FrameBatchCodec, Hello};
 use crate::reason::DisconnectReason;
@@ -57,6 +57,8 @@ use crate::{canonical_ip, ConnId, Direction};
 #[derive(Debug, Default)]
 pub struct SessionStats {
     rtt_us: AtomicU64,
+    /// Lowest round trip measured, microseconds (0 = none yet); read by eviction.
+    min_rtt_us: AtomicU64,
     pings_sent: AtomicU64,
     pongs_matched: AtomicU64,
     bytes_in: AtomicU64,
@@ -76,6 +78,22 @@ pub struct StatsSnapshot {
 }
 
 impl SessionStats {
+    /// Records a measured round trip (the session is the one writer).
+    fn record_rtt(&self, rtt: Duration) {
+        let us = (rtt.as_micros() as u64).max(1);
+        self.rtt_us.store(us, Ordering::Relaxed);
+        let min = self.min_rtt_us.load(Ordering::Relaxed);
+        if min == 0 || us < min {
+            self.min_rtt_us.store(us, Ordering::Relaxed);
+        }
+    }
+
+    /// Lowest round trip measured so far, if any.
+    pub(crate) fn min_rtt(&self) -> Option<Duration> {
+        let us = self.min_rtt_us.load(Ordering::Relaxed);
+        (us > 0).then(|| Duration::from_micros(us))
+    }
+
     /// Reads the counters.
     pub fn snapshot(&self) -> StatsSnapshot {
         let rtt_us = self.rtt_us.load(Ordering::Relaxed);
@@ -138,7 +156,7 @@ pub(crate) struct PeerSession {
     inbox: Inbox,
     closed: Option<(DisconnectReason, bool)>,
     inbound_permit: Option<Permit>,
-    pending_permit: Option<Permit>,
+    pending_permit: Option<PendingSlot>,
     /// Held until the actor is dropped: shutdown waits for every session's token.
     _task: TaskTrackerToken,
 }
@@ -178,7 +196,7 @@ impl PeerSession {
         direction: Direction,
         origin: Option<DialOrigin>,
         inbound_permit: Option<Permit>,
-        pending_permit: Option<Permit>,
+        pending_permit: Option<PendingSlot>,
     ) -> std::io::Result<Self> {
         let local_addr = stream.local_addr()?;
         let peer_addr = stream.peer_addr()?;
@@ -550,9 +568,7 @@ impl PeerSession {
                         // context on each wake-up, so leaving answered pings' timers to expire
                         // cost O(timeout / interval) per wake-up.
                         ctx.cancel_future(timer);
-                        self.stats
-                            .rtt_us
-                            .store((rtt.as_micros() as u64).max(1), Ordering::Relaxed);
+                        self.stats.record_rtt(rtt);
                         self.stats.pongs_matched.fetch_add(1, Ordering::Relaxed);
                         self.env.metrics.pongs_matched.inc();
                         self.env.metrics.rtt_seconds.observe(rtt.as_secs_f64());
