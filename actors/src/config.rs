@@ -292,4 +292,47 @@ mod tests {
         };
         assert_eq!(c.validate().unwrap_err().key, "outbound_budget_bytes");
     }
+
+    #[test]
+    fn admission_and_eviction_settings_follow_the_config() {
+        let c = NetworkConfig {
+            max_pending_handshakes: 20,
+            max_pending_per_ip: 2,
+            max_pending_per_subnet: 5,
+            accept_rate_per_group_per_s: 3,
+            accept_burst_per_group: 7,
+            eviction_min_age_ms: 1_234,
+            ..NetworkConfig::default()
+        };
+        c.validate().unwrap();
+        let a = c.admission();
+        assert_eq!(
+            (
+                a.max_pending_total,
+                a.max_pending_per_ip,
+                a.max_pending_per_subnet
+            ),
+            (20, 2, 5)
+        );
+        assert_eq!(
+            (a.accept_rate_per_group, a.accept_burst_per_group),
+            (3.0, 7.0)
+        );
+        assert_eq!(c.eviction().min_age_ms, 1_234);
+        let bad = NetworkConfig {
+            max_pending_per_ip: 0,
+            ..NetworkConfig::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().key, "max_pending_per_ip");
+        let bad = NetworkConfig {
+            max_pending_per_subnet: 1,
+            ..NetworkConfig::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().key, "max_pending_per_subnet");
+        let bad = NetworkConfig {
+            accept_burst_per_group: 0,
+            ..NetworkConfig::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().key, "accept_burst_per_group");
+    }
 }

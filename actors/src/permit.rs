@@ -83,4 +83,51 @@ mod tests {
         drop(b);
         assert_eq!(counter.load(Ordering::Acquire), 1);
     }
+
+    /// Counts the ends it is told of, per IP.
+    struct Ends(std::collections::HashMap<IpAddr, usize>);
+
+    impl actix::Actor for Ends {
+        type Context = actix::Context<Self>;
+    }
+
+    impl actix::Handler<PendingEnded> for Ends {
+        type Result = ();
+        fn handle(&mut self, msg: PendingEnded, _: &mut actix::Context<Self>) {
+            *self.0.entry(msg.ip).or_default() += 1;
+        }
+    }
+
+    #[derive(actix::Message)]
+    #[rtype(result = "std::collections::HashMap<IpAddr, usize>")]
+    struct Count;
+
+    impl actix::Handler<Count> for Ends {
+        type Result = actix::MessageResult<Count>;
+        fn handle(&mut self, _: Count, _: &mut actix::Context<Self>) -> Self::Result {
+            actix::MessageResult(self.0.clone())
+        }
+    }
+
+    #[actix::test]
+    async fn a_pending_slot_ends_exactly_once_when_dropped_on_any_thread() {
+        use actix::Actor;
+        let ends = Ends(Default::default()).start();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let slot_a = PendingSlot::new(a, ends.clone().recipient());
+        let slot_b = PendingSlot::new(b, ends.clone().recipient());
+        assert!(
+            ends.send(Count).await.unwrap().is_empty(),
+            "nothing ends early"
+        );
+        drop(slot_a);
+        // Dropped on another thread, as a session thread does.
+        std::thread::spawn(move || drop(slot_b)).join().unwrap();
+        // Both ends were queued in the mailbox before this query, which is answered in order.
+        let counted = ends.send(Count).await.unwrap();
+        assert_eq!(counted.len(), 2);
+        assert_eq!(counted.get(&a), Some(&1));
+        assert_eq!(counted.get(&b), Some(&1));
+    }
 }

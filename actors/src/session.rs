@@ -79,7 +79,7 @@ pub struct StatsSnapshot {
 
 impl SessionStats {
     /// Records a measured round trip (the session is the one writer).
-    fn record_rtt(&self, rtt: Duration) {
+    pub(crate) fn record_rtt(&self, rtt: Duration) {
         let us = (rtt.as_micros() as u64).max(1);
         self.rtt_us.store(us, Ordering::Relaxed);
         let min = self.min_rtt_us.load(Ordering::Relaxed);
