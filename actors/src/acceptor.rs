@@ -6,11 +6,11 @@
 //! Every accepted socket passes, in order: the ban list; the cap on inbound sockets
 //! (`max_inbound + max_pending_handshakes`: registered, handshaking or closing); and the
 //! [`Admission`] policy, which limits handshakes pending per canonical IP, per subnet and in
-//! total, and the accept rate per network group. A refused socket gets `Disconnect{too_many_peers}`
-//! in clear (if its buffer takes it) and is closed: it costs no session, no handshake and no
-//! crypto. An admitted socket's session holds a [`PendingSlot`] until its handshake ends
-//! (success, failure, timeout, or the session's end): dropping the slot tells the acceptor,
-//! which ends the pending state in its policy. Whether a handshaken newcomer gets an inbound
+//! total, and the accept rate per network group. A refused socket gets
+//! `Disconnect{too_many_peers}` in clear (if its buffer takes it) and is closed: it costs no
+//! session, no handshake and no crypto. An admitted socket's session holds a [`PendingSlot`]
+//! until its handshake ends (success, failure, timeout, or the session's end): dropping the slot
+//! tells the acceptor, which ends the pending state in its policy. Whether a handshaken newcomer gets an inbound
 //! slot, possibly by evicting a registered peer, is the registry's decision.
 //!
 //! [`PeerSession`]: crate::session::PeerSession

@@ -13,8 +13,8 @@
 //! ([`select_to_evict`], a plain function) over the registered inbound peers (network group,
 //! lowest ping, last useful mark, connected since, operator-listed), closes the chosen one with
 //! `Disconnect{evicted}` and stores the newcomer in the same handler; when every inbound peer is
-//! protected the newcomer is refused with `too_many_peers`. Evicting after the handshake rather
-//! than at accept (as Bitcoin Core does) means a port scan, a silent socket or a node of another
+//! protected the newcomer is refused with `too_many_peers`. Bitcoin Core evicts at accept time;
+//! evicting after the handshake instead means a port scan, a silent socket or a node of another
 //! network never costs a peer its slot, and a restarting peer replaces its own old connection
 //! instead of evicting someone else.
 //!
