@@ -309,11 +309,17 @@ async fn failed_and_successful_dials_reach_the_address_book() {
         "the TCP connect itself succeeded"
     );
 
-    // A configured peer that is up.
-    let live = TestNode::start(config77(50)).await;
+    // A configured peer that is up (timeouts a loaded machine cannot hit: this dial must not
+    // fail).
+    let patient = |last| NetworkConfig {
+        handshake_timeout_ms: 10_000,
+        connect_timeout_ms: 10_000,
+        ..config77(last)
+    };
+    let live = TestNode::start(patient(50)).await;
     let node = TestNode::start_discovery(NetworkConfig {
         peers: vec![live.addr().into()],
-        ..config77(57)
+        ..patient(57)
     })
     .await;
     eventually("the configured peer's dial reported good", || async {
