@@ -89,7 +89,8 @@
 //! - `registry`, `policy`: the registry actor and its duplicate rule.
 //! - `acceptor`, `connector`, `dial_plan`, `bans`, `permit`: starting connections.
 //! - `protocol`: frames, MessagePack encoding, the length-prefixed codec.
-//! - `config`, `constants`, `metrics`, `error`.
+//! - `config`, `constants`, `metrics`, `error`, `clock` (the monotonic milliseconds handed to
+//!   the policies).
 //!
 //! ## Example
 //!
