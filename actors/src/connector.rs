@@ -202,7 +202,7 @@ impl Handler<PeerEvent> for Connector {
     fn handle(&mut self, msg: PeerEvent, _ctx: &mut Context<Self>) {
         match msg {
             PeerEvent::Connected { info, .. } => {
-                self.connected.insert(info.ip, info.conn_id);
+                self.connected.insert(info.ip, info.conn.conn_id);
             }
             PeerEvent::Disconnected(record) => {
                 if self.connected.get(&record.ip) == Some(&record.conn_id) {

@@ -62,9 +62,9 @@ pub struct SessionStats {
     bytes_in: AtomicU64,
 }
 
-/// A copy of [`SessionStats`] at one instant.
+/// A peer's counters at one instant: the session's [`SessionStats`] and its writer's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatsSnapshot {
+pub struct PeerStats {
     /// Last round trip time.
     pub rtt: Option<Duration>,
     /// Pings sent.
@@ -73,17 +73,20 @@ pub struct StatsSnapshot {
     pub pongs_matched: u64,
     /// Bytes read.
     pub bytes_in: u64,
+    /// Bytes written.
+    pub bytes_out: u64,
 }
 
 impl SessionStats {
-    /// Reads the counters.
-    pub fn snapshot(&self) -> StatsSnapshot {
+    /// Reads the counters, with the writer's byte count.
+    pub fn snapshot(&self, bytes_out: u64) -> PeerStats {
         let rtt_us = self.rtt_us.load(Ordering::Relaxed);
-        StatsSnapshot {
+        PeerStats {
             rtt: (rtt_us > 0).then(|| Duration::from_micros(rtt_us)),
             pings_sent: self.pings_sent.load(Ordering::Relaxed),
             pongs_matched: self.pongs_matched.load(Ordering::Relaxed),
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out,
         }
     }
 }
