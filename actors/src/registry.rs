@@ -31,7 +31,7 @@ use crate::lanes::Lane;
 use crate::metrics::NetMetrics;
 use crate::policy::{ConnFacts, DuplicatePolicy, Occupancy, Resolution};
 use crate::reason::DisconnectReason;
-use crate::session::{Close, PeerStats, SessionStats};
+use crate::session_api::{Close, PeerStats, SessionStats};
 use crate::{ConnId, Direction};
 
 /// The registry's published view of its map: canonical IP -> send handle of the registered

@@ -23,6 +23,7 @@ use super::gossip::{AddrGossip, GossipConfig};
 use super::selection::{OutboundSelector, SelectionConfig};
 use super::Reachability;
 use crate::connector::{AddPeer, Connector};
+use crate::env::GossipFrame;
 use crate::handle::PeerHandle;
 use crate::protocol::{Frame, WireAddr, MAX_ADDRS_PER_FRAME};
 use crate::registry::PeerEvent;
@@ -50,18 +51,6 @@ struct Peer {
     handle: PeerHandle,
     direction: Direction,
     listen: Option<SocketAddr>,
-}
-
-/// A gossip frame a session received, forwarded with its connection.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct GossipFrame {
-    /// The session's connection.
-    pub conn: ConnId,
-    /// Its send side, for the answer.
-    pub handle: PeerHandle,
-    /// `GetAddrs` or `Addrs`.
-    pub frame: Frame,
 }
 
 /// Asks for [`DiscoveryStats`].
