@@ -33,7 +33,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use crate::admin::{self, AdminState};
 use crate::chain::{short_hex, ChainError, ChainStore, ProducerKey};
 use crate::config::{Config, ConfigError};
-use crate::metrics::{NodeMetrics, SyncMetrics};
+use crate::metrics::{DiscoveryMetrics, NodeMetrics, SyncMetrics};
 use crate::sync::{self, NodeSetup, SyncError, SyncNode};
 
 /// Longest wait for [`peerlink_actors::Network::shutdown`] (which itself waits at most the close flush timeout of
@@ -208,9 +208,11 @@ async fn serve(
 
     let node_metrics = Arc::new(NodeMetrics::default());
     let sync_metrics = Arc::new(SyncMetrics::default());
+    let discovery_metrics = Arc::new(DiscoveryMetrics::default());
     let mut registry = Registry::with_prefix("peerlink");
     network.metrics().register(&mut registry);
     node_metrics.register(registry.sub_registry_with_prefix("node"));
+    discovery_metrics.register(registry.sub_registry_with_prefix("discovery"));
     sync_metrics.register(registry.sub_registry_with_prefix("sync"));
     let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.bind);
     let state = AdminState {
@@ -221,6 +223,7 @@ async fn serve(
         started,
         registry,
         node_metrics,
+        discovery_metrics,
         sync_metrics,
         token: config.admin.token.clone(),
         bind: admin_addr,

@@ -46,6 +46,13 @@ pub struct AddPeer {
     pub now: bool,
 }
 
+/// Dial `addr` once, now (at the next opportunity within the outbound target), and forget it
+/// when the dial fails or the connection ends: the discovery actor's dials (seeds, anchors,
+/// addresses from its book), which it redials itself if it wants to.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct DialOnce(pub SocketAddr);
+
 /// How a dial or a dialled session went; sent by the dial task and the sessions.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
@@ -166,6 +173,16 @@ impl Handler<AddPeer> for Connector {
             self.tick(ctx);
         }
         added
+    }
+}
+
+impl Handler<DialOnce> for Connector {
+    type Result = ();
+
+    fn handle(&mut self, msg: DialOnce, ctx: &mut Context<Self>) {
+        if self.plan.add_once(msg.0, Instant::now()) {
+            self.tick(ctx);
+        }
     }
 }
 
