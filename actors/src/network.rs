@@ -188,6 +188,10 @@ impl<M: AppMessage> Network<M> {
                     stored,
                     store,
                     save_interval: Duration::from_millis(config.addr_book_save_interval_ms),
+                    // Plus a second for the registry's event to reach discovery.
+                    dial_timeout: config.connect_timeout()
+                        + config.handshake_timeout()
+                        + Duration::from_secs(1),
                 };
                 Some(Discovery::start_in_arbiter(pool.control(), move |_| {
                     Discovery::new(setup)

@@ -61,6 +61,7 @@ pub(crate) struct Discovery {
     stopped: bool,
     /// Connections seen so far, to order outbound peers by age.
     seq: u64,
+    dial_timeout_ms: u64,
     persist: PersistStats,
 }
 
@@ -103,6 +104,9 @@ pub(crate) struct DiscoverySetup {
     pub store: Option<StoreThread>,
     /// Interval between periodic saves.
     pub save_interval: Duration,
+    /// Longest a dial can take before it registers or fails (connect plus handshake timeout):
+    /// a dial handed over longer ago than this has failed, and its slot is free again.
+    pub dial_timeout: Duration,
 }
 
 /// Saves the book and anchors now (shutdown): waits for the save, bounded by
@@ -230,6 +234,7 @@ impl Discovery {
             saving: false,
             stopped: false,
             seq: 0,
+            dial_timeout_ms: setup.dial_timeout.as_millis() as u64,
             persist: PersistStats {
                 loaded: book.len(),
                 ..PersistStats::default()
@@ -459,8 +464,9 @@ impl Discovery {
                 p.handle.disconnect(DisconnectReason::Requested);
             }
         }
-        // Forget dials handed over long ago (failed or refused).
-        self.asked.retain(|_, at| now.saturating_sub(*at) < 30_000);
+        // Forget dials handed over longer ago than a dial can take (failed or refused).
+        let timeout = self.dial_timeout_ms;
+        self.asked.retain(|_, at| now.saturating_sub(*at) < timeout);
         if self.stopped {
             return;
         }

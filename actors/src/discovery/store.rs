@@ -170,6 +170,39 @@ mod tests {
         assert_eq!(cell.lock().unwrap().clone(), Some(next));
     }
 
+    /// What a save costs the control thread: the snapshot of a full book (the encoding and the
+    /// write run on the store thread). Printed for the report; bounded loosely so that a
+    /// regression to something quadratic fails even on a loaded machine.
+    #[test]
+    fn the_snapshot_of_a_full_book_is_cheap() {
+        use crate::discovery::addr_book::{AddrBook, AddrBookConfig};
+        use std::net::{IpAddr, Ipv4Addr};
+        let mut book = AddrBook::new(AddrBookConfig::default(), [9; 32]);
+        let now_ms = 1_800_000_000_000;
+        let mut i = 0u32;
+        while book.len() < 5_000 && i < 50_000 {
+            // One address per /16 group, from 60 source groups.
+            let ip = Ipv4Addr::new(11 + (i % 200) as u8, (i / 200 % 256) as u8, 1, 1);
+            let src = IpAddr::V4(Ipv4Addr::new(30 + (i % 60) as u8, 0, 0, 1));
+            let _ = book.add(SocketAddr::new(IpAddr::V4(ip), 7700), src, now_ms / 1000, now_ms);
+            if i % 4 == 0 {
+                book.mark_good(SocketAddr::new(IpAddr::V4(ip), 7700), now_ms);
+            }
+            i += 1;
+        }
+        assert!(book.len() >= 4_000, "filled to {}", book.len());
+        let t = Instant::now();
+        let snap = book.snapshot();
+        let took = t.elapsed();
+        println!(
+            "snapshot of {} entries ({} tried): {took:?}",
+            snap.entries.len(),
+            book.tried_len()
+        );
+        assert_eq!(snap.entries.len(), book.len());
+        assert!(took < Duration::from_millis(100), "{took:?}");
+    }
+
     #[tokio::test]
     async fn an_unreadable_store_gives_an_empty_start() {
         let (_thread, loaded) = StoreThread::start(Box::new(MemStore {
