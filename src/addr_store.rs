@@ -42,7 +42,9 @@ pub enum AddrRecordError {
     #[error("address book record is not a versioned record")]
     NotARecord,
     /// Written by another version of the node.
-    #[error("address book record has unsupported version {0} (this build reads {ADDR_BOOK_VERSION})")]
+    #[error(
+        "address book record has unsupported version {0} (this build reads {ADDR_BOOK_VERSION})"
+    )]
     Version(u8),
     /// The record does not decode.
     #[error("address book record does not decode: {0}")]

@@ -36,8 +36,9 @@ use crate::config::{Config, ConfigError};
 use crate::metrics::{DiscoveryMetrics, NodeMetrics, SyncMetrics};
 use crate::sync::{self, NodeSetup, SyncError, SyncNode};
 
-/// Longest wait for [`peerlink_actors::Network::shutdown`] (which itself waits at most the close flush timeout of
-/// 2 s plus 0.5 s for every socket to flush its `Disconnect{shutdown}`).
+/// Longest wait for [`peerlink_actors::Network::shutdown`] (which itself waits at most 0.5 s for
+/// the final save of the address book, then the close flush timeout of 2 s plus 0.5 s for every
+/// socket to flush its `Disconnect{shutdown}`).
 pub const NETWORK_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// From the first signal to process exit, at most this long: network shutdown (3 s) plus admin
@@ -326,6 +327,15 @@ fn arm_hard_exit(mut sigint: Signal, mut sigterm: Signal) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_networks_shutdown_fits_its_bound() {
+        use peerlink_actors::discovery::FINAL_SAVE_TIMEOUT;
+        use peerlink_actors::limits::{CLOSE_FLUSH_TIMEOUT, SHUTDOWN_GRACE};
+        assert!(
+            FINAL_SAVE_TIMEOUT + CLOSE_FLUSH_TIMEOUT + SHUTDOWN_GRACE <= NETWORK_SHUTDOWN_TIMEOUT
+        );
+    }
 
     #[test]
     fn shutdown_bounds_agree() {

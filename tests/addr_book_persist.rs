@@ -154,7 +154,10 @@ fn the_book_and_anchors_survive_kill9_and_a_clean_restart() {
         (known >= 5 && anchors.len() == 2 && anchors == outbound_ips(&node))
             .then_some((known, anchors))
     });
-    assert!(!anchors.contains(&seed.listen.ip()), "a seed is never an anchor");
+    assert!(
+        !anchors.contains(&seed.listen.ip()),
+        "a seed is never an anchor"
+    );
     node.kill9();
 
     // Restart without seeds or peers: the anchors are dialled first and fill the target (two),
@@ -183,17 +186,24 @@ fn the_book_and_anchors_survive_kill9_and_a_clean_restart() {
         .find(|n| n.listen.ip() == dead)
         .expect("an anchor is one of A..E");
     victim.kill9();
-    let new_set = wait_within("a replacement for the dead anchor", Duration::from_secs(40), || {
-        let out = outbound_ips(&node);
-        (out.len() == 2 && !out.contains(&dead)).then_some(out)
-    });
+    let new_set = wait_within(
+        "a replacement for the dead anchor",
+        Duration::from_secs(40),
+        || {
+            let out = outbound_ips(&node);
+            (out.len() == 2 && !out.contains(&dead)).then_some(out)
+        },
+    );
     assert_eq!(discovery(&node)["saves"], 0, "no periodic save ran");
     node.terminate();
     assert!(node.log().contains("address book saved at shutdown"));
 
     let node = Node::start_with(n_ip, port, &[], &slow_saves, Some(data.path()), &[]);
     let d = discovery(&node);
-    assert!(d["loaded"].as_u64().unwrap() >= known, "the book came back whole: {d}");
+    assert!(
+        d["loaded"].as_u64().unwrap() >= known,
+        "the book came back whole: {d}"
+    );
     wait_for("the new anchors connected", || {
         (outbound_ips(&node) == new_set).then_some(())
     });
@@ -242,7 +252,11 @@ fn a_corrupt_stored_book_gives_an_empty_book_and_a_warning() {
     open().put_raw(&good[..good.len() / 2]).expect("write");
     let node = Node::start_with(n_ip, port, &[], &config, Some(data.path()), &[]);
     let d = discovery(&node);
-    assert_eq!((d["loaded"].as_u64(), d["known"].as_u64()), (Some(0), Some(0)), "{d}");
+    assert_eq!(
+        (d["loaded"].as_u64(), d["known"].as_u64()),
+        (Some(0), Some(0)),
+        "{d}"
+    );
     assert!(
         node.log().contains("address book store unreadable"),
         "{}",

@@ -320,13 +320,19 @@ mod tests {
         assert_eq!(p.due(now, 8, |_| false), vec![addr(3)]);
         p.dial_started(addr(3));
         p.dial_failed(addr(3), now, 1.0);
-        assert!(p.status(now).is_empty(), "a failed one-shot dial is forgotten");
+        assert!(
+            p.status(now).is_empty(),
+            "a failed one-shot dial is forgotten"
+        );
         p.add_once(addr(3), now);
         p.dial_started(addr(3));
         p.registered(addr(3));
         assert_eq!(p.busy_count(), 1);
         p.ended(addr(3), now, None, DisconnectReason::Requested, 1.0);
-        assert!(p.status(now).is_empty(), "an ended one-shot connection is forgotten");
+        assert!(
+            p.status(now).is_empty(),
+            "an ended one-shot connection is forgotten"
+        );
         // A configured peer stays a kept entry when discovery dials it too.
         p.add(addr(4), now, false);
         p.add_once(addr(4), now);

@@ -23,8 +23,8 @@ use crate::config::NetworkConfig;
 use crate::connector::{AddPeer, Connector, GetAddressBook, StopDialing};
 use crate::constants::{CLOSE_FLUSH_TIMEOUT, SHUTDOWN_GRACE};
 use crate::delivery::{AppMessage, Delivery, Inbound};
-use crate::discovery::{AddrStore, Discovery, DiscoverySetup, FlushBook, StoreThread};
 use crate::dial_plan::AddrStatus;
+use crate::discovery::{AddrStore, Discovery, DiscoverySetup, FlushBook, StoreThread};
 use crate::env::SessionEnv;
 use crate::error::NetworkError;
 use crate::handle::{PeerHandle, SendOutcome};
@@ -406,7 +406,7 @@ impl<M> Network<M> {
     }
 
     /// Stops accepting and dialling, saves the address book and anchors (with discovery and an
-    /// [`AddrStore`]; waits for the save, at most 1 s, while the outbound peers are still
+    /// [`AddrStore`]; waits for the save, at most 0.5 s, while the outbound peers are still
     /// connected so that they are the anchors), sends Disconnect{shutdown} to every peer, waits
     /// until every session and writer is gone (each holds a token of the network's task
     /// tracker; bounded by the close flush timeout), then stops the session threads (unless they

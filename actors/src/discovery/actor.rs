@@ -29,9 +29,9 @@ use super::selection::{OutboundSelector, SelectionConfig};
 use super::store::{SaveResult, StoreThread, StoredBook, FINAL_SAVE_TIMEOUT};
 use super::{canonical_addr, Reachability};
 use crate::connector::{Connector, DialOnce};
-use crate::reason::DisconnectReason;
 use crate::handle::PeerHandle;
 use crate::protocol::{Frame, WireAddr, MAX_ADDRS_PER_FRAME};
+use crate::reason::DisconnectReason;
 use crate::registry::PeerEvent;
 use crate::{canonical_ip, ConnId, Direction};
 
@@ -55,7 +55,6 @@ pub(crate) struct Discovery {
     configured: BTreeSet<IpAddr>,
     store: Option<StoreThread>,
     save_interval_ms: u64,
-    next_save_ms: u64,
     saving: bool,
     /// After the final save: no more saves or dials.
     stopped: bool,
@@ -230,7 +229,6 @@ impl Discovery {
             configured: setup.peers.iter().map(|a| canonical_ip(a.ip())).collect(),
             store: setup.store,
             save_interval_ms,
-            next_save_ms: now_ms().saturating_add(save_interval_ms),
             saving: false,
             stopped: false,
             seq: 0,
@@ -248,17 +246,25 @@ impl Actor for Discovery {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(TICK, |this, ctx| this.tick(ctx));
+        ctx.run_interval(TICK, |this, _| this.tick());
+        if self.store.is_some() {
+            let every = Duration::from_millis(self.save_interval_ms);
+            ctx.run_interval(every, |this, ctx| {
+                if !this.stopped && !this.saving {
+                    this.save(ctx);
+                }
+            });
+        }
     }
 }
 
 impl Handler<SetConnector> for Discovery {
     type Result = ();
 
-    fn handle(&mut self, msg: SetConnector, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: SetConnector, _: &mut Context<Self>) {
         self.connector = Some(msg.0);
         // Anchors (and a seed, when the book is empty) are dialled at once, not a tick later.
-        self.tick(ctx);
+        self.tick();
     }
 }
 
@@ -267,12 +273,12 @@ impl Handler<FlushBook> for Discovery {
 
     fn handle(&mut self, _: FlushBook, _: &mut Context<Self>) -> Self::Result {
         self.stopped = true;
-        let Some(store) = &self.store else {
+        let stored = self.stored_book();
+        let Some(store) = self.store.take() else {
             return Box::pin(async {});
         };
-        let stored = self.stored_book();
         let (entries, anchors) = (stored.book.entries.len(), stored.anchors.clone());
-        let done = store.save(stored);
+        let done = store.finish(stored);
         Box::pin(async move {
             match tokio::time::timeout(FINAL_SAVE_TIMEOUT, done).await {
                 Ok(Ok(Ok((_, _, took)))) => log::info!(
@@ -442,7 +448,7 @@ impl Handler<GossipFrame> for Discovery {
 }
 
 impl Discovery {
-    fn tick(&mut self, ctx: &mut Context<Self>) {
+    fn tick(&mut self) {
         let now = now_ms();
         if self.gossip.advertise_due(now) {
             let frame = addrs_frame(&[KnownAddr {
@@ -453,9 +459,6 @@ impl Discovery {
             for p in self.peers.values() {
                 let _ = p.handle.send_control(frame.clone());
             }
-        }
-        if self.store.is_some() && !self.stopped && !self.saving && now >= self.next_save_ms {
-            self.save(ctx, now);
         }
         // Seeds that never answered are let go after a while.
         let linger = self.seeds.config().linger_ms;
@@ -551,7 +554,7 @@ impl Discovery {
     }
 
     /// A periodic save: the snapshot here, the encoding and the write on the store thread.
-    fn save(&mut self, ctx: &mut Context<Self>, now: u64) {
+    fn save(&mut self, ctx: &mut Context<Self>) {
         let Some(store) = &self.store else {
             return;
         };
@@ -561,30 +564,32 @@ impl Discovery {
         let anchors = stored.anchors.clone();
         let done = store.save(stored);
         self.saving = true;
-        self.next_save_ms = now.saturating_add(self.save_interval_ms);
         ctx.spawn(
-            async move { done.await.unwrap_or_else(|_| Err("store thread gone".into())) }
-                .into_actor(self)
-                .map(move |result: SaveResult, this, _| {
-                    this.saving = false;
-                    match result {
-                        Ok((entries, _, took)) => {
-                            log::debug!(
-                                "address book saved: {entries} addresses, anchors {anchors:?} \
+            async move {
+                done.await
+                    .unwrap_or_else(|_| Err("store thread gone".into()))
+            }
+            .into_actor(self)
+            .map(move |result: SaveResult, this, _| {
+                this.saving = false;
+                match result {
+                    Ok((entries, _, took)) => {
+                        log::debug!(
+                            "address book saved: {entries} addresses, anchors {anchors:?} \
                                  (snapshot {snapshot_us} us, write {} us)",
-                                took.as_micros()
-                            );
-                            this.persist.saves += 1;
-                            this.persist.saved_entries = entries;
-                            this.persist.saved_anchors = anchors;
-                            this.persist.last_save_us = took.as_micros() as u64;
-                        }
-                        Err(e) => {
-                            this.persist.save_failures += 1;
-                            log::warn!("address book not saved: {e}");
-                        }
+                            took.as_micros()
+                        );
+                        this.persist.saves += 1;
+                        this.persist.saved_entries = entries;
+                        this.persist.saved_anchors = anchors;
+                        this.persist.last_save_us = took.as_micros() as u64;
                     }
-                }),
+                    Err(e) => {
+                        this.persist.save_failures += 1;
+                        log::warn!("address book not saved: {e}");
+                    }
+                }
+            }),
         );
     }
 }

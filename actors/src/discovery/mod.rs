@@ -38,8 +38,10 @@ pub use eviction::{
 };
 pub use gossip::{AddrGossip, GossipConfig};
 pub use seeds::{SeedConfig, SeedPlan};
-pub use store::{AddrStore, AddrStoreError, StoredBook, DEFAULT_ADDR_BOOK_SAVE_INTERVAL};
 pub use selection::{DialChoice, DialKind, OutboundSelector, SelectionConfig};
+pub use store::{
+    AddrStore, AddrStoreError, StoredBook, DEFAULT_ADDR_BOOK_SAVE_INTERVAL, FINAL_SAVE_TIMEOUT,
+};
 
 /// A network group: the unit of diversity (IPv4 /16, IPv6 /32, one loopback address).
 /// The first byte names the kind, the rest hold the prefix.
