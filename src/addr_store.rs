@@ -192,19 +192,19 @@ impl RedbAddrStore {
     }
 
     /// The raw record, if any (for tests and diagnostics).
-    pub fn raw(&self) -> Result<Option<Vec<u8>>, redb::Error> {
+    pub fn raw(&self) -> Result<Option<Vec<u8>>, AddrStoreError> {
         let tx = self.db.begin_read()?;
         let table = match tx.open_table(ADDR_BOOK_TABLE) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(Box::new(e)),
         };
         let value = table.get(ADDR_BOOK_KEY)?.map(|v| v.value().to_vec());
         Ok(value)
     }
 
     /// Replaces the raw record, durably (for tests and repairs).
-    pub fn put_raw(&self, bytes: &[u8]) -> Result<(), redb::Error> {
+    pub fn put_raw(&self, bytes: &[u8]) -> Result<(), AddrStoreError> {
         let tx = self.db.begin_write()?;
         tx.open_table(ADDR_BOOK_TABLE)?
             .insert(ADDR_BOOK_KEY, bytes)?;
