@@ -58,6 +58,10 @@ pub(crate) struct Discovery {
     saving: bool,
     /// After the final save: no more saves or dials.
     stopped: bool,
+    /// Connections whose gossip arrived before the registry's news of them (the session's
+    /// frame and the registry's event travel apart), with when: tracked by the gossip policy
+    /// at once, forgotten if no event follows within a dial timeout.
+    early: BTreeMap<ConnId, u64>,
     /// Connections seen so far, to order outbound peers by age.
     seq: u64,
     dial_timeout_ms: u64,
@@ -231,6 +235,7 @@ impl Discovery {
             save_interval_ms,
             saving: false,
             stopped: false,
+            early: BTreeMap::new(),
             seq: 0,
             dial_timeout_ms: setup.dial_timeout.as_millis() as u64,
             persist: PersistStats {
@@ -330,6 +335,7 @@ impl Handler<PeerEvent> for Discovery {
                     self.gossip.on_disconnect(old.conn);
                 }
                 self.gossip.on_connect(info.conn_id, now);
+                self.early.remove(&info.conn_id);
                 // An outbound connection to a seed (not also a configured peer) is a one-shot
                 // bootstrap: it does not go to the tried table and is closed once answered.
                 let seed = info.direction == Direction::Outbound
@@ -379,6 +385,7 @@ impl Handler<PeerEvent> for Discovery {
                     self.peers.remove(&record.ip);
                 }
                 self.gossip.on_disconnect(record.conn_id);
+                self.early.remove(&record.conn_id);
             }
         }
     }
@@ -390,6 +397,14 @@ impl Handler<GossipFrame> for Discovery {
     fn handle(&mut self, msg: GossipFrame, _: &mut Context<Self>) {
         let now = now_ms();
         let from = msg.handle.ip();
+        if !self.gossip.knows(msg.conn) {
+            // The session's frame overtook the registry's event about its connection.
+            if msg.handle.is_closed() {
+                return;
+            }
+            self.gossip.on_connect(msg.conn, now);
+            self.early.insert(msg.conn, now);
+        }
         match msg.frame {
             Frame::GetAddrs {} => {
                 if let Some(list) =
@@ -401,10 +416,18 @@ impl Handler<GossipFrame> for Discovery {
             }
             Frame::Addrs { addrs } => {
                 // A seed we dialled has done its job once it named anyone but itself.
-                let seed_answered = self
-                    .peers
-                    .get(&canonical_ip(from))
-                    .is_some_and(|p| p.seed && p.conn == msg.conn)
+                // (Its answer may overtake the registry's event: then the seed is one we are
+                // dialling.)
+                let ip = canonical_ip(from);
+                let dialled_seed = match self.peers.get(&ip) {
+                    Some(p) => p.seed && p.conn == msg.conn,
+                    None => {
+                        self.seeds.is_seed(SocketAddr::new(ip, 0))
+                            && !self.configured.contains(&ip)
+                            && self.asked.keys().any(|a| canonical_ip(a.ip()) == ip)
+                    }
+                };
+                let seed_answered = dialled_seed
                     && addrs.iter().any(|w| {
                         w.socket_addr()
                             .is_some_and(|a| canonical_ip(a.ip()) != canonical_ip(from))
@@ -467,9 +490,18 @@ impl Discovery {
                 p.handle.disconnect(DisconnectReason::Requested);
             }
         }
-        // Forget dials handed over longer ago than a dial can take (failed or refused).
+        // Forget dials handed over longer ago than a dial can take (failed or refused), and
+        // early gossip state of connections whose event never came.
         let timeout = self.dial_timeout_ms;
         self.asked.retain(|_, at| now.saturating_sub(*at) < timeout);
+        let gossip = &mut self.gossip;
+        self.early.retain(|conn, at| {
+            let keep = now.saturating_sub(*at) < timeout;
+            if !keep {
+                gossip.on_disconnect(*conn);
+            }
+            keep
+        });
         if self.stopped {
             return;
         }
