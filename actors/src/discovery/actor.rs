@@ -13,6 +13,12 @@
 //! the book is short it dials a seed ([`SeedPlan`]), and closes the seed connection once the seed
 //! has answered. With an [`AddrStore`](super::AddrStore) it saves the book and the anchors
 //! periodically and on [`FlushBook`] (shutdown), through the store thread.
+//!
+//! The connector tells it how every dial ended ([`DialOutcome`]): a failed dial (refused,
+//! timed out, or ended before its handshake completed) counts against the address in the book
+//! (`mark_failed`, which ages bad addresses out) and frees its slot at once, a completed one
+//! moves it to the tried table (`mark_good`), and an address that turned out to be this node's
+//! own is forgotten.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +35,7 @@ use super::selection::{OutboundSelector, SelectionConfig};
 use super::store::{SaveResult, StoreThread, StoredBook, FINAL_SAVE_TIMEOUT};
 use super::{canonical_addr, Reachability};
 use crate::connector::{Connector, DialOnce};
+use crate::env::GossipFrame;
 use crate::handle::PeerHandle;
 use crate::protocol::{Frame, WireAddr, MAX_ADDRS_PER_FRAME};
 use crate::reason::DisconnectReason;
@@ -50,6 +57,8 @@ pub(crate) struct Discovery {
     /// Addresses handed to the connector and not yet connected (with when).
     asked: BTreeMap<SocketAddr, u64>,
     dropped: u64,
+    dials_failed: u64,
+    dials_succeeded: u64,
     seeds: SeedPlan,
     /// Configured peers (kept by the connector): never anchors.
     configured: BTreeSet<IpAddr>,
@@ -118,18 +127,6 @@ pub(crate) struct DiscoverySetup {
 #[rtype(result = "()")]
 pub(crate) struct FlushBook;
 
-/// A gossip frame a session received, forwarded with its connection.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct GossipFrame {
-    /// The session's connection.
-    pub conn: ConnId,
-    /// Its send side, for the answer.
-    pub handle: PeerHandle,
-    /// `GetAddrs` or `Addrs`.
-    pub frame: Frame,
-}
-
 /// Asks for [`DiscoveryStats`].
 #[derive(Message)]
 #[rtype(result = "DiscoveryStats")]
@@ -150,6 +147,10 @@ pub struct DiscoveryStats {
     pub book_heap_bytes: usize,
     /// Gossiped addresses dropped by the per-connection token buckets since start.
     pub dropped: u64,
+    /// Failed dials the connector reported and the book recorded (`mark_failed`) since start.
+    pub dials_failed: u64,
+    /// Completed dials the connector reported and the book recorded (`mark_good`) since start.
+    pub dials_succeeded: u64,
     /// Entries loaded from the store at start.
     pub loaded: usize,
     /// Saves to the store completed since start.
@@ -164,6 +165,19 @@ pub struct DiscoveryStats {
     pub last_save_us: u64,
     /// Seed dials since start.
     pub seed_dials: u64,
+}
+
+/// How a dial the connector made ended, for the address book.
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub(crate) enum DialOutcome {
+    /// The dial failed: TCP refused or timed out, or the connection ended before its
+    /// handshake completed (handshake failure, refusal by the peer).
+    Failed(SocketAddr),
+    /// The dialled connection completed its handshake and registered.
+    Connected(SocketAddr),
+    /// The address leads back to this node.
+    Own(SocketAddr),
 }
 
 /// The connector to hand addresses to (set once, after both actors exist).
@@ -229,6 +243,8 @@ impl Discovery {
             peers: BTreeMap::new(),
             asked: BTreeMap::new(),
             dropped: 0,
+            dials_failed: 0,
+            dials_succeeded: 0,
             seeds,
             configured: setup.peers.iter().map(|a| canonical_ip(a.ip())).collect(),
             store: setup.store,
@@ -313,6 +329,8 @@ impl Handler<GetDiscoveryStats> for Discovery {
             max_per_source: self.book.max_source_count(),
             book_heap_bytes: self.book.approx_heap_bytes(),
             dropped: self.dropped,
+            dials_failed: self.dials_failed,
+            dials_succeeded: self.dials_succeeded,
             loaded: self.persist.loaded,
             saves: self.persist.saves,
             save_failures: self.persist.save_failures,
@@ -321,6 +339,32 @@ impl Handler<GetDiscoveryStats> for Discovery {
             last_save_us: self.persist.last_save_us,
             seed_dials: self.persist.seed_dials,
         })
+    }
+}
+
+impl Handler<DialOutcome> for Discovery {
+    type Result = ();
+
+    fn handle(&mut self, msg: DialOutcome, _: &mut Context<Self>) {
+        let now = now_ms();
+        match msg {
+            DialOutcome::Failed(addr) => {
+                self.book.mark_failed(addr, now);
+                // Free to choose another address at the next tick.
+                self.asked.remove(&addr);
+                self.dials_failed += 1;
+            }
+            // A seed is a one-shot bootstrap: it stays out of the tried table.
+            DialOutcome::Connected(addr) if self.seeds.is_seed(addr) => {}
+            DialOutcome::Connected(addr) => {
+                self.book.mark_good(addr, now);
+                self.dials_succeeded += 1;
+            }
+            DialOutcome::Own(addr) => {
+                self.book.remove(addr);
+                self.asked.remove(&addr);
+            }
+        }
     }
 }
 
@@ -334,15 +378,15 @@ impl Handler<PeerEvent> for Discovery {
                 if let Some(old) = self.peers.remove(&info.ip) {
                     self.gossip.on_disconnect(old.conn);
                 }
-                self.gossip.on_connect(info.conn_id, now);
-                self.early.remove(&info.conn_id);
+                self.gossip.on_connect(info.conn.conn_id, now);
+                self.early.remove(&info.conn.conn_id);
                 // An outbound connection to a seed (not also a configured peer) is a one-shot
                 // bootstrap: it does not go to the tried table and is closed once answered.
-                let seed = info.direction == Direction::Outbound
+                let seed = info.conn.direction == Direction::Outbound
                     && !self.configured.contains(&info.ip)
                     && self.seeds.is_seed(SocketAddr::new(info.ip, 0));
-                if let Some(listen) = info.listen_addr {
-                    match info.direction {
+                if let Some(listen) = info.meta.listen_addr {
+                    match info.conn.direction {
                         Direction::Outbound if seed => {}
                         Direction::Outbound => self.book.mark_good(listen, now),
                         Direction::Inbound => {
@@ -356,7 +400,7 @@ impl Handler<PeerEvent> for Discovery {
                 // Both sides ask once on connect; the dialler also advertises itself, which
                 // the peer relays onwards as news.
                 let _ = handle.send_control(Frame::GetAddrs {}.encode());
-                if info.direction == Direction::Outbound {
+                if info.conn.direction == Direction::Outbound {
                     let me = KnownAddr {
                         addr: self.listen,
                         last_seen: now / 1000,
@@ -366,10 +410,10 @@ impl Handler<PeerEvent> for Discovery {
                 self.peers.insert(
                     info.ip,
                     Peer {
-                        conn: info.conn_id,
+                        conn: info.conn.conn_id,
                         handle,
-                        direction: info.direction,
-                        listen: info.listen_addr,
+                        direction: info.conn.direction,
+                        listen: info.meta.listen_addr,
                         seq: self.seq,
                         seed,
                         opened_ms: now,

@@ -27,7 +27,7 @@ use crate::canonical_ip;
 
 pub use actor::DiscoveryStats;
 pub(crate) use actor::{
-    Discovery, DiscoverySetup, FlushBook, GetDiscoveryStats, GossipFrame, SetConnector,
+    DialOutcome, Discovery, DiscoverySetup, FlushBook, GetDiscoveryStats, SetConnector,
 };
 pub(crate) use store::StoreThread;
 
