@@ -21,6 +21,19 @@ pub struct NetworkConfig {
     /// Peers the connector keeps dialling (up to `target_outbound` at once): `IP:PORT`, or
     /// `KEYHEX@IP:PORT` to pin the key the peer at that IP must present.
     pub peers: Vec<PeerAddr>,
+    /// Run peer discovery: address gossip with every peer, an address book (persisted when
+    /// the application gives the network an `AddrStore`), and outbound peers chosen from it up
+    /// to `target_outbound`, beyond `peers`. Default: on. Off, the node connects to `peers` only
+    /// (a fixed topology). `NetworkBuilder::discovery` overrides it.
+    pub discovery: bool,
+    /// Bootstrap addresses (`IP:PORT` or `KEYHEX@IP:PORT`), used only with `discovery`: a seed
+    /// is dialled while the address book is short (fewer than twice `target_outbound`
+    /// addresses), asked for addresses, then disconnected; it is never kept as a peer, never
+    /// picked from the book, never an anchor. Unlike `peers`, which are always kept connected.
+    pub seeds: Vec<PeerAddr>,
+    /// Interval between saves of the address book and anchors to the application's store
+    /// (with discovery and an `AddrStore`), milliseconds; a final save runs at shutdown.
+    pub addr_book_save_interval_ms: u64,
     /// How connections are carried: `noise` (encrypted and authenticated, the default) or
     /// `plaintext` (only for benchmarks and interop tests; logged as a warning at start).
     pub transport: Transport,
@@ -98,6 +111,9 @@ impl Default for NetworkConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
             peers: Vec::new(),
+            discovery: true,
+            seeds: Vec::new(),
+            addr_book_save_interval_ms: ms(crate::discovery::DEFAULT_ADDR_BOOK_SAVE_INTERVAL),
             transport: Transport::Noise,
             allowed_keys: Vec::new(),
             magic: 0x706c_6e6b, // "plnk"
@@ -177,10 +193,11 @@ impl NetworkConfig {
         Duration::from_millis(self.dial_tick_ms)
     }
 
-    /// The key pinned for `ip` by a `KEYHEX@IP:PORT` peer entry, if any.
+    /// The key pinned for `ip` by a `KEYHEX@IP:PORT` entry of `peers` or `seeds`, if any.
     pub fn pinned_key(&self, ip: IpAddr) -> Option<PublicKey> {
         self.peers
             .iter()
+            .chain(&self.seeds)
             .find(|p| p.key.is_some() && crate::canonical_ip(p.addr.ip()) == ip)
             .and_then(|p| p.key)
     }
@@ -250,6 +267,12 @@ impl NetworkConfig {
                 "user_agent",
                 format!("longer than {MAX_USER_AGENT_BYTES} bytes"),
             );
+        }
+        if self.addr_book_save_interval_ms == 0 {
+            return bad("addr_book_save_interval_ms", "must be positive".into());
+        }
+        if let Some(s) = self.seeds.iter().find(|s| s.addr.port() == 0) {
+            return bad("seeds", format!("{} has port 0", s.addr));
         }
         if self.max_pending_handshakes == 0 {
             return bad("max_pending_handshakes", "must be positive".into());

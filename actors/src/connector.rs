@@ -51,6 +51,13 @@ pub struct AddPeer {
     pub now: bool,
 }
 
+/// Dial `addr` once, now (at the next opportunity within the outbound target), and forget it
+/// when the dial fails or the connection ends: the discovery actor's dials (seeds, anchors,
+/// addresses from its book), which it redials itself if it wants to.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct DialOnce(pub SocketAddr);
+
 /// The address book's state, for operators and tests.
 #[derive(Message)]
 #[rtype(result = "Vec<AddrStatus>")]
@@ -152,6 +159,16 @@ impl Handler<AddPeer> for Connector {
             self.tick(ctx);
         }
         added
+    }
+}
+
+impl Handler<DialOnce> for Connector {
+    type Result = ();
+
+    fn handle(&mut self, msg: DialOnce, ctx: &mut Context<Self>) {
+        if self.plan.add_once(msg.0, Instant::now()) {
+            self.tick(ctx);
+        }
     }
 }
 

@@ -80,9 +80,10 @@
 //! - `network` (entry point), `pool` (threads), `env` (what sessions share), `delivery`.
 //! - `session`, `handle`, `credit`, `level`: the session actor, its send side, its inbound
 //!   budget, the byte-count waiter both use.
-//! - `discovery`: address book, gossip rules, outbound selection, admission and eviction as
-//!   plain policy structs (public, with the seeded simulator `sim` that drives them), and the
-//!   discovery actor on the control plane.
+//! - `discovery`: address book, gossip rules, outbound selection, seeds, admission and eviction
+//!   as plain policy structs (public, with the seeded simulator `sim` that drives them), the
+//!   discovery actor on the control plane, and the [`AddrStore`] trait through which the
+//!   application persists the book and the anchors (loads and saves on a thread of their own).
 //! - `secure`: node keys, the Noise XX handshake and the AEAD record layer every connection runs
 //!   under the frame codec (by default), pinning and `allowed_keys`.
 //! - `lanes`: per-session-thread broadcast fan-out.
@@ -162,7 +163,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub use config::NetworkConfig;
 pub use delivery::{AppMessage, Inbound};
 pub use dial_plan::AddrStatus;
-pub use discovery::{sim, DiscoveryStats};
+pub use discovery::{sim, AddrStore, AddrStoreError, DiscoveryStats, StoredBook};
 pub use error::{CodecError, ConfigError, NetworkError};
 pub use handle::{PeerHandle, SendOutcome};
 pub use metrics::NetMetrics;
