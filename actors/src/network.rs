@@ -24,6 +24,7 @@ use crate::connector::{AddPeer, Connector, GetAddressBook, StopDialing};
 use crate::constants::{CLOSE_FLUSH_TIMEOUT, SHUTDOWN_GRACE};
 use crate::delivery::{AppMessage, Delivery, Inbound};
 use crate::dial_plan::AddrStatus;
+use crate::discovery::DiscoveryConfig;
 use crate::env::SessionEnv;
 use crate::error::NetworkError;
 use crate::handle::{PeerHandle, SendOutcome};
@@ -42,7 +43,7 @@ use crate::registry::{
 pub struct NetworkBuilder<M> {
     config: NetworkConfig,
     threads: Option<SessionThreads>,
-    discovery: bool,
+    discovery: Option<DiscoveryConfig>,
     _msg: PhantomData<fn(M) -> M>,
 }
 
@@ -55,9 +56,17 @@ impl<M: AppMessage> NetworkBuilder<M> {
     }
 
     /// Turns on peer discovery: address gossip (`GetAddrs`/`Addrs`) with every peer, and dials
-    /// toward `target_outbound` from the address book it fills, beyond `config.peers`.
+    /// toward `target_outbound` from the address book it fills, beyond `config.peers`. Its
+    /// timers are [`DiscoveryConfig::default`]; see [`NetworkBuilder::discovery_config`].
     pub fn discovery(mut self, on: bool) -> Self {
-        self.discovery = on;
+        self.discovery = on.then(DiscoveryConfig::default);
+        self
+    }
+
+    /// Turns on peer discovery with the given timers (e.g. [`DiscoveryConfig::fast`] for a
+    /// test network or a devnet that must find its shape within seconds).
+    pub fn discovery_config(mut self, config: DiscoveryConfig) -> Self {
+        self.discovery = Some(config);
         self
     }
 
@@ -111,7 +120,7 @@ impl<M: AppMessage> Network<M> {
         NetworkBuilder {
             config,
             threads: None,
-            discovery: false,
+            discovery: None,
             _msg: PhantomData,
         }
     }
@@ -120,7 +129,7 @@ impl<M: AppMessage> Network<M> {
         mut config: NetworkConfig,
         threads: Option<SessionThreads>,
         delivery: Delivery,
-        discovery: bool,
+        discovery: Option<DiscoveryConfig>,
     ) -> Result<Self, NetworkError> {
         config.validate()?;
         crate::secure::prepare(&mut config);
@@ -153,10 +162,11 @@ impl<M: AppMessage> Network<M> {
             })
         };
         // Discovery runs on the control plane's thread, beside the connector it feeds.
-        let discovery = discovery.then(|| {
+        let discovery = discovery.map(|dc| {
             let target = config.target_outbound;
+            let dial_pending = config.connect_timeout() + config.handshake_timeout();
             crate::discovery::Discovery::start_in_arbiter(pool.control(), move |_| {
-                crate::discovery::Discovery::new(listen_addr, target)
+                crate::discovery::Discovery::new(listen_addr, target, dial_pending, dc)
             })
         });
         let env = Arc::new(SessionEnv {

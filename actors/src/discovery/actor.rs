@@ -2,10 +2,15 @@
 //! node's [`AddrBook`], [`AddrGossip`] and [`OutboundSelector`]; it learns of connections from
 //! the registry's [`PeerEvent`]s (asking every new peer once for addresses, adding inbound peers'
 //! listen addresses to the book, moving dialled ones to the tried table), receives the gossip
-//! frames the sessions forward, answers them through the peer's [`PeerHandle`], and once a
-//! second, while the node has fewer outbound peers than its target, hands the connector the
-//! next address to dial. It advertises the node's own listen address to every peer it dials and
-//! to all peers periodically.
+//! frames the sessions forward, answers them through the peer's [`PeerHandle`], and on every
+//! tick (once a second by default, [`DiscoveryConfig`]), while the node has fewer outbound peers
+//! and dials in flight than its target, hands the connector as many addresses as it is short
+//! of. It advertises the node's own listen address to every peer it dials and to all peers
+//! periodically.
+//!
+//! A dial handed over counts toward the target until its peer connects or until it has had the
+//! time a dial can take (connect timeout plus handshake timeout, plus a tick): the connector
+//! does not report failures here, and a refused dial must not hold a slot for long.
 //!
 //! Not wired yet: persistence of the book and anchors (a storage trait), admission and eviction
 //! in the acceptor, dial failures fed back into the book.
@@ -19,7 +24,8 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::addr_book::{AddrBook, AddrBookConfig, KnownAddr};
-use super::gossip::{AddrGossip, GossipConfig};
+use super::config::DiscoveryConfig;
+use super::gossip::AddrGossip;
 use super::selection::{OutboundSelector, SelectionConfig};
 use super::Reachability;
 use crate::connector::{AddPeer, Connector};
@@ -27,9 +33,6 @@ use crate::handle::PeerHandle;
 use crate::protocol::{Frame, WireAddr, MAX_ADDRS_PER_FRAME};
 use crate::registry::PeerEvent;
 use crate::{canonical_ip, ConnId, Direction};
-
-/// How often the actor looks at its outbound count and the advertisement timer.
-const TICK: Duration = Duration::from_secs(1);
 
 /// The discovery actor of one node.
 pub(crate) struct Discovery {
@@ -42,6 +45,9 @@ pub(crate) struct Discovery {
     peers: BTreeMap<IpAddr, Peer>,
     /// Addresses handed to the connector and not yet connected (with when).
     asked: BTreeMap<SocketAddr, u64>,
+    /// How long a handed-over dial counts as in flight, ms.
+    dial_pending_ms: u64,
+    tick: Duration,
     dropped: u64,
 }
 
@@ -92,10 +98,17 @@ pub struct DiscoveryStats {
 pub(crate) struct SetConnector(pub Addr<Connector>);
 
 impl Discovery {
-    /// A discovery actor for a node listening on `listen`, keeping `target_outbound` peers.
-    /// Loopback addresses are accepted when the node itself listens on loopback (a test network
-    /// or a devnet), private ranges when it listens on one.
-    pub(crate) fn new(listen: SocketAddr, target_outbound: usize) -> Self {
+    /// A discovery actor for a node listening on `listen`, keeping `target_outbound` peers;
+    /// a dial handed to the connector counts as in flight for `dial_pending` (what a dial can
+    /// take: connect plus handshake timeout). Loopback addresses are accepted when the node
+    /// itself listens on loopback (a test network or a devnet), private ranges when it listens
+    /// on one.
+    pub(crate) fn new(
+        listen: SocketAddr,
+        target_outbound: usize,
+        dial_pending: Duration,
+        config: DiscoveryConfig,
+    ) -> Self {
         let reach = Reachability {
             allow_loopback: listen.ip().is_loopback(),
             allow_private: match canonical_ip(listen.ip()) {
@@ -113,10 +126,11 @@ impl Discovery {
                 },
                 secret,
             ),
-            gossip: AddrGossip::new(GossipConfig::default()),
+            gossip: AddrGossip::new(config.gossip),
             selector: OutboundSelector::new(
                 SelectionConfig {
                     target_outbound,
+                    feeler_interval_ms: config.feeler_interval_ms,
                     ..SelectionConfig::default()
                 },
                 Vec::new(),
@@ -125,6 +139,8 @@ impl Discovery {
             connector: None,
             peers: BTreeMap::new(),
             asked: BTreeMap::new(),
+            dial_pending_ms: (dial_pending + config.tick()).as_millis() as u64,
+            tick: config.tick(),
             dropped: 0,
         }
     }
@@ -134,7 +150,7 @@ impl Actor for Discovery {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(TICK, |this, _| this.tick());
+        ctx.run_interval(self.tick, |this, _| this.tick());
     }
 }
 
@@ -278,11 +294,14 @@ impl Discovery {
                 let _ = p.handle.send_control(frame.clone());
             }
         }
-        // Forget dials handed over long ago (failed or refused).
-        self.asked.retain(|_, at| now.saturating_sub(*at) < 30_000);
-        let Some(connector) = &self.connector else {
+        // Forget dials handed over longer ago than a dial can take (failed or refused).
+        let pending = self.dial_pending_ms;
+        self.asked.retain(|_, at| now.saturating_sub(*at) < pending);
+        let Some(connector) = self.connector.clone() else {
             return;
         };
+        let connected: BTreeSet<IpAddr> = self.peers.keys().copied().collect();
+        let own = canonical_ip(self.listen.ip());
         let mut outbound: Vec<SocketAddr> = self
             .peers
             .values()
@@ -290,15 +309,14 @@ impl Discovery {
             .filter_map(|p| p.listen)
             .collect();
         outbound.extend(self.asked.keys().copied());
-        let connected: BTreeSet<IpAddr> = self.peers.keys().copied().collect();
-        let own = canonical_ip(self.listen.ip());
         let asked = &self.asked;
         let busy =
             |a: SocketAddr| a.ip() == own || connected.contains(&a.ip()) || asked.contains_key(&a);
-        if let Some(choice) =
-            self.selector
-                .next_dial(&self.book, &outbound, busy, now, &mut self.rng)
-        {
+        // Every dial the node is short of, at once.
+        let dials = self
+            .selector
+            .next_dials(&self.book, &outbound, busy, now, &mut self.rng);
+        for choice in dials {
             self.book.mark_attempt(choice.addr, now);
             self.asked.insert(choice.addr, now);
             connector.do_send(AddPeer {

@@ -13,6 +13,7 @@
 
 mod actor;
 pub(crate) mod addr_book;
+mod config;
 pub(crate) mod admission;
 pub(crate) mod eviction;
 pub(crate) mod gossip;
@@ -25,6 +26,8 @@ use crate::canonical_ip;
 
 pub use actor::DiscoveryStats;
 pub(crate) use actor::{Discovery, GetDiscoveryStats, GossipFrame, SetConnector};
+
+pub use config::{DiscoveryConfig, DEFAULT_DISCOVERY_TICK, DEFAULT_FEELER_INTERVAL};
 
 pub use addr_book::{AddResult, AddrBook, AddrBookConfig, AddrBookSnapshot, KnownAddr, StoredAddr};
 pub use admission::{Admission, AdmissionConfig, AdmissionRefusal};
