@@ -84,8 +84,17 @@ pub const TABLE_REFRESH: Duration = Duration::from_secs(1);
 /// table every second).
 pub const PLAIN_TABLE_INTERVAL: Duration = Duration::from_secs(5);
 
-/// How often node statuses are polled while waiting for a tip.
+/// How often node statuses are polled while waiting for a tip (per 8 nodes: each poll asks
+/// every node's sync actor, so a devnet of 100 nodes polls less often).
 const POLL: Duration = Duration::from_millis(10);
+
+/// How often statuses are polled while a live block crosses the network (per 8 nodes).
+const RELAY_POLL: Duration = Duration::from_millis(2);
+
+/// `base` scaled to the number of nodes: one poll asks every node.
+fn poll_every(base: Duration, nodes: usize) -> Duration {
+    base * (nodes.div_ceil(8).max(1) as u32)
+}
 
 /// Seeds of the discovery topology: nodes 0, 1 and 2 (each told the next one); every other
 /// node is told one of them.
@@ -186,7 +195,9 @@ pub enum DevnetError {
 pub fn devnet_net_config(ip: Ipv4Addr) -> NetworkConfig {
     NetworkConfig {
         listen: SocketAddr::new(IpAddr::V4(ip), 0),
-        handshake_timeout_ms: 2_000,
+        // The default: a devnet of 100 nodes opens some 800 connections at once, and a loaded
+        // machine must not turn that storm into handshake timeouts.
+        handshake_timeout_ms: 5_000,
         ping_interval_ms: DEVNET_PING_INTERVAL_MS,
         ping_timeout_ms: 5_000,
         connect_timeout_ms: 1_000,
@@ -279,6 +290,11 @@ pub struct DevnetReport {
     pub graph_connected: bool,
     /// Resident memory of the whole process at the end, bytes.
     pub rss_bytes: u64,
+    /// Disconnects of registered connections over all nodes since the start.
+    pub disconnects: u64,
+    /// Reasons of the most recent disconnects (each node remembers its last few), counted over
+    /// all nodes, as `reason` (`by peer` when the peer closed).
+    pub disconnect_reasons: std::collections::BTreeMap<String, u64>,
     /// Per node.
     pub nodes: Vec<NodeReport>,
 }
@@ -488,7 +504,7 @@ async fn drive(
         }
         table.maybe_draw(nodes, &statuses, out).await?;
         check_time(args, deadline, interrupted, &statuses, target)?;
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(poll_every(POLL, nodes.len())).await;
     }
     let sync_time = synced_after
         .iter()
@@ -520,7 +536,7 @@ async fn drive(
             }
             table.maybe_draw(nodes, &statuses, out).await?;
             check_time(args, deadline, interrupted, &statuses, want)?;
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::time::sleep(poll_every(RELAY_POLL, nodes.len())).await;
         }
         relay_max = relay_max.max(t.elapsed());
         settle.maybe_check(nodes, started).await;
@@ -565,8 +581,17 @@ async fn drive(
     let all_peers = join_all(nodes.iter().map(|n| n.net.peers())).await;
     let books = join_all(nodes.iter().map(|n| n.net.discovery_stats())).await;
     let n = nodes.len();
+    let mut disconnects = 0;
+    let mut disconnect_reasons = std::collections::BTreeMap::new();
     for (i, (node, s)) in nodes.iter().zip(&statuses).enumerate() {
         let stats = node.net.stats().await.map_err(SyncError::from)?;
+        disconnects += stats.disconnects;
+        for d in &stats.recent_disconnects {
+            let side = if d.by_peer { " by peer" } else { "" };
+            *disconnect_reasons
+                .entry(format!("{}{side}", d.reason))
+                .or_insert(0) += 1;
+        }
         reports.push(node_report(
             i,
             args.topology,
@@ -591,6 +616,8 @@ async fn drive(
         settled_after: settle.settled_after,
         graph_connected: graph_connected(nodes, &all_peers),
         rss_bytes: process_rss_bytes(),
+        disconnects,
+        disconnect_reasons,
         nodes: reports,
     };
     write!(out, "{}", render_report(&report))?;
@@ -701,7 +728,7 @@ async fn soak(
             break;
         }
         check_time(args, deadline, interrupted, &statuses, want)?;
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(poll_every(POLL, nodes.len())).await;
     }
     let verdict = tracker.verdict();
     match &verdict {
@@ -833,7 +860,11 @@ fn graph_connected(nodes: &[SyncNode], peers: &[Vec<PeerInfo>]) -> bool {
     let edges: Vec<(usize, usize)> = peers
         .iter()
         .enumerate()
-        .flat_map(|(i, ps)| ps.iter().filter_map(|p| index.get(&p.ip).map(|&j| (i, j))))
+        .flat_map(|(i, ps)| {
+            let index = &index;
+            ps.iter()
+                .filter_map(move |p| index.get(&p.ip).map(|&j| (i, j)))
+        })
         .collect();
     is_connected(nodes.len(), &edges)
 }
@@ -992,6 +1023,19 @@ pub fn render_report(r: &DevnetReport) -> String {
             "NOT connected"
         }
     );
+    if r.disconnects > 0 {
+        let reasons: Vec<String> = r
+            .disconnect_reasons
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "disconnects: {} (recent reasons: {})",
+            r.disconnects,
+            reasons.join(", ")
+        );
+    }
     let _ = writeln!(
         s,
         "memory: RSS {:.1} MiB for {} nodes ({:.2} MiB per node)",
@@ -1204,6 +1248,8 @@ mod tests {
             settled_after: None,
             graph_connected: true,
             rss_bytes: 1 << 20,
+            disconnects: 0,
+            disconnect_reasons: Default::default(),
             nodes: vec![report(1)],
         };
         check_report(&ok).unwrap();
