@@ -31,8 +31,8 @@
 //!    connection per peer IP, and either exactly its neighbours (fixed shapes) or, under
 //!    discovery, at least its target of peers in a connected graph.
 //!
-//! Pings run every [`DEVNET_PING_INTERVAL_MS`] so that the pong rate is measured even in a
-//! short run.
+//! Pings run every [`DEVNET_PING_INTERVAL_MS`] (per 8 nodes: [`devnet_net_config_for`]) so that
+//! the pong rate is measured even in a short run.
 //!
 //! `--duration D` adds a soak phase after the relay phase: node 0 keeps producing a block every
 //! [`crate::soak::SOAK_BLOCK_INTERVAL`] for `D`, every `--report-every` the devnet prints
@@ -206,6 +206,20 @@ pub fn devnet_net_config(ip: Ipv4Addr) -> NetworkConfig {
         backoff_max_ms: 1_000,
         session_threads: 1,
         ..NetworkConfig::default()
+    }
+}
+
+/// [`devnet_net_config`] for a devnet of `nodes` nodes: the ping interval grows with the node
+/// count (every 200 ms per 8 nodes), so that the pings of 100 nodes' connections (some 1,600)
+/// stay a few thousand a second in all, not a load of their own; the ping timeout stays at
+/// least five intervals.
+pub fn devnet_net_config_for(ip: Ipv4Addr, nodes: usize) -> NetworkConfig {
+    let base = devnet_net_config(ip);
+    let ping_interval_ms = base.ping_interval_ms * nodes.div_ceil(8).max(1) as u64;
+    NetworkConfig {
+        ping_interval_ms,
+        ping_timeout_ms: base.ping_timeout_ms.max(5 * ping_interval_ms),
+        ..base
     }
 }
 
@@ -413,7 +427,8 @@ pub async fn run(args: &DevnetArgs, out: &mut dyn Write) -> Result<DevnetReport,
             None => ChainStore::open(root.path().join(format!("node-{i}")), &params),
         };
         let ip = node_ip(args.base_ip, i);
-        let (net, cfg) = (devnet_net_config(ip), devnet_sync_config(args.block_bytes));
+        let net = devnet_net_config_for(ip, args.nodes);
+        let cfg = devnet_sync_config(args.block_bytes);
         let setup = NodeSetup {
             producer_key: (i == 0).then(|| key.clone()),
             session_threads: Some(threads.clone()),
@@ -1297,6 +1312,16 @@ mod tests {
         assert_eq!(Topology::Discovery.expected(5, 100, 8), 8);
         assert_eq!(Topology::Discovery.expected(5, 6, 8), 5);
         assert!(Topology::Discovery.discovery() && !Topology::Line.discovery());
+    }
+
+    #[test]
+    fn pings_slow_down_with_the_node_count() {
+        let ip = Ipv4Addr::new(127, 0, 0, 2);
+        assert_eq!(devnet_net_config_for(ip, 8), devnet_net_config(ip));
+        let big = devnet_net_config_for(ip, 100);
+        assert_eq!(big.ping_interval_ms, 13 * DEVNET_PING_INTERVAL_MS);
+        assert!(big.ping_timeout_ms >= 5 * big.ping_interval_ms);
+        big.validate().unwrap();
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub(crate) struct Discovery {
     peers: BTreeMap<IpAddr, Peer>,
     /// Addresses handed to the connector and not yet connected (with when).
     asked: BTreeMap<SocketAddr, u64>,
+    /// Connections whose gossip frames arrived before their Connected event, with their send
+    /// side (to notice when they close without ever registering).
+    early: BTreeMap<ConnId, PeerHandle>,
     /// How long a handed-over dial counts as in flight, ms.
     dial_pending_ms: u64,
     tick: Duration,
@@ -139,6 +142,7 @@ impl Discovery {
             connector: None,
             peers: BTreeMap::new(),
             asked: BTreeMap::new(),
+            early: BTreeMap::new(),
             dial_pending_ms: (dial_pending + config.tick()).as_millis() as u64,
             tick: config.tick(),
             dropped: 0,
@@ -187,7 +191,9 @@ impl Handler<PeerEvent> for Discovery {
                 if let Some(old) = self.peers.remove(&info.ip) {
                     self.gossip.on_disconnect(old.conn);
                 }
+                // Idempotent: a connection whose frames came first keeps its gossip state.
                 self.gossip.on_connect(info.conn_id, now);
+                self.early.remove(&info.conn_id);
                 if let Some(listen) = info.listen_addr {
                     match info.direction {
                         Direction::Outbound => self.book.mark_good(listen, now),
@@ -226,6 +232,7 @@ impl Handler<PeerEvent> for Discovery {
                     self.peers.remove(&record.ip);
                 }
                 self.gossip.on_disconnect(record.conn_id);
+                self.early.remove(&record.conn_id);
             }
         }
     }
@@ -237,6 +244,13 @@ impl Handler<GossipFrame> for Discovery {
     fn handle(&mut self, msg: GossipFrame, _: &mut Context<Self>) {
         let now = now_ms();
         let from = msg.handle.ip();
+        // The frame may overtake the registry's Connected event for its connection (the peer
+        // asks as soon as it sees the connection registered): a live connection is tracked
+        // from its first frame, or its one answer would be lost.
+        if !self.gossip.knows(msg.conn) && !msg.handle.is_closed() {
+            self.gossip.on_connect(msg.conn, now);
+            self.early.insert(msg.conn, msg.handle.clone());
+        }
         match msg.frame {
             Frame::GetAddrs {} => {
                 if let Some(list) =
@@ -258,8 +272,10 @@ impl Handler<GossipFrame> for Discovery {
                     if addr == self.listen {
                         continue;
                     }
+                    let before = self.book.get(addr.ip()).map(|k| k.last_seen);
                     let r = self.book.add(addr, from, w.last_seen, now);
-                    if r == super::AddResult::Added {
+                    let after = self.book.get(addr.ip()).map(|k| k.last_seen);
+                    if r == super::AddResult::Added || is_fresher(before, after) {
                         news.push(KnownAddr {
                             addr,
                             last_seen: w.last_seen,
@@ -294,6 +310,18 @@ impl Discovery {
                 let _ = p.handle.send_control(frame.clone());
             }
         }
+        // Connections known only from their frames that closed before their Connected event
+        // (never registered): forget them.
+        let gone: Vec<ConnId> = self
+            .early
+            .iter()
+            .filter(|(_, h)| h.is_closed())
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in gone {
+            self.early.remove(&conn);
+            self.gossip.on_disconnect(conn);
+        }
         // Forget dials handed over longer ago than a dial can take (failed or refused).
         let pending = self.dial_pending_ms;
         self.asked.retain(|_, at| now.saturating_sub(*at) < pending);
@@ -327,6 +355,14 @@ impl Discovery {
     }
 }
 
+/// Whether gossip moved an address's last-seen time forward: a node re-advertising itself.
+/// Such an address is relayed like a new one (when fresh), so that each advertisement round
+/// reaches beyond the advertiser's neighbours, as Bitcoin relays fresh addresses whether or not
+/// they are known; each node relays a given (address, last-seen) once, which ends the flood.
+fn is_fresher(before: Option<u64>, after: Option<u64>) -> bool {
+    matches!((before, after), (Some(b), Some(a)) if a > b)
+}
+
 fn addrs_frame(list: &[KnownAddr]) -> Frame {
     Frame::Addrs {
         addrs: list
@@ -342,4 +378,17 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_fresher;
+
+    #[test]
+    fn only_a_later_last_seen_is_fresher() {
+        assert!(is_fresher(Some(10), Some(11)));
+        assert!(!is_fresher(Some(10), Some(10)));
+        assert!(!is_fresher(None, Some(10)), "a new address is news of its own kind");
+        assert!(!is_fresher(Some(10), None));
+    }
 }

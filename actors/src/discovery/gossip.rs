@@ -86,16 +86,21 @@ impl AddrGossip {
         &self.config
     }
 
-    /// A connection completed its handshake.
+    /// A connection completed its handshake (or its first gossip frame arrived before the news
+    /// of it). Idempotent: a connection already tracked keeps its state, so that its answer
+    /// interval and token bucket cannot be reset by telling it twice.
     pub fn on_connect(&mut self, conn: ConnId, now_ms: u64) {
-        self.peers.insert(
-            conn,
-            PeerGossip {
-                answered_at: None,
-                tokens: TokenBucket::new(self.config.burst, now_ms),
-                dropped: 0,
-            },
-        );
+        let burst = self.config.burst;
+        self.peers.entry(conn).or_insert_with(|| PeerGossip {
+            answered_at: None,
+            tokens: TokenBucket::new(burst, now_ms),
+            dropped: 0,
+        });
+    }
+
+    /// Whether the connection is tracked.
+    pub fn knows(&self, conn: ConnId) -> bool {
+        self.peers.contains_key(&conn)
     }
 
     /// A connection closed.
@@ -246,6 +251,23 @@ mod tests {
         assert!(g
             .on_get_addrs(ConnId(9), asker, NOW, book, &mut rng)
             .is_none());
+    }
+
+    #[test]
+    fn a_second_connect_keeps_the_answer_interval_and_the_bucket() {
+        let book = full_book();
+        let mut g = AddrGossip::new(GossipConfig::default());
+        let mut rng = StdRng::seed_from_u64(3);
+        let c = ConnId(1);
+        assert!(!g.knows(c));
+        g.on_connect(c, NOW);
+        assert!(g.knows(c));
+        let asker: IpAddr = "11.0.0.1".parse().unwrap();
+        assert!(g.on_get_addrs(c, asker, NOW, book, &mut rng).is_some());
+        assert_eq!(g.on_addrs(c, 1000, NOW), 1000);
+        g.on_connect(c, NOW + 1);
+        assert!(g.on_get_addrs(c, asker, NOW + 2, book, &mut rng).is_none());
+        assert_eq!(g.on_addrs(c, 1000, NOW + 2), 0);
     }
 
     #[test]
