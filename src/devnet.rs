@@ -124,7 +124,9 @@ impl Topology {
         match self {
             Topology::Discovery => {
                 let seeds = DEVNET_SEEDS.min(n);
-                let ring = (0..seeds).map(|i| (i, (i + 1) % seeds)).filter(|(a, b)| a != b);
+                let ring = (0..seeds)
+                    .map(|i| (i, (i + 1) % seeds))
+                    .filter(|(a, b)| a != b);
                 // Two seeds would dial each other: one dial is enough.
                 let ring = ring.filter(|&(a, b)| seeds > 2 || a < b);
                 ring.chain((seeds..n).map(|i| (i, i % seeds))).collect()
@@ -1089,7 +1091,11 @@ pub fn render_report(r: &DevnetReport) -> String {
             synced,
             format!("{}/{}", n.connections, n.distinct_ips),
             n.reconnects,
-            format!("{}/{}", n.outbound, n.connections - n.outbound.min(n.connections)),
+            format!(
+                "{}/{}",
+                n.outbound,
+                n.connections - n.outbound.min(n.connections)
+            ),
             n.known.map_or("-".to_string(), |k| k.to_string()),
             format!("{rate} ({}/{})", n.pongs_matched, n.pings_sent)
         );

@@ -337,7 +337,10 @@ fn devnet_by_discovery_settles_and_reaches_one_tip() {
         report.contains("peers (Discovery topology)") && report.contains("graph connected"),
         "{report}"
     );
-    assert!(out.contains("discovery: every node held at least 8 peers"), "{out}");
+    assert!(
+        out.contains("discovery: every node held at least 8 peers"),
+        "{out}"
+    );
     // One row per node at height 500 on the same tip, at least its target of 8 peers, one
     // connection per IP, and a discovery book (KNOWN) that names every other node.
     let rows: Vec<Vec<&str>> = report

@@ -197,7 +197,11 @@ async fn disconnects(nets: &[Network<Block>]) -> String {
             total += stats.disconnects;
             for d in stats.recent_disconnects {
                 *reasons
-                    .entry(format!("{}{}", d.reason, if d.by_peer { " by peer" } else { "" }))
+                    .entry(format!(
+                        "{}{}",
+                        d.reason,
+                        if d.by_peer { " by peer" } else { "" }
+                    ))
                     .or_default() += 1;
             }
         }
@@ -236,7 +240,11 @@ async fn hundred_nodes_told_one_of_three_seeds_converge_and_flood_a_block() {
     let started = Instant::now();
     let deadline = started + LIMIT;
     for (i, net) in nets.iter().enumerate() {
-        let seed = if i < SEEDS { (i + 1) % SEEDS } else { i % SEEDS };
+        let seed = if i < SEEDS {
+            (i + 1) % SEEDS
+        } else {
+            i % SEEDS
+        };
         net.connect(nets[seed].local_addr());
     }
 

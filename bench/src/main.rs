@@ -423,10 +423,7 @@ fn run_transport(sizes: Sizes, only: &str) -> RunOutput {
                 out.row(
                     &format!("j. block to half of the {n} nodes, p50"),
                     "ms",
-                    (
-                        common::median(&p.to_half_ms),
-                        common::median(&b.to_half_ms),
-                    ),
+                    (common::median(&p.to_half_ms), common::median(&b.to_half_ms)),
                     Target::Info,
                 );
             }

@@ -98,7 +98,11 @@ async fn flood_times(
             }
             Ok(Some(_)) => {}
             Ok(None) => return Err("arrival channel closed".into()),
-            Err(_) => return Err(format!("block {id} reached {got} of {n} nodes within {WAIT:?}")),
+            Err(_) => {
+                return Err(format!(
+                    "block {id} reached {got} of {n} nodes within {WAIT:?}"
+                ))
+            }
         }
     }
     let mut at: Vec<Instant> = times.into_iter().flatten().collect();
@@ -271,7 +275,11 @@ async fn drive_peerlink(
     let index: BTreeMap<IpAddr, usize> = (0..n).map(|i| (IpAddr::V4(peerlink_ip(i)), i)).collect();
     let started = Instant::now();
     for (i, net) in nets.iter().enumerate() {
-        let seed = if i < SEEDS { (i + 1) % SEEDS } else { i % SEEDS };
+        let seed = if i < SEEDS {
+            (i + 1) % SEEDS
+        } else {
+            i % SEEDS
+        };
         if seed != i && seed < n {
             net.connect(nets[seed].local_addr());
         }
@@ -365,7 +373,11 @@ fn raw_block(id: u64) -> Result<Bytes, String> {
 }
 
 /// The baseline: the same graph, raw tokio tasks.
-pub fn baseline(nodes: usize, edges: Vec<(usize, usize)>, blocks: u64) -> Result<Propagation, String> {
+pub fn baseline(
+    nodes: usize,
+    edges: Vec<(usize, usize)>,
+    blocks: u64,
+) -> Result<Propagation, String> {
     raise_fd_limit();
     in_tokio(async move {
         let mut listeners = Vec::with_capacity(nodes);

@@ -388,7 +388,10 @@ mod tests {
     fn only_a_later_last_seen_is_fresher() {
         assert!(is_fresher(Some(10), Some(11)));
         assert!(!is_fresher(Some(10), Some(10)));
-        assert!(!is_fresher(None, Some(10)), "a new address is news of its own kind");
+        assert!(
+            !is_fresher(None, Some(10)),
+            "a new address is news of its own kind"
+        );
         assert!(!is_fresher(Some(10), None));
     }
 }

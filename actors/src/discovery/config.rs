@@ -81,6 +81,9 @@ mod tests {
         assert!(f.tick_ms < d.tick_ms);
         assert!(f.gossip.advertise_interval_ms < d.gossip.advertise_interval_ms);
         assert!(f.gossip.advertise_interval_ms > f.tick_ms);
-        assert_eq!(DiscoveryConfig { tick_ms: 0, ..f }.tick(), Duration::from_millis(1));
+        assert_eq!(
+            DiscoveryConfig { tick_ms: 0, ..f }.tick(),
+            Duration::from_millis(1)
+        );
     }
 }

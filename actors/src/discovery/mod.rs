@@ -13,8 +13,8 @@
 
 mod actor;
 pub(crate) mod addr_book;
-mod config;
 pub(crate) mod admission;
+mod config;
 pub(crate) mod eviction;
 pub(crate) mod gossip;
 pub(crate) mod selection;

@@ -156,9 +156,7 @@ impl OutboundSelector {
         let mut out = outbound.to_vec();
         let mut chosen: Vec<DialChoice> = Vec::new();
         for _ in 0..=self.config.target_outbound {
-            let taken = |a: SocketAddr| {
-                busy(a) || chosen.iter().any(|c| c.addr.ip() == a.ip())
-            };
+            let taken = |a: SocketAddr| busy(a) || chosen.iter().any(|c| c.addr.ip() == a.ip());
             let Some(choice) = self.next_dial(book, &out, taken, now_ms, rng) else {
                 break;
             };
@@ -327,11 +325,15 @@ mod tests {
         assert_eq!(dials.len(), 6);
         let groups: BTreeSet<_> = dials.iter().map(|d| netgroup(d.addr.ip())).collect();
         assert_eq!(groups.len(), 6, "one group each: {dials:?}");
-        assert!(dials.iter().all(|d| d.kind == DialKind::Outbound && !busy(d.addr)));
+        assert!(dials
+            .iter()
+            .all(|d| d.kind == DialKind::Outbound && !busy(d.addr)));
         // Full: nothing (the first call on a full set only schedules the feeler).
         let mut full = out.clone();
         full.extend(dials.iter().map(|d| d.addr));
-        assert!(s.next_dials(&book, &full, |a| full.contains(&a), NOW, &mut rng).is_empty());
+        assert!(s
+            .next_dials(&book, &full, |a| full.contains(&a), NOW, &mut rng)
+            .is_empty());
     }
 
     proptest! {
