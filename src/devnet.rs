@@ -332,7 +332,7 @@ pub fn raise_fd_limit(need: u64) -> Option<String> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Some("devnet: cannot read the open-file limit (RLIMIT_NOFILE)".into());
     }
-    let (soft, hard) = (lim.rlim_cur as u64, lim.rlim_max as u64);
+    let (soft, hard): (u64, u64) = (lim.rlim_cur, lim.rlim_max);
     if need <= soft {
         return None;
     }
@@ -662,8 +662,8 @@ async fn soak_samples(
             connections: peers.len(),
             distinct_ips: peers.iter().map(|p| p.ip).collect::<BTreeSet<_>>().len(),
             expected: expected.get(i).copied().unwrap_or_default(),
-            pings_sent: peers.iter().map(|p| p.pings_sent).sum(),
-            pongs_matched: peers.iter().map(|p| p.pongs_matched).sum(),
+            pings_sent: peers.iter().map(|p| p.stats.pings_sent).sum(),
+            pongs_matched: peers.iter().map(|p| p.stats.pongs_matched).sum(),
             height: s.height,
         });
     }
@@ -781,13 +781,13 @@ fn node_report(
         distinct_ips: peers.iter().map(|p| p.ip).collect::<BTreeSet<_>>().len(),
         outbound: peers
             .iter()
-            .filter(|p| p.direction == Direction::Outbound)
+            .filter(|p| p.conn.direction == Direction::Outbound)
             .count(),
         expected,
         known: book.map(|b| b.known),
         reconnects: stats.connects.saturating_sub(first as u64),
-        pings_sent: peers.iter().map(|p| p.pings_sent).sum(),
-        pongs_matched: peers.iter().map(|p| p.pongs_matched).sum(),
+        pings_sent: peers.iter().map(|p| p.stats.pings_sent).sum(),
+        pongs_matched: peers.iter().map(|p| p.stats.pongs_matched).sum(),
     }
 }
 
@@ -1188,8 +1188,8 @@ impl Table {
             "NODE", "ADDR", "PEERS", "HEIGHT", "STATE", "BLOCKS/S", "PONGS/PINGS"
         );
         for (i, (s, p)) in statuses.iter().zip(&peers).enumerate() {
-            let pings: u64 = p.iter().map(|p| p.pings_sent).sum();
-            let pongs: u64 = p.iter().map(|p| p.pongs_matched).sum();
+            let pings: u64 = p.iter().map(|p| p.stats.pings_sent).sum();
+            let pongs: u64 = p.iter().map(|p| p.stats.pongs_matched).sum();
             let rate = if pings == 0 {
                 "-".to_string()
             } else {

@@ -175,7 +175,7 @@ async fn snapshot(nets: &[Network<Block>], index: &BTreeMap<IpAddr, usize>) -> S
             .iter()
             .map(|ps| {
                 ps.iter()
-                    .filter(|p| p.direction == Direction::Outbound)
+                    .filter(|p| p.conn.direction == Direction::Outbound)
                     .count()
             })
             .collect(),
@@ -277,7 +277,7 @@ async fn hundred_nodes_told_one_of_three_seeds_converge_and_flood_a_block() {
         id: 1,
         payload: vec![0xb1; BLOCK_BYTES],
     }));
-    let mut holders = vec![false; NODES];
+    let mut holders = [false; NODES];
     while !holders.iter().all(|h| *h) {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, arrived.recv()).await {

@@ -292,14 +292,14 @@ async fn drive_peerlink(
             .iter()
             .map(|ps| {
                 ps.iter()
-                    .filter(|p| p.direction == Direction::Outbound)
+                    .filter(|p| p.conn.direction == Direction::Outbound)
                     .count()
             })
             .collect();
         let mut edges = Vec::new();
         for (i, ps) in peers.iter().enumerate() {
             for p in ps {
-                if let (Some(&j), Direction::Outbound) = (index.get(&p.ip), p.direction) {
+                if let (Some(&j), Direction::Outbound) = (index.get(&p.ip), p.conn.direction) {
                     edges.push((i, j));
                 }
             }

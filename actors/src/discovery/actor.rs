@@ -29,6 +29,7 @@ use super::gossip::AddrGossip;
 use super::selection::{OutboundSelector, SelectionConfig};
 use super::Reachability;
 use crate::connector::{AddPeer, Connector};
+use crate::env::GossipFrame;
 use crate::handle::PeerHandle;
 use crate::protocol::{Frame, WireAddr, MAX_ADDRS_PER_FRAME};
 use crate::registry::PeerEvent;
@@ -59,18 +60,6 @@ struct Peer {
     handle: PeerHandle,
     direction: Direction,
     listen: Option<SocketAddr>,
-}
-
-/// A gossip frame a session received, forwarded with its connection.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct GossipFrame {
-    /// The session's connection.
-    pub conn: ConnId,
-    /// Its send side, for the answer.
-    pub handle: PeerHandle,
-    /// `GetAddrs` or `Addrs`.
-    pub frame: Frame,
 }
 
 /// Asks for [`DiscoveryStats`].
@@ -192,10 +181,10 @@ impl Handler<PeerEvent> for Discovery {
                     self.gossip.on_disconnect(old.conn);
                 }
                 // Idempotent: a connection whose frames came first keeps its gossip state.
-                self.gossip.on_connect(info.conn_id, now);
-                self.early.remove(&info.conn_id);
-                if let Some(listen) = info.listen_addr {
-                    match info.direction {
+                self.gossip.on_connect(info.conn.conn_id, now);
+                self.early.remove(&info.conn.conn_id);
+                if let Some(listen) = info.meta.listen_addr {
+                    match info.conn.direction {
                         Direction::Outbound => self.book.mark_good(listen, now),
                         Direction::Inbound => {
                             let _ = self.book.add(listen, info.ip, now / 1000, now);
@@ -206,7 +195,7 @@ impl Handler<PeerEvent> for Discovery {
                 // Both sides ask once on connect; the dialler also advertises itself, which
                 // the peer relays onwards as news.
                 let _ = handle.send_control(Frame::GetAddrs {}.encode());
-                if info.direction == Direction::Outbound {
+                if info.conn.direction == Direction::Outbound {
                     let me = KnownAddr {
                         addr: self.listen,
                         last_seen: now / 1000,
@@ -216,10 +205,10 @@ impl Handler<PeerEvent> for Discovery {
                 self.peers.insert(
                     info.ip,
                     Peer {
-                        conn: info.conn_id,
+                        conn: info.conn.conn_id,
                         handle,
-                        direction: info.direction,
-                        listen: info.listen_addr,
+                        direction: info.conn.direction,
+                        listen: info.meta.listen_addr,
                     },
                 );
             }
