@@ -12,8 +12,12 @@
 //! time a dial can take (connect timeout plus handshake timeout, plus a tick): the connector
 //! does not report failures here, and a refused dial must not hold a slot for long.
 //!
-//! Not wired yet: persistence of the book and anchors (a storage trait), admission and eviction
-//! in the acceptor, dial failures fed back into the book.
+//! The connector tells it how every dial ended ([`DialOutcome`]): a failed dial (refused,
+//! timed out, or ended before its handshake completed) counts against the address in the book
+//! (`mark_failed`, which ages bad addresses out), a completed one moves it to the tried table
+//! (`mark_good`), and an address that turned out to be this node's own is forgotten.
+//!
+//! Not wired yet: persistence of the book and anchors (a storage trait).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -53,6 +57,8 @@ pub(crate) struct Discovery {
     dial_pending_ms: u64,
     tick: Duration,
     dropped: u64,
+    dials_failed: u64,
+    dials_succeeded: u64,
 }
 
 struct Peer {
@@ -82,6 +88,23 @@ pub struct DiscoveryStats {
     pub book_heap_bytes: usize,
     /// Gossiped addresses dropped by the per-connection token buckets since start.
     pub dropped: u64,
+    /// Failed dials the connector reported and the book recorded (`mark_failed`) since start.
+    pub dials_failed: u64,
+    /// Completed dials the connector reported and the book recorded (`mark_good`) since start.
+    pub dials_succeeded: u64,
+}
+
+/// How a dial the connector made ended, for the address book.
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub(crate) enum DialOutcome {
+    /// The dial failed: TCP refused or timed out, or the connection ended before its
+    /// handshake completed (handshake failure, refusal by the peer).
+    Failed(SocketAddr),
+    /// The dialled connection completed its handshake and registered.
+    Connected(SocketAddr),
+    /// The address leads back to this node.
+    Own(SocketAddr),
 }
 
 /// The connector to hand addresses to (set once, after both actors exist).
@@ -135,6 +158,8 @@ impl Discovery {
             dial_pending_ms: (dial_pending + config.tick()).as_millis() as u64,
             tick: config.tick(),
             dropped: 0,
+            dials_failed: 0,
+            dials_succeeded: 0,
         }
     }
 }
@@ -166,7 +191,33 @@ impl Handler<GetDiscoveryStats> for Discovery {
             max_per_source: self.book.max_source_count(),
             book_heap_bytes: self.book.approx_heap_bytes(),
             dropped: self.dropped,
+            dials_failed: self.dials_failed,
+            dials_succeeded: self.dials_succeeded,
         })
+    }
+}
+
+impl Handler<DialOutcome> for Discovery {
+    type Result = ();
+
+    fn handle(&mut self, msg: DialOutcome, _: &mut Context<Self>) {
+        let now = now_ms();
+        match msg {
+            DialOutcome::Failed(addr) => {
+                self.book.mark_failed(addr, now);
+                // Free to choose another address at the next tick.
+                self.asked.remove(&addr);
+                self.dials_failed += 1;
+            }
+            DialOutcome::Connected(addr) => {
+                self.book.mark_good(addr, now);
+                self.dials_succeeded += 1;
+            }
+            DialOutcome::Own(addr) => {
+                self.book.remove(addr);
+                self.asked.remove(&addr);
+            }
+        }
     }
 }
 

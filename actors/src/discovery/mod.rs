@@ -25,7 +25,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use crate::canonical_ip;
 
 pub use actor::DiscoveryStats;
-pub(crate) use actor::{Discovery, GetDiscoveryStats, SetConnector};
+pub(crate) use actor::{DialOutcome, Discovery, GetDiscoveryStats, SetConnector};
 
 pub use config::{DiscoveryConfig, DEFAULT_DISCOVERY_TICK, DEFAULT_FEELER_INTERVAL};
 
