@@ -201,8 +201,8 @@ pub struct ProduceArgs {
 /// Arguments of `peerlink devnet`.
 #[derive(Debug, Clone, Args)]
 pub struct DevnetArgs {
-    /// Nodes to run (at least 2). Node i listens on base-ip + i and dials node i + 1 only, so
-    /// blocks cross nodes - 1 hops to reach the last one.
+    /// Nodes to run (at least 2; 100 work in one process). Node i listens on base-ip + i;
+    /// `--topology` says whom it dials.
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub nodes: usize,
     /// Length of the chain node 0 produces (the last few are produced live, the rest before
@@ -218,9 +218,11 @@ pub struct DevnetArgs {
     /// IPv4 loopback address of node 0; node i uses this address + i (all in 127.0.0.0/8).
     #[arg(long, value_name = "IP", default_value = "127.0.0.2")]
     pub base_ip: Ipv4Addr,
-    /// Who dials whom: `line` (i dials i + 1), `ring` (the line closed: the last dials node 0)
-    /// or `seed` (every node dials node 0).
-    #[arg(long, value_enum, default_value_t = crate::devnet::Topology::Line)]
+    /// Who dials whom: `discovery` (each node is told one of 3 seeds and finds the others by
+    /// address gossip), or with discovery off `line` (i dials i + 1, so blocks cross nodes - 1
+    /// hops), `ring` (the line closed: the last dials node 0) or `seed` (every node dials node
+    /// 0).
+    #[arg(long, value_enum, default_value_t = crate::devnet::Topology::Discovery)]
     pub topology: crate::devnet::Topology,
     /// Soak: after the sync, keep the nodes running this long (node 0 producing a block every
     /// 2 s), print reconnects, pong rate, one-entry-per-IP violations and RSS over time, and end
@@ -348,7 +350,7 @@ mod tests {
         assert_eq!((d.nodes, d.blocks, d.block_bytes), (8, 5000, 1024));
         assert_eq!(d.timeout, Duration::from_secs(120));
         assert!(d.base_ip.is_loopback());
-        assert_eq!(d.topology, crate::devnet::Topology::Line);
+        assert_eq!(d.topology, crate::devnet::Topology::Discovery);
         assert_eq!(d.duration, Duration::ZERO);
         let cli = Cli::try_parse_from([
             "peerlink",

@@ -1,33 +1,44 @@
 //! `peerlink devnet`: several complete nodes (chain store, sync actor, network) in one process,
-//! wired in a line so that blocks must cross several hops, with one producer at one end; a live
+//! connected by peer discovery (by default) or wired in a fixed shape, with one producer; a live
 //! table while they sync and a final report that checks what the design promises (every node
-//! on the same tip, one connection per peer IP, pongs answered).
+//! on the same tip, one connection per peer IP, pongs answered, and under discovery a connected
+//! graph in which every node holds its target of peers).
 //!
 //! ## What it does
 //!
 //! 1. Node 0's chain is built offline: `blocks - LIVE_BLOCKS` blocks of `block_bytes` random
 //!    bytes ([`crate::chain::produce()`]), in a temporary directory that is deleted at the end.
-//! 2. `nodes` nodes start, each on its own Arbiter (so the sync actors use every core), each
-//!    with its own data directory under the temporary one, listening on `base_ip + i` port 0
-//!    (peers are keyed by IP, so every node needs its own loopback address). Node `i` dials
-//!    node `i + 1` only: the line 0 - 1 - ... - (n-1), so the last node is `n - 1` hops from
-//!    the producer and every block it gets was relayed by every node in between.
-//! 3. Phase "sync": the clock starts when the dials are issued; it stops for each node when
-//!    its tip is node 0's tip.
-//! 4. Phase "relay": node 0 produces the last [`LIVE_BLOCKS`] blocks live, one at a time; each
+//! 2. `nodes` nodes start, each with its own data directory under the temporary one, listening
+//!    on `base_ip + i` port 0 (peers are keyed by IP, so every node needs its own loopback
+//!    address). Their sessions share one pool of session threads (one per core) and one control
+//!    plane thread ([`SessionThreads`]), so that 100 nodes cost 100 x 3 sync threads, not
+//!    100 x 5 threads; each node still has its own sync, chain-writer and request-server
+//!    threads. The open-file limit is raised to its hard limit when the nodes may need more
+//!    than the soft one ([`raise_fd_limit`]; said in the output).
+//! 3. Who dials whom ([`Topology`]): by default, `discovery`: the first [`DEVNET_SEEDS`] nodes
+//!    are seeds (each told the next seed), every other node is told one seed, and address
+//!    gossip and outbound selection do the rest (discovery on, with the short timers of
+//!    [`DiscoveryConfig::fast`]). `line` (node `i` dials node `i + 1`, so blocks must cross
+//!    `n - 1` hops), `ring` and `seed` keep their fixed shapes with discovery off.
+//! 4. Phase "sync": the clock starts when the dials are issued; it stops for each node when
+//!    its tip is node 0's tip. Under discovery, the time at which every node held at least
+//!    `min(target_outbound, n - 1)` peers in a connected graph is recorded too.
+//! 5. Phase "relay": node 0 produces the last [`LIVE_BLOCKS`] blocks live, one at a time; each
 //!    must reach every node through announces and requests, hop by hop, before the next one
 //!    is produced ([`LIVE_BLOCK_INTERVAL`] apart).
-//! 5. Report; exit status 0 only if every node ends on node 0's tip hash and has exactly one
-//!    connection per neighbour IP.
+//! 6. Report (with each node's outbound/inbound peers and known addresses, the degree spread
+//!    and the process RSS); exit status 0 only if every node ends on node 0's tip hash with one
+//!    connection per peer IP, and either exactly its neighbours (fixed shapes) or, under
+//!    discovery, at least its target of peers in a connected graph.
 //!
-//! Pings run every [`DEVNET_PING_INTERVAL_MS`] so that the pong rate is measured even in a
-//! short run.
+//! Pings run every [`DEVNET_PING_INTERVAL_MS`] (per 8 nodes: [`devnet_net_config_for`]) so that
+//! the pong rate is measured even in a short run.
 //!
-//! `--topology ring|seed` changes who dials whom ([`Topology`]); `--duration D` adds a soak
-//! phase after the relay phase: node 0 keeps producing a block every
+//! `--duration D` adds a soak phase after the relay phase: node 0 keeps producing a block every
 //! [`crate::soak::SOAK_BLOCK_INTERVAL`] for `D`, every `--report-every` the devnet prints
 //! reconnects, pong rate, one-entry-per-IP violations and RSS per node, and the run ends with
-//! the soak's verdict ([`crate::soak::SoakTracker`]) in the exit status.
+//! the soak's verdict ([`crate::soak::SoakTracker`]) in the exit status. Under discovery a
+//! node's expected connections during the soak are those it held when the soak started.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -37,9 +48,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::Arbiter;
 use futures_util::future::join_all;
-use peerlink_actors::{NetworkConfig, PeerInfo, RegistryStats};
+use peerlink_actors::discovery::DiscoveryConfig;
+use peerlink_actors::{
+    Direction, DiscoveryStats, NetworkConfig, PeerInfo, RegistryStats, SessionThreads,
+};
 
 use crate::chain::block::MAX_BLOCK_PAYLOAD_BYTES;
 use crate::chain::{
@@ -71,25 +84,53 @@ pub const TABLE_REFRESH: Duration = Duration::from_secs(1);
 /// table every second).
 pub const PLAIN_TABLE_INTERVAL: Duration = Duration::from_secs(5);
 
-/// How often node statuses are polled while waiting for a tip.
+/// How often node statuses are polled while waiting for a tip (per 8 nodes: each poll asks
+/// every node's sync actor, so a devnet of 100 nodes polls less often).
 const POLL: Duration = Duration::from_millis(10);
+
+/// How often statuses are polled while a live block crosses the network (per 8 nodes).
+const RELAY_POLL: Duration = Duration::from_millis(2);
+
+/// `base` scaled to the number of nodes: one poll asks every node.
+fn poll_every(base: Duration, nodes: usize) -> Duration {
+    base * (nodes.div_ceil(8).max(1) as u32)
+}
+
+/// Seeds of the discovery topology: nodes 0, 1 and 2 (each told the next one); every other
+/// node is told one of them.
+pub const DEVNET_SEEDS: usize = 3;
 
 /// Who dials whom in the devnet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Topology {
-    /// Node i dials node i + 1: blocks cross n - 1 hops.
+    /// Peer discovery: each node is told one of [`DEVNET_SEEDS`] seeds and finds the others by
+    /// address gossip, keeping `target_outbound` outbound peers.
+    Discovery,
+    /// Node i dials node i + 1: blocks cross n - 1 hops (discovery off).
     Line,
-    /// The line, closed: the last node also dials node 0 (two paths to every node).
+    /// The line, closed: the last node also dials node 0 (two paths to every node; discovery
+    /// off).
     Ring,
-    /// Every node dials node 0 (a star around the seed).
+    /// Every node dials node 0 (a star around the seed; discovery off).
     Seed,
 }
 
 impl Topology {
-    /// The dials `(from, to)` of a network of `n` nodes.
+    /// The dials `(from, to)` of a network of `n` nodes issued at the start. Under discovery,
+    /// each seed dials the next seed and node `i` the seed `i % DEVNET_SEEDS`; the rest of the
+    /// graph is discovery's.
     pub fn edges(self, n: usize) -> Vec<(usize, usize)> {
         let line = (0..n.saturating_sub(1)).map(|i| (i, i + 1));
         match self {
+            Topology::Discovery => {
+                let seeds = DEVNET_SEEDS.min(n);
+                let ring = (0..seeds)
+                    .map(|i| (i, (i + 1) % seeds))
+                    .filter(|(a, b)| a != b);
+                // Two seeds would dial each other: one dial is enough.
+                let ring = ring.filter(|&(a, b)| seeds > 2 || a < b);
+                ring.chain((seeds..n).map(|i| (i, i % seeds))).collect()
+            }
             Topology::Line => line.collect(),
             Topology::Ring if n >= 3 => line.chain(std::iter::once((n - 1, 0))).collect(),
             Topology::Ring => line.collect(),
@@ -97,12 +138,23 @@ impl Topology {
         }
     }
 
-    /// Connections node `i` of `n` holds when every dial succeeded.
-    pub fn expected(self, i: usize, n: usize) -> usize {
-        self.edges(n)
-            .iter()
-            .filter(|(a, b)| *a == i || *b == i)
-            .count()
+    /// Connections node `i` of `n` holds when every dial succeeded: exactly that many for the
+    /// fixed shapes; under discovery at least that many, `min(target_outbound, n - 1)`.
+    pub fn expected(self, i: usize, n: usize, target_outbound: usize) -> usize {
+        match self {
+            Topology::Discovery => target_outbound.min(n.saturating_sub(1)),
+            _ => self
+                .edges(n)
+                .iter()
+                .filter(|(a, b)| *a == i || *b == i)
+                .count(),
+        }
+    }
+
+    /// Whether discovery runs (only in the discovery topology: the fixed shapes stay what they
+    /// say).
+    pub fn discovery(self) -> bool {
+        self == Topology::Discovery
     }
 }
 
@@ -141,11 +193,13 @@ pub enum DevnetError {
 }
 
 /// The network configuration of devnet node `i`: listens on `ip` port 0, short timeouts and
-/// pings, one session thread (several nodes share the machine).
+/// pings (the session threads are the devnet's shared ones).
 pub fn devnet_net_config(ip: Ipv4Addr) -> NetworkConfig {
     NetworkConfig {
         listen: SocketAddr::new(IpAddr::V4(ip), 0),
-        handshake_timeout_ms: 2_000,
+        // The default: a devnet of 100 nodes opens some 800 connections at once, and a loaded
+        // machine must not turn that storm into handshake timeouts.
+        handshake_timeout_ms: 5_000,
         ping_interval_ms: DEVNET_PING_INTERVAL_MS,
         ping_timeout_ms: 5_000,
         connect_timeout_ms: 1_000,
@@ -156,6 +210,20 @@ pub fn devnet_net_config(ip: Ipv4Addr) -> NetworkConfig {
         // The devnet's topologies (line, ring, seed) are the links it dials.
         discovery: false,
         ..NetworkConfig::default()
+    }
+}
+
+/// [`devnet_net_config`] for a devnet of `nodes` nodes: the ping interval grows with the node
+/// count (every 200 ms per 8 nodes), so that the pings of 100 nodes' connections (some 1,600)
+/// stay a few thousand a second in all, not a load of their own; the ping timeout stays at
+/// least five intervals.
+pub fn devnet_net_config_for(ip: Ipv4Addr, nodes: usize) -> NetworkConfig {
+    let base = devnet_net_config(ip);
+    let ping_interval_ms = base.ping_interval_ms * nodes.div_ceil(8).max(1) as u64;
+    NetworkConfig {
+        ping_interval_ms,
+        ping_timeout_ms: base.ping_timeout_ms.max(5 * ping_interval_ms),
+        ..base
     }
 }
 
@@ -189,9 +257,14 @@ pub struct NodeReport {
     pub connections: usize,
     /// Distinct peer IPs among them.
     pub distinct_ips: usize,
-    /// Neighbours in the line (1 or 2).
+    /// Of the connections, those this node dialled.
+    pub outbound: usize,
+    /// Its neighbours in a fixed topology (exactly), or under discovery the least it must hold
+    /// (`min(target_outbound, n - 1)`).
     pub expected: usize,
-    /// Registrations beyond the initial ones.
+    /// Addresses in its discovery address book (None: discovery off).
+    pub known: Option<usize>,
+    /// Registrations beyond its current connections (fixed shapes: beyond its neighbours).
     pub reconnects: u64,
     /// Pings sent over its current connections.
     pub pings_sent: u64,
@@ -226,8 +299,71 @@ pub struct DevnetReport {
     pub relay_max: Duration,
     /// The final tip.
     pub tip: BlockHash,
+    /// Who dialled whom.
+    pub topology: Topology,
+    /// Under discovery: time from the dials until every node held at least its expected peers
+    /// in a connected graph (None: fixed shapes, or not observed).
+    pub settled_after: Option<Duration>,
+    /// Whether the final graph of connections is connected.
+    pub graph_connected: bool,
+    /// Resident memory of the whole process at the end, bytes.
+    pub rss_bytes: u64,
+    /// Disconnects of registered connections over all nodes since the start.
+    pub disconnects: u64,
+    /// Reasons of the most recent disconnects (each node remembers its last few), counted over
+    /// all nodes, as `reason` (`by peer` when the peer closed).
+    pub disconnect_reasons: std::collections::BTreeMap<String, u64>,
     /// Per node.
     pub nodes: Vec<NodeReport>,
+}
+
+/// Open files the devnet may need per node: its listener, its chain store, the event loops of
+/// its three threads, and both ends of each connection it holds, with room for dials in flight
+/// and accepted sockets still handshaking.
+const FDS_PER_NODE_BASE: u64 = 32;
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit when `need` open files would not fit under
+/// the soft one. Returns a line for the output: what was done, or that even the hard limit is
+/// short (the run goes on; accepts and dials beyond the limit fail and are retried).
+pub fn raise_fd_limit(need: u64) -> Option<String> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass; no other memory is touched.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Some("devnet: cannot read the open-file limit (RLIMIT_NOFILE)".into());
+    }
+    let (soft, hard): (u64, u64) = (lim.rlim_cur, lim.rlim_max);
+    if need <= soft {
+        return None;
+    }
+    let mut note = String::new();
+    if soft < hard {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we pass; raising the soft limit up to the hard one
+        // needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            note = format!(
+                "devnet: raised the open-file limit (RLIMIT_NOFILE) from {soft} to its hard limit \
+                 {hard} (the nodes may need about {need})"
+            );
+            log::info!("{note}");
+            if need <= hard {
+                return Some(note);
+            }
+            note.push('\n');
+        }
+    }
+    let line = format!(
+        "devnet: warning: the nodes may need about {need} open files, the hard limit is {hard} \
+         (raise it with `ulimit -Hn` as root); dials and accepts beyond it fail"
+    );
+    log::warn!("{line}");
+    Some(note + &line)
 }
 
 /// Runs the devnet described by `args` inside the current actix system, writing the live table
@@ -273,34 +409,54 @@ pub async fn run(args: &DevnetArgs, out: &mut dyn Write) -> Result<DevnetReport,
         short_hex(&target.1)
     )?;
 
+    let target_outbound = NetworkConfig::default().target_outbound as u64;
+    let need = args.nodes as u64 * (FDS_PER_NODE_BASE + 4 * target_outbound);
+    if let Some(note) = raise_fd_limit(need) {
+        writeln!(out, "{note}")?;
+    }
+
+    // One pool of session threads (and one control plane thread) for every node.
+    let threads = SessionThreads::new(
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+    );
+    let discovery = args.topology.discovery().then(DiscoveryConfig::fast);
     let mut nodes = Vec::with_capacity(args.nodes);
-    let mut arbiters = Vec::with_capacity(args.nodes);
     let mut store0 = Some(store0);
+    let mut started = Ok(());
     for i in 0..args.nodes {
         let store = match store0.take() {
-            Some(s) => s,
-            None => ChainStore::open(root.path().join(format!("node-{i}")), &params)?,
+            Some(s) => Ok(s),
+            None => ChainStore::open(root.path().join(format!("node-{i}")), &params),
         };
         let ip = node_ip(args.base_ip, i);
-        let (net, cfg) = (devnet_net_config(ip), devnet_sync_config(args.block_bytes));
+        let net = devnet_net_config_for(ip, args.nodes);
+        let cfg = devnet_sync_config(args.block_bytes);
         let setup = NodeSetup {
             producer_key: (i == 0).then(|| key.clone()),
+            session_threads: Some(threads.clone()),
+            discovery,
             ..NodeSetup::default()
         };
-        let arbiter = Arbiter::new();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        arbiter.spawn(async move {
-            let _ = tx.send(start_node_with(net, store, cfg, setup).await);
-        });
-        arbiters.push(arbiter);
-        let node = rx.await.map_err(|_| SyncError::Stopped)??;
-        nodes.push(node);
+        let node = match store {
+            Ok(store) => start_node_with(net, store, cfg, setup).await,
+            Err(e) => Err(e.into()),
+        };
+        match node {
+            Ok(node) => nodes.push(node),
+            Err(e) => {
+                started = Err(DevnetError::from(e));
+                break;
+            }
+        }
     }
-    let result = drive(args, &nodes, target, prebuilt, live, &interrupted, out).await;
+    let result = match started {
+        Ok(()) => drive(args, &nodes, target, prebuilt, live, &interrupted, out).await,
+        Err(e) => Err(e),
+    };
     join_all(nodes.iter().map(|n| n.shutdown())).await;
-    for a in &arbiters {
-        a.stop();
-    }
+    drop(threads);
     drop(root);
     result
 }
@@ -349,6 +505,7 @@ async fn drive(
         nodes[a].net.connect(nodes[b].net.local_addr());
     }
     let mut table = Table::new(std::io::stdout().is_terminal());
+    let mut settle = Settle::new(args.topology, nodes.len());
 
     // Phase 1: the pre-built chain reaches every node.
     let mut synced_after: Vec<Option<Duration>> = vec![None; nodes.len()];
@@ -360,12 +517,13 @@ async fn drive(
                 synced_after[i] = Some(started.elapsed());
             }
         }
+        settle.maybe_check(nodes, started).await;
         if synced_after.iter().all(Option::is_some) {
             break;
         }
         table.maybe_draw(nodes, &statuses, out).await?;
         check_time(args, deadline, interrupted, &statuses, target)?;
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(poll_every(POLL, nodes.len())).await;
     }
     let sync_time = synced_after
         .iter()
@@ -397,9 +555,36 @@ async fn drive(
             }
             table.maybe_draw(nodes, &statuses, out).await?;
             check_time(args, deadline, interrupted, &statuses, want)?;
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::time::sleep(poll_every(RELAY_POLL, nodes.len())).await;
         }
         relay_max = relay_max.max(t.elapsed());
+        settle.maybe_check(nodes, started).await;
+    }
+
+    // Under discovery: every node holds its expected peers in a connected graph.
+    while settle.pending() {
+        settle.check(nodes, started).await;
+        if !settle.pending() {
+            break;
+        }
+        if interrupted.load(Ordering::SeqCst) {
+            return Err(DevnetError::Interrupted);
+        }
+        if Instant::now() >= deadline {
+            return Err(DevnetError::Timeout {
+                after: args.timeout,
+                what: settle.shortfall(),
+            });
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
+    if let Some(after) = settle.settled_after {
+        writeln!(
+            out,
+            "discovery: every node held at least {} peers in a connected graph after {:.2} s",
+            settle.want,
+            after.as_secs_f64()
+        )?;
     }
 
     let soak = if args.duration.is_zero() {
@@ -412,16 +597,30 @@ async fn drive(
     let statuses = statuses(nodes).await?;
     table.draw(nodes, &statuses, out).await?;
     let mut reports = Vec::with_capacity(nodes.len());
+    let all_peers = join_all(nodes.iter().map(|n| n.net.peers())).await;
+    let books = join_all(nodes.iter().map(|n| n.net.discovery_stats())).await;
+    let n = nodes.len();
+    let mut disconnects = 0;
+    let mut disconnect_reasons = std::collections::BTreeMap::new();
     for (i, (node, s)) in nodes.iter().zip(&statuses).enumerate() {
-        let peers = node.net.peers().await;
         let stats = node.net.stats().await.map_err(SyncError::from)?;
+        disconnects += stats.disconnects;
+        for d in &stats.recent_disconnects {
+            let side = if d.by_peer { " by peer" } else { "" };
+            *disconnect_reasons
+                .entry(format!("{}{side}", d.reason))
+                .or_insert(0) += 1;
+        }
         reports.push(node_report(
             i,
-            args.topology.expected(i, nodes.len()),
+            args.topology,
+            args.topology
+                .expected(i, n, node.net.config().target_outbound),
             node,
             s,
-            &peers,
+            &all_peers[i],
             &stats,
+            books[i].as_ref(),
             synced_after[i],
         ));
     }
@@ -432,6 +631,12 @@ async fn drive(
         sync_time,
         relay_max,
         tip: statuses[0].tip,
+        topology: args.topology,
+        settled_after: settle.settled_after,
+        graph_connected: graph_connected(nodes, &all_peers),
+        rss_bytes: process_rss_bytes(),
+        disconnects,
+        disconnect_reasons,
         nodes: reports,
     };
     write!(out, "{}", render_report(&report))?;
@@ -442,10 +647,10 @@ async fn drive(
     }
 }
 
-/// Samples every node's counters for the soak.
+/// Samples every node's counters for the soak; `expected` are the connections each must hold.
 async fn soak_samples(
-    args: &DevnetArgs,
     nodes: &[SyncNode],
+    expected: &[usize],
 ) -> Result<Vec<NodeSample>, DevnetError> {
     let statuses = statuses(nodes).await?;
     let mut samples = Vec::with_capacity(nodes.len());
@@ -458,7 +663,7 @@ async fn soak_samples(
             replaced: stats.replaced,
             connections: peers.len(),
             distinct_ips: peers.iter().map(|p| p.ip).collect::<BTreeSet<_>>().len(),
-            expected: args.topology.expected(i, nodes.len()),
+            expected: expected.get(i).copied().unwrap_or_default(),
             pings_sent: peers.iter().map(|p| p.stats.pings_sent).sum(),
             pongs_matched: peers.iter().map(|p| p.stats.pongs_matched).sum(),
             height: s.height,
@@ -485,7 +690,24 @@ async fn soak(
         SOAK_BLOCK_INTERVAL.as_secs(),
         humantime::format_duration(args.report_every)
     )?;
-    let mut tracker = SoakTracker::new(soak_samples(args, nodes).await?);
+    // Fixed shapes: exactly the neighbours. Discovery: the peers held when the soak starts
+    // (a settled graph has no reason to change).
+    let expected: Vec<usize> = if args.topology.discovery() {
+        join_all(nodes.iter().map(|n| n.net.peers()))
+            .await
+            .iter()
+            .map(Vec::len)
+            .collect()
+    } else {
+        let n = nodes.len();
+        (0..n)
+            .map(|i| {
+                let target = nodes[i].net.config().target_outbound;
+                args.topology.expected(i, n, target)
+            })
+            .collect()
+    };
+    let mut tracker = SoakTracker::new(soak_samples(nodes, &expected).await?);
     let started = Instant::now();
     let end = started + args.duration;
     let every = args.report_every.max(Duration::from_millis(100));
@@ -501,7 +723,7 @@ async fn soak(
             next_block += SOAK_BLOCK_INTERVAL;
         }
         if now >= next_report || now >= end {
-            let samples = soak_samples(args, nodes).await?;
+            let samples = soak_samples(nodes, &expected).await?;
             let text = tracker.observe(started.elapsed(), &samples, process_rss_bytes());
             write!(out, "{text}")?;
             out.flush()?;
@@ -525,7 +747,7 @@ async fn soak(
             break;
         }
         check_time(args, deadline, interrupted, &statuses, want)?;
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(poll_every(POLL, nodes.len())).await;
     }
     let verdict = tracker.verdict();
     match &verdict {
@@ -534,15 +756,23 @@ async fn soak(
     Ok(verdict)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn node_report(
     index: usize,
+    topology: Topology,
     expected: usize,
     node: &SyncNode,
     s: &SyncStatus,
     peers: &[PeerInfo],
     stats: &RegistryStats,
+    book: Option<&DiscoveryStats>,
     synced_after: Option<Duration>,
 ) -> NodeReport {
+    let first = if topology.discovery() {
+        peers.len()
+    } else {
+        expected
+    };
     NodeReport {
         index,
         addr: node.net.local_addr(),
@@ -551,10 +781,146 @@ fn node_report(
         synced_after: (index > 0).then_some(synced_after).flatten(),
         connections: peers.len(),
         distinct_ips: peers.iter().map(|p| p.ip).collect::<BTreeSet<_>>().len(),
+        outbound: peers
+            .iter()
+            .filter(|p| p.conn.direction == Direction::Outbound)
+            .count(),
         expected,
-        reconnects: stats.connects.saturating_sub(expected as u64),
+        known: book.map(|b| b.known),
+        reconnects: stats.connects.saturating_sub(first as u64),
         pings_sent: peers.iter().map(|p| p.stats.pings_sent).sum(),
         pongs_matched: peers.iter().map(|p| p.stats.pongs_matched).sum(),
+    }
+}
+
+/// How often the discovery topology's shape is checked while the phases run (each check asks
+/// every node for its peers).
+const SETTLE_POLL: Duration = Duration::from_millis(100);
+
+/// Watches for the discovery topology to settle: every node holding at least
+/// `min(target_outbound, n - 1)` peers, the graph connected.
+struct Settle {
+    discovery: bool,
+    want: usize,
+    settled_after: Option<Duration>,
+    last_check: Option<Instant>,
+    short: Vec<(usize, usize)>,
+    connected: bool,
+}
+
+impl Settle {
+    fn new(topology: Topology, n: usize) -> Self {
+        let target = NetworkConfig::default().target_outbound;
+        Self {
+            discovery: topology.discovery(),
+            want: topology.expected(0, n, target),
+            settled_after: None,
+            last_check: None,
+            short: Vec::new(),
+            connected: false,
+        }
+    }
+
+    /// Still waiting for the discovery topology to settle.
+    fn pending(&self) -> bool {
+        self.discovery && self.settled_after.is_none()
+    }
+
+    /// Checks when pending and the last check is at least [`SETTLE_POLL`] old.
+    async fn maybe_check(&mut self, nodes: &[SyncNode], started: Instant) {
+        if self.pending() && self.last_check.is_none_or(|t| t.elapsed() >= SETTLE_POLL) {
+            self.check(nodes, started).await;
+        }
+    }
+
+    async fn check(&mut self, nodes: &[SyncNode], started: Instant) {
+        self.last_check = Some(Instant::now());
+        let peers = join_all(nodes.iter().map(|n| n.net.peers())).await;
+        self.short = peers
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.len() < self.want)
+            .map(|(i, p)| (i, p.len()))
+            .collect();
+        self.connected = graph_connected(nodes, &peers);
+        if self.short.is_empty() && self.connected {
+            self.settled_after = Some(started.elapsed());
+        }
+    }
+
+    /// What is missing, for a timeout.
+    fn shortfall(&self) -> String {
+        let short: Vec<String> = self
+            .short
+            .iter()
+            .map(|(i, n)| format!("node {i} has {n}"))
+            .collect();
+        format!(
+            "discovery did not settle: {} nodes below {} peers ({}), graph {}",
+            short.len(),
+            self.want,
+            short.join(", "),
+            if self.connected {
+                "connected"
+            } else {
+                "not connected"
+            }
+        )
+    }
+}
+
+/// Whether the connections in `peers` (one list per node) join every node.
+fn graph_connected(nodes: &[SyncNode], peers: &[Vec<PeerInfo>]) -> bool {
+    let index: std::collections::BTreeMap<IpAddr, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.net.local_addr().ip(), i))
+        .collect();
+    let edges: Vec<(usize, usize)> = peers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, ps)| {
+            let index = &index;
+            ps.iter()
+                .filter_map(move |p| index.get(&p.ip).map(|&j| (i, j)))
+        })
+        .collect();
+    is_connected(nodes.len(), &edges)
+}
+
+/// Whether the undirected graph with `edges` over `n` vertices is connected.
+pub fn is_connected(n: usize, edges: &[(usize, usize)]) -> bool {
+    if n == 0 {
+        return true;
+    }
+    let mut adj = vec![Vec::new(); n];
+    for &(a, b) in edges {
+        if a < n && b < n {
+            adj[a].push(b);
+            adj[b].push(a);
+        }
+    }
+    let mut seen = vec![false; n];
+    let mut stack = vec![0];
+    seen[0] = true;
+    while let Some(x) = stack.pop() {
+        for &y in &adj[x] {
+            if !seen[y] {
+                seen[y] = true;
+                stack.push(y);
+            }
+        }
+    }
+    seen.iter().all(|s| *s)
+}
+
+/// Minimum, median and maximum of `values` (zeros when empty).
+pub fn spread(values: &[usize]) -> (usize, usize, usize) {
+    let mut v = values.to_vec();
+    v.sort_unstable();
+    match (v.first(), v.get(v.len() / 2), v.last()) {
+        (Some(&a), Some(&b), Some(&c)) => (a, b, c),
+        _ => (0, 0, 0),
     }
 }
 
@@ -577,12 +943,22 @@ pub fn check_report(r: &DevnetReport) -> Result<(), DevnetError> {
                 n.index, n.connections, n.distinct_ips
             ));
         }
-        if n.connections != n.expected {
+        if r.topology.discovery() {
+            if n.connections < n.expected {
+                problems.push(format!(
+                    "node {} has {} connections, at least {} expected (its target of peers)",
+                    n.index, n.connections, n.expected
+                ));
+            }
+        } else if n.connections != n.expected {
             problems.push(format!(
                 "node {} has {} connections, expected {} (its neighbours in the topology)",
                 n.index, n.connections, n.expected
             ));
         }
+    }
+    if !r.graph_connected {
+        problems.push("the graph of connections is not connected".into());
     }
     if problems.is_empty() {
         Ok(())
@@ -613,7 +989,7 @@ pub fn render_report(r: &DevnetReport) -> String {
     let _ = writeln!(
         s,
         "sync: {} blocks of {} bytes; node 1 (1 hop) had them after {:.2} s ({:.0} blocks/s, {:.1} MB/s); \
-         every node after {:.2} s ({:.0} blocks/s, {:.1} MB/s end to end over {} hops)",
+         every node after {:.2} s ({:.0} blocks/s, {:.1} MB/s end to end{})",
         r.prebuilt,
         r.block_bytes,
         first,
@@ -622,7 +998,10 @@ pub fn render_report(r: &DevnetReport) -> String {
         secs,
         r.prebuilt as f64 / secs,
         bytes / secs / 1e6,
-        r.nodes.len().saturating_sub(1)
+        match r.topology {
+            Topology::Line => format!(" over {} hops", r.nodes.len().saturating_sub(1)),
+            _ => String::new(),
+        }
     );
     let _ = writeln!(
         s,
@@ -631,10 +1010,71 @@ pub fn render_report(r: &DevnetReport) -> String {
         r.nodes.len(),
         r.relay_max.as_secs_f64() * 1000.0
     );
+    let degrees: Vec<usize> = r.nodes.iter().map(|n| n.connections).collect();
+    let outbound: Vec<usize> = r.nodes.iter().map(|n| n.outbound).collect();
+    let (dmin, dmed, dmax) = spread(&degrees);
+    let (omin, omed, omax) = spread(&outbound);
+    let _ = write!(
+        s,
+        "peers ({:?} topology): degree min/median/max {dmin}/{dmed}/{dmax}, outbound \
+         min/median/max {omin}/{omed}/{omax}",
+        r.topology
+    );
+    let known: Vec<usize> = r.nodes.iter().filter_map(|n| n.known).collect();
+    if !known.is_empty() {
+        let (kmin, kmed, _) = spread(&known);
+        let _ = write!(s, ", known addresses min/median {kmin}/{kmed}");
+    }
+    if let Some(after) = r.settled_after {
+        let _ = write!(
+            s,
+            "; settled (every node >= {} peers, connected) after {:.2} s",
+            r.nodes.first().map_or(0, |n| n.expected),
+            after.as_secs_f64()
+        );
+    }
     let _ = writeln!(
         s,
-        "{:<5} {:<22} {:>10} {:>12} {:>10} {:>9} {:>10} {:>17}",
-        "NODE", "ADDR", "HEIGHT", "TIP", "SYNCED (s)", "CONNS/IPS", "RECONNECTS", "PONGS/PINGS"
+        "; graph {}",
+        if r.graph_connected {
+            "connected"
+        } else {
+            "NOT connected"
+        }
+    );
+    if r.disconnects > 0 {
+        let reasons: Vec<String> = r
+            .disconnect_reasons
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "disconnects: {} (recent reasons: {})",
+            r.disconnects,
+            reasons.join(", ")
+        );
+    }
+    let _ = writeln!(
+        s,
+        "memory: RSS {:.1} MiB for {} nodes ({:.2} MiB per node)",
+        r.rss_bytes as f64 / (1024.0 * 1024.0),
+        r.nodes.len(),
+        r.rss_bytes as f64 / (1024.0 * 1024.0) / r.nodes.len().max(1) as f64
+    );
+    let _ = writeln!(
+        s,
+        "{:<5} {:<22} {:>10} {:>12} {:>10} {:>9} {:>10} {:>7} {:>6} {:>17}",
+        "NODE",
+        "ADDR",
+        "HEIGHT",
+        "TIP",
+        "SYNCED (s)",
+        "CONNS/IPS",
+        "RECONNECTS",
+        "OUT/IN",
+        "KNOWN",
+        "PONGS/PINGS"
     );
     for n in &r.nodes {
         let synced = n
@@ -645,7 +1085,7 @@ pub fn render_report(r: &DevnetReport) -> String {
             .map_or("-".to_string(), |r| format!("{:.1} %", r * 100.0));
         let _ = writeln!(
             s,
-            "{:<5} {:<22} {:>10} {:>12} {:>10} {:>9} {:>10} {:>17}",
+            "{:<5} {:<22} {:>10} {:>12} {:>10} {:>9} {:>10} {:>7} {:>6} {:>17}",
             n.index,
             n.addr.to_string(),
             n.height,
@@ -653,6 +1093,12 @@ pub fn render_report(r: &DevnetReport) -> String {
             synced,
             format!("{}/{}", n.connections, n.distinct_ips),
             n.reconnects,
+            format!(
+                "{}/{}",
+                n.outbound,
+                n.connections - n.outbound.min(n.connections)
+            ),
+            n.known.map_or("-".to_string(), |k| k.to_string()),
             format!("{rate} ({}/{})", n.pongs_matched, n.pings_sent)
         );
     }
@@ -792,7 +1238,9 @@ mod tests {
             synced_after: Some(Duration::from_secs(1)),
             connections: 2,
             distinct_ips: 2,
+            outbound: 1,
             expected: 2,
+            known: None,
             reconnects: 0,
             pings_sent: 12,
             pongs_matched: 10,
@@ -819,6 +1267,12 @@ mod tests {
             sync_time: Duration::from_secs(1),
             relay_max: Duration::ZERO,
             tip: [1; 32],
+            topology: Topology::Line,
+            settled_after: None,
+            graph_connected: true,
+            rss_bytes: 1 << 20,
+            disconnects: 0,
+            disconnect_reasons: Default::default(),
             nodes: vec![report(1)],
         };
         check_report(&ok).unwrap();
@@ -829,6 +1283,21 @@ mod tests {
         dup.nodes[0].distinct_ips = 1;
         assert!(check_report(&dup).is_err());
         assert!(render_report(&ok).contains("devnet report"));
+        let mut apart = ok.clone();
+        apart.graph_connected = false;
+        assert!(check_report(&apart).is_err());
+        // Discovery: at least the expected peers, more is fine, fewer is not.
+        let mut disc = ok.clone();
+        disc.topology = Topology::Discovery;
+        disc.nodes[0].connections = 5;
+        disc.nodes[0].distinct_ips = 5;
+        check_report(&disc).unwrap();
+        disc.nodes[0].connections = 1;
+        disc.nodes[0].distinct_ips = 1;
+        assert!(check_report(&disc).is_err());
+        let text = render_report(&ok);
+        assert!(text.contains("degree min/median/max 2/2/2"), "{text}");
+        assert!(text.contains("memory: RSS 1.0 MiB"), "{text}");
     }
 
     #[test]
@@ -837,11 +1306,48 @@ mod tests {
         assert_eq!(Topology::Ring.edges(3), vec![(0, 1), (1, 2), (2, 0)]);
         assert_eq!(Topology::Ring.edges(2), vec![(0, 1)]);
         assert_eq!(Topology::Seed.edges(3), vec![(1, 0), (2, 0)]);
-        assert_eq!(Topology::Line.expected(0, 4), 1);
-        assert_eq!(Topology::Line.expected(1, 4), 2);
-        assert_eq!(Topology::Ring.expected(0, 4), 2);
-        assert_eq!(Topology::Seed.expected(0, 4), 3);
-        assert_eq!(Topology::Seed.expected(3, 4), 1);
+        assert_eq!(Topology::Line.expected(0, 4, 8), 1);
+        assert_eq!(Topology::Line.expected(1, 4, 8), 2);
+        assert_eq!(Topology::Ring.expected(0, 4, 8), 2);
+        assert_eq!(Topology::Seed.expected(0, 4, 8), 3);
+        assert_eq!(Topology::Seed.expected(3, 4, 8), 1);
+        // Discovery: seeds 0, 1, 2 in a ring, every other node told one of them.
+        assert_eq!(
+            Topology::Discovery.edges(6),
+            vec![(0, 1), (1, 2), (2, 0), (3, 0), (4, 1), (5, 2)]
+        );
+        assert_eq!(Topology::Discovery.edges(2), vec![(0, 1)]);
+        assert_eq!(Topology::Discovery.expected(5, 100, 8), 8);
+        assert_eq!(Topology::Discovery.expected(5, 6, 8), 5);
+        assert!(Topology::Discovery.discovery() && !Topology::Line.discovery());
+    }
+
+    #[test]
+    fn pings_slow_down_with_the_node_count() {
+        let ip = Ipv4Addr::new(127, 0, 0, 2);
+        assert_eq!(devnet_net_config_for(ip, 8), devnet_net_config(ip));
+        let big = devnet_net_config_for(ip, 100);
+        assert_eq!(big.ping_interval_ms, 13 * DEVNET_PING_INTERVAL_MS);
+        assert!(big.ping_timeout_ms >= 5 * big.ping_interval_ms);
+        big.validate().unwrap();
+    }
+
+    #[test]
+    fn connectivity_and_spread() {
+        assert!(is_connected(3, &[(0, 1), (2, 1)]));
+        assert!(!is_connected(4, &[(0, 1), (2, 3)]));
+        assert!(is_connected(1, &[]));
+        assert!(!is_connected(2, &[(0, 7)]));
+        assert_eq!(spread(&[5, 1, 9, 3]), (1, 5, 9));
+        assert_eq!(spread(&[]), (0, 0, 0));
+    }
+
+    #[test]
+    fn the_fd_limit_is_left_alone_when_enough_and_raised_or_reported_otherwise() {
+        assert_eq!(raise_fd_limit(16), None);
+        // Far beyond any hard limit: reported (after raising the soft limit, if it was lower).
+        let note = raise_fd_limit(u64::MAX / 2).expect("a note");
+        assert!(note.contains("hard limit"), "{note}");
     }
 
     #[test]

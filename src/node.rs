@@ -188,6 +188,7 @@ async fn serve(
         rule: None,
         bans: config.bans.clone(),
         own_ips: vec![config.admin.bind.ip()],
+        ..NodeSetup::default()
     };
     let node = sync::start_node_with(net_config, store, config.sync.clone(), setup)
         .await

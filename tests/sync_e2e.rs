@@ -1,8 +1,9 @@
 //! End-to-end acceptance tests of block sync through the `peerlink` binary: `peerlink produce`
 //! builds a chain offline, `peerlink run` serves it, a fresh node syncs it, survives SIGKILL
 //! halfway and resumes from its stored height; `--produce-every` grows a chain that a peer
-//! follows; `peerlink devnet` succeeds on a 5-node line and fails clearly on a timeout. Real
-//! processes on 127.0.3.x (this suite's range), bounded waits on the admin API.
+//! follows; `peerlink devnet` succeeds on a 5-node line and on 12 nodes found by discovery, and
+//! fails clearly on a timeout. Real processes on 127.0.3.x (this suite's range), bounded waits
+//! on the admin API.
 
 mod common;
 
@@ -273,6 +274,8 @@ fn devnet_of_five_nodes_reaches_one_tip() {
             "2000",
             "--base-ip",
             "127.0.3.40",
+            "--topology",
+            "line",
             "--timeout",
             "30s",
         ],
@@ -300,6 +303,59 @@ fn devnet_of_five_nodes_reaches_one_tip() {
         assert_eq!(w[3], &tip[..12], "{report}");
         let conns = if i == 0 || i == 4 { "1/1" } else { "2/2" };
         assert_eq!(w[5], conns, "{report}");
+    }
+    assert!(out.contains("devnet: ok"), "{out}");
+}
+
+#[test]
+fn devnet_by_discovery_settles_and_reaches_one_tip() {
+    // The default topology: each node is told one of 3 seeds and finds the rest by gossip.
+    let (status, out, err) = run_to_end(
+        &[
+            "devnet",
+            "--nodes",
+            "12",
+            "--blocks",
+            "500",
+            "--base-ip",
+            "127.0.3.60",
+            "--timeout",
+            "30s",
+        ],
+        SYNC_LIMIT,
+    );
+    assert!(status.success(), "devnet failed ({status}):\n{out}\n{err}");
+    let report = out
+        .split("== devnet report")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no report in:\n{out}"));
+    let tip = report
+        .lines()
+        .find_map(|l| l.strip_prefix("chain: height 500 tip "))
+        .unwrap_or_else(|| panic!("no final chain line in:\n{report}"));
+    assert!(
+        report.contains("peers (Discovery topology)") && report.contains("graph connected"),
+        "{report}"
+    );
+    assert!(
+        out.contains("discovery: every node held at least 8 peers"),
+        "{out}"
+    );
+    // One row per node at height 500 on the same tip, at least its target of 8 peers, one
+    // connection per IP, and a discovery book (KNOWN) that names every other node.
+    let rows: Vec<Vec<&str>> = report
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.len() > 9 && w[1].starts_with("127.0.3."))
+        .collect();
+    assert_eq!(rows.len(), 12, "{report}");
+    for w in &rows {
+        assert_eq!(w[2], "500", "{report}");
+        assert_eq!(w[3], &tip[..12], "{report}");
+        let (conns, ips) = w[5].split_once('/').expect("CONNS/IPS");
+        assert_eq!(conns, ips, "{report}");
+        assert!(conns.parse::<usize>().unwrap() >= 8, "{report}");
+        assert!(w[8].parse::<usize>().unwrap() >= 8, "{report}");
     }
     assert!(out.contains("devnet: ok"), "{out}");
 }

@@ -24,7 +24,9 @@ use crate::connector::{AddPeer, Connector, GetAddressBook, StopDialing};
 use crate::constants::{CLOSE_FLUSH_TIMEOUT, SHUTDOWN_GRACE};
 use crate::delivery::{AppMessage, Delivery, Inbound};
 use crate::dial_plan::AddrStatus;
-use crate::discovery::{AddrStore, Discovery, DiscoverySetup, FlushBook, StoreThread};
+use crate::discovery::{
+    AddrStore, Discovery, DiscoveryConfig, DiscoverySetup, FlushBook, StoreThread,
+};
 use crate::env::SessionEnv;
 use crate::error::NetworkError;
 use crate::handle::{PeerHandle, SendOutcome};
@@ -44,6 +46,7 @@ pub struct NetworkBuilder<M> {
     config: NetworkConfig,
     threads: Option<SessionThreads>,
     discovery: Option<bool>,
+    discovery_config: Option<DiscoveryConfig>,
     addr_store: Option<Box<dyn AddrStore>>,
     _msg: PhantomData<fn(M) -> M>,
 }
@@ -73,10 +76,20 @@ impl<M: AppMessage> NetworkBuilder<M> {
         self
     }
 
+    /// Discovery's timers and gossip rules (default [`DiscoveryConfig::default`]), e.g.
+    /// [`DiscoveryConfig::fast`] for a test network or a devnet that must find its shape within
+    /// seconds. Turns discovery on, like `.discovery(true)`.
+    pub fn discovery_config(mut self, config: DiscoveryConfig) -> Self {
+        self.discovery = Some(true);
+        self.discovery_config = Some(config);
+        self
+    }
+
     /// Starts the network; see [`Network::start`].
     pub async fn start(self, app: Recipient<Inbound<M>>) -> Result<Network<M>, NetworkError> {
         let discovery = self.discovery.unwrap_or(self.config.discovery);
-        let discovery = discovery.then_some(self.addr_store);
+        let discovery =
+            discovery.then(|| (self.addr_store, self.discovery_config.unwrap_or_default()));
         Network::start_with(self.config, self.threads, Delivery::to(app), discovery).await
     }
 }
@@ -126,6 +139,7 @@ impl<M: AppMessage> Network<M> {
             config,
             threads: None,
             discovery: None,
+            discovery_config: None,
             addr_store: None,
             _msg: PhantomData,
         }
@@ -135,7 +149,7 @@ impl<M: AppMessage> Network<M> {
         mut config: NetworkConfig,
         threads: Option<SessionThreads>,
         delivery: Delivery,
-        discovery: Option<Option<Box<dyn AddrStore>>>,
+        discovery: Option<(Option<Box<dyn AddrStore>>, DiscoveryConfig)>,
     ) -> Result<Self, NetworkError> {
         config.validate()?;
         crate::secure::prepare(&mut config);
@@ -180,7 +194,7 @@ impl<M: AppMessage> Network<M> {
         // stored book is loaded (on the store's own thread) before it starts.
         let discovery = match discovery {
             None => None,
-            Some(store) => {
+            Some((store, discovery_config)) => {
                 let (store, stored) = match store {
                     Some(store) => {
                         let (thread, loaded) =
@@ -201,6 +215,7 @@ impl<M: AppMessage> Network<M> {
                     dial_timeout: config.connect_timeout()
                         + config.handshake_timeout()
                         + Duration::from_secs(1),
+                    config: discovery_config,
                 };
                 Some(Discovery::start_in_arbiter(pool.control(), move |_| {
                     Discovery::new(setup)

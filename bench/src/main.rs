@@ -7,13 +7,14 @@
 //! (baseline side of a-d), `conns` (e and f, server in a child process), `sim` (g, the
 //! discovery simulator: virtual time, no baseline), `sync` (h: block sync of the node with
 //! signature verification, its "baseline" the same sync without it), `flood` (i, sync under
-//! flood: the same sync unflooded and flooded in one run).
+//! flood: the same sync unflooded and flooded in one run), `propagation` (j, a block flooded
+//! over 100 in-process nodes connected by discovery; baseline: the same graph in raw tokio).
 //!
 //! Every run measures each scenario over the plaintext transport, then (a), (b), (e) and (f)
 //! again over Noise (rows tagged `[noise]`), whose baseline is the raw tokio code running the
 //! same Noise handshake and record layer (`peerlink_actors::secure`).
 //!
-//! Usage: `peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f,g,h,i]`. `--smoke` uses tiny
+//! Usage: `peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f,g,h,i,j]`. `--smoke` uses tiny
 //! sizes and exits non-zero if any scenario fails to complete (never because of a slow figure).
 
 mod ciphers;
@@ -21,6 +22,7 @@ mod common;
 mod conns;
 mod flood;
 mod peer;
+mod propagation;
 mod raw;
 mod sim;
 mod sync;
@@ -59,6 +61,10 @@ pub struct Sizes {
     pub h_blocks: u64,
     /// (i) blocks synced under flood.
     pub i_blocks: u64,
+    /// (j) nodes connected by discovery.
+    pub j_nodes: usize,
+    /// (j) blocks flooded over them.
+    pub j_blocks: u64,
 }
 
 const FULL: Sizes = Sizes {
@@ -74,6 +80,8 @@ const FULL: Sizes = Sizes {
     g_nodes: 1_000,
     h_blocks: 50_000,
     i_blocks: 100_000,
+    j_nodes: 100,
+    j_blocks: 20,
 };
 
 const SMOKE: Sizes = Sizes {
@@ -89,6 +97,8 @@ const SMOKE: Sizes = Sizes {
     g_nodes: 100,
     h_blocks: 500,
     i_blocks: 2_000,
+    j_nodes: 20,
+    j_blocks: 5,
 };
 
 const SMALL_BYTES: usize = 256;
@@ -191,7 +201,7 @@ fn run_once(sizes: Sizes, only: &str) -> RunOutput {
     let noise_only: String = if only.is_empty() {
         "abef".into()
     } else {
-        only.replace(['c', 'd', 'g', 'h', 'i'], "")
+        only.replace(['c', 'd', 'g', 'h', 'i', 'j'], "")
     };
     if !noise_only.is_empty() {
         let noise = run_transport(sizes, &noise_only);
@@ -396,6 +406,40 @@ fn run_transport(sizes: Sizes, only: &str) -> RunOutput {
             ));
         }
     }
+    if want('j') {
+        let n = sizes.j_nodes;
+        if let Some((p, graph)) = out.check("j", propagation::peerlink(n, sizes.j_blocks)) {
+            let b = propagation::baseline(n, graph.edges.clone(), sizes.j_blocks);
+            if let Some(b) = out.check("j (baseline)", b) {
+                let ((p50, p99), (b50, b99)) = (p.all_p50_p99(), b.all_p50_p99());
+                let name = format!("j. block of 1 KiB to all {n} discovery-connected nodes");
+                out.row(&format!("{name}, p50"), "ms", (p50, b50), Target::Info);
+                out.row(
+                    &format!("{name}, p99"),
+                    "ms",
+                    (p99, b99),
+                    Target::AbsAtMost(100.0),
+                );
+                out.row(
+                    &format!("j. block to half of the {n} nodes, p50"),
+                    "ms",
+                    (common::median(&p.to_half_ms), common::median(&b.to_half_ms)),
+                    Target::Info,
+                );
+            }
+            out.notes.push(format!(
+                "j: {n} nodes converged (every node >= target outbound, connected) after {:.2} s; \
+                 degree min/median/max {}/{}/{}, outbound min {}, {} connections; {} blocks",
+                graph.converged_s,
+                graph.degree.0,
+                graph.degree.1,
+                graph.degree.2,
+                graph.outbound_min,
+                graph.edges.len(),
+                sizes.j_blocks
+            ));
+        }
+    }
     out
 }
 
@@ -470,7 +514,7 @@ fn print_table(runs: &[RunOutput]) {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f,g,h,i]\n(every run measures plaintext rows, then [noise] rows of a, b, e, f)");
+    eprintln!("usage: peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f,g,h,i,j]\n(every run measures plaintext rows, then [noise] rows of a, b, e, f)");
     ExitCode::from(2)
 }
 

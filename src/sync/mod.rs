@@ -55,7 +55,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use actix::prelude::*;
-use peerlink_actors::{Network, NetworkConfig, NetworkError};
+use peerlink_actors::discovery::DiscoveryConfig;
+use peerlink_actors::{Network, NetworkConfig, NetworkError, SessionThreads};
 
 use crate::app::NodeMsg;
 use crate::bans::{BanBook, BanConfig, BanRecord, BanRefused};
@@ -135,6 +136,12 @@ pub struct NodeSetup {
     pub bans: BanConfig,
     /// This node's own addresses besides its listen IP (admin IP, ...): never banned.
     pub own_ips: Vec<IpAddr>,
+    /// Session threads (and control plane thread) shared with other nodes of this process, as
+    /// in a devnet of 100 nodes; `None`: the network starts its own (`session_threads` of its
+    /// config).
+    pub session_threads: Option<SessionThreads>,
+    /// Peer discovery with these timers; `None`: off (the node dials only its configured peers).
+    pub discovery: Option<DiscoveryConfig>,
 }
 
 /// [`start_node_with`] with the default setup (no producer key, the producer rule, default
@@ -202,11 +209,14 @@ pub async fn start_node_with(
     let actor = SyncActor::start_in_arbiter(&threads[0], move |_| {
         SyncActor::new(view, actor_server, sync_config, rule, key, book, ban_cfg)
     });
-    let net = match Network::builder(net_config)
-        .addr_store(Box::new(addr_store))
-        .start(actor.clone().recipient())
-        .await
-    {
+    let mut builder = Network::builder(net_config).addr_store(Box::new(addr_store));
+    if let Some(threads) = &setup.session_threads {
+        builder = builder.session_threads(threads);
+    }
+    if let Some(discovery) = setup.discovery {
+        builder = builder.discovery_config(discovery);
+    }
+    let net = match builder.start(actor.clone().recipient()).await {
         Ok(net) => net,
         Err(e) => {
             let _ = server.send(server::StopServer).await;

@@ -2,10 +2,15 @@
 //! node's [`AddrBook`], [`AddrGossip`] and [`OutboundSelector`]; it learns of connections from
 //! the registry's [`PeerEvent`]s (asking every new peer once for addresses, adding inbound peers'
 //! listen addresses to the book, moving dialled ones to the tried table), receives the gossip
-//! frames the sessions forward, answers them through the peer's [`PeerHandle`], and once a
-//! second, while the node has fewer outbound peers than its target, hands the connector the
-//! next address to dial. It advertises the node's own listen address to every peer it dials and
-//! to all peers periodically.
+//! frames the sessions forward, answers them through the peer's [`PeerHandle`], and on every
+//! tick (once a second by default, [`DiscoveryConfig`]), while the node has fewer outbound peers
+//! and dials in flight than its target, hands the connector as many addresses as it is short
+//! of. It advertises the node's own listen address to every peer it dials and to all peers
+//! periodically.
+//!
+//! A dial handed over counts toward the target until its peer connects or until it has had the
+//! time a dial can take (connect timeout plus handshake timeout, plus a tick): the connector
+//! does not report failures here, and a refused dial must not hold a slot for long.
 //!
 //! Its dials go to the connector as one-shot dials (`DialOnce`): the connector keeps only the
 //! configured `peers` connected, this actor decides everything else. After a restart it dials
@@ -29,7 +34,8 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::addr_book::{AddrBook, AddrBookConfig, KnownAddr};
-use super::gossip::{AddrGossip, GossipConfig};
+use super::config::DiscoveryConfig;
+use super::gossip::AddrGossip;
 use super::seeds::{SeedConfig, SeedPlan};
 use super::selection::{OutboundSelector, SelectionConfig};
 use super::store::{SaveResult, StoreThread, StoredBook, FINAL_SAVE_TIMEOUT};
@@ -42,9 +48,6 @@ use crate::reason::DisconnectReason;
 use crate::registry::PeerEvent;
 use crate::{canonical_ip, ConnId, Direction};
 
-/// How often the actor looks at its outbound count and the advertisement timer.
-const TICK: Duration = Duration::from_secs(1);
-
 /// The discovery actor of one node.
 pub(crate) struct Discovery {
     listen: SocketAddr,
@@ -56,6 +59,8 @@ pub(crate) struct Discovery {
     peers: BTreeMap<IpAddr, Peer>,
     /// Addresses handed to the connector and not yet connected (with when).
     asked: BTreeMap<SocketAddr, u64>,
+    /// Interval of the tick (dials, advertisements, seeds).
+    tick: Duration,
     dropped: u64,
     dials_failed: u64,
     dials_succeeded: u64,
@@ -119,6 +124,8 @@ pub(crate) struct DiscoverySetup {
     /// Longest a dial can take before it registers or fails (connect plus handshake timeout):
     /// a dial handed over longer ago than this has failed, and its slot is free again.
     pub dial_timeout: Duration,
+    /// Timers and gossip rules.
+    pub config: DiscoveryConfig,
 }
 
 /// Saves the book and anchors now (shutdown): waits for the save, bounded by
@@ -230,10 +237,11 @@ impl Discovery {
         let save_interval_ms = setup.save_interval.as_millis().max(1) as u64;
         Self {
             listen,
-            gossip: AddrGossip::new(GossipConfig::default()),
+            gossip: AddrGossip::new(setup.config.gossip),
             selector: OutboundSelector::new(
                 SelectionConfig {
                     target_outbound: setup.target_outbound,
+                    feeler_interval_ms: setup.config.feeler_interval_ms,
                     ..SelectionConfig::default()
                 },
                 anchors,
@@ -242,6 +250,7 @@ impl Discovery {
             connector: None,
             peers: BTreeMap::new(),
             asked: BTreeMap::new(),
+            tick: setup.config.tick(),
             dropped: 0,
             dials_failed: 0,
             dials_succeeded: 0,
@@ -267,7 +276,7 @@ impl Actor for Discovery {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(TICK, |this, _| this.tick());
+        ctx.run_interval(self.tick, |this, _| this.tick());
         if self.store.is_some() {
             let every = Duration::from_millis(self.save_interval_ms);
             ctx.run_interval(every, |this, ctx| {
@@ -378,6 +387,7 @@ impl Handler<PeerEvent> for Discovery {
                 if let Some(old) = self.peers.remove(&info.ip) {
                     self.gossip.on_disconnect(old.conn);
                 }
+                // Idempotent: a connection whose frames came first keeps its gossip state.
                 self.gossip.on_connect(info.conn.conn_id, now);
                 self.early.remove(&info.conn.conn_id);
                 // An outbound connection to a seed (not also a configured peer) is a one-shot
@@ -491,8 +501,10 @@ impl Handler<GossipFrame> for Discovery {
                     if addr == self.listen {
                         continue;
                     }
+                    let before = self.book.get(addr.ip()).map(|k| k.last_seen);
                     let r = self.book.add(addr, from, w.last_seen, now);
-                    if r == super::AddResult::Added {
+                    let after = self.book.get(addr.ip()).map(|k| k.last_seen);
+                    if r == super::AddResult::Added || is_fresher(before, after) {
                         news.push(KnownAddr {
                             addr,
                             last_seen: w.last_seen,
@@ -595,10 +607,11 @@ impl Discovery {
                 || asked.contains_key(&a)
                 || seeds.is_seed(a)
         };
-        if let Some(choice) =
-            self.selector
-                .next_dial(&self.book, &outbound, busy, now, &mut self.rng)
-        {
+        // Every dial the node is short of, at once.
+        let dials = self
+            .selector
+            .next_dials(&self.book, &outbound, busy, now, &mut self.rng);
+        for choice in dials {
             log::debug!("dialling {} ({:?})", choice.addr, choice.kind);
             self.book.mark_attempt(choice.addr, now);
             self.asked.insert(choice.addr, now);
@@ -670,6 +683,14 @@ impl Discovery {
     }
 }
 
+/// Whether gossip moved an address's last-seen time forward: a node re-advertising itself.
+/// Such an address is relayed like a new one (when fresh), so that each advertisement round
+/// reaches beyond the advertiser's neighbours, as Bitcoin relays fresh addresses whether or not
+/// they are known; each node relays a given (address, last-seen) once, which ends the flood.
+fn is_fresher(before: Option<u64>, after: Option<u64>) -> bool {
+    matches!((before, after), (Some(b), Some(a)) if a > b)
+}
+
 fn addrs_frame(list: &[KnownAddr]) -> Frame {
     Frame::Addrs {
         addrs: list
@@ -685,4 +706,20 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_fresher;
+
+    #[test]
+    fn only_a_later_last_seen_is_fresher() {
+        assert!(is_fresher(Some(10), Some(11)));
+        assert!(!is_fresher(Some(10), Some(10)));
+        assert!(
+            !is_fresher(None, Some(10)),
+            "a new address is news of its own kind"
+        );
+        assert!(!is_fresher(Some(10), None));
+    }
 }

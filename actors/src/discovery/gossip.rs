@@ -86,8 +86,9 @@ impl AddrGossip {
         &self.config
     }
 
-    /// A connection completed its handshake. A second call for the same connection keeps its
-    /// state: its first gossip frame may reach the caller before the news of the connection.
+    /// A connection completed its handshake (or its first gossip frame arrived before the news
+    /// of it). Idempotent: a connection already tracked keeps its state, so that its answer
+    /// interval and token bucket cannot be reset by telling it twice.
     pub fn on_connect(&mut self, conn: ConnId, now_ms: u64) {
         let burst = self.config.burst;
         self.peers.entry(conn).or_insert_with(|| PeerGossip {
@@ -97,7 +98,7 @@ impl AddrGossip {
         });
     }
 
-    /// Whether `conn` is tracked.
+    /// Whether the connection is tracked.
     pub fn knows(&self, conn: ConnId) -> bool {
         self.peers.contains_key(&conn)
     }
@@ -255,6 +256,23 @@ mod tests {
         assert!(g
             .on_get_addrs(c, asker, later + 1, book, &mut rng)
             .is_none());
+    }
+
+    #[test]
+    fn a_second_connect_keeps_the_answer_interval_and_the_bucket() {
+        let book = full_book();
+        let mut g = AddrGossip::new(GossipConfig::default());
+        let mut rng = StdRng::seed_from_u64(3);
+        let c = ConnId(1);
+        assert!(!g.knows(c));
+        g.on_connect(c, NOW);
+        assert!(g.knows(c));
+        let asker: IpAddr = "11.0.0.1".parse().unwrap();
+        assert!(g.on_get_addrs(c, asker, NOW, book, &mut rng).is_some());
+        assert_eq!(g.on_addrs(c, 1000, NOW), 1000);
+        g.on_connect(c, NOW + 1);
+        assert!(g.on_get_addrs(c, asker, NOW + 2, book, &mut rng).is_none());
+        assert_eq!(g.on_addrs(c, 1000, NOW + 2), 0);
     }
 
     #[test]

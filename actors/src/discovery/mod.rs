@@ -14,6 +14,7 @@
 mod actor;
 pub(crate) mod addr_book;
 pub(crate) mod admission;
+mod config;
 pub(crate) mod eviction;
 pub(crate) mod gossip;
 pub(crate) mod seeds;
@@ -30,6 +31,8 @@ pub(crate) use actor::{
     DialOutcome, Discovery, DiscoverySetup, FlushBook, GetDiscoveryStats, SetConnector,
 };
 pub(crate) use store::StoreThread;
+
+pub use config::{DiscoveryConfig, DEFAULT_DISCOVERY_TICK, DEFAULT_FEELER_INTERVAL};
 
 pub use addr_book::{AddResult, AddrBook, AddrBookConfig, AddrBookSnapshot, KnownAddr, StoredAddr};
 pub use admission::{Admission, AdmissionConfig, AdmissionRefusal};

@@ -139,6 +139,36 @@ impl OutboundSelector {
         })
     }
 
+    /// Every dial to start now: as many as the node is short of `target_outbound` (its
+    /// outbound peers plus dials in flight, `outbound`), each chosen as [`Self::next_dial`]
+    /// would with the earlier choices counted as dials in flight (so no IP twice, one group
+    /// each while the book offers unused groups); a feeler, when one is due on a full set,
+    /// ends the list. Dialling one address per tick would leave a fresh node short of its
+    /// target for `target_outbound` ticks.
+    pub fn next_dials<R: Rng>(
+        &mut self,
+        book: &AddrBook,
+        outbound: &[SocketAddr],
+        busy: impl Fn(SocketAddr) -> bool,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Vec<DialChoice> {
+        let mut out = outbound.to_vec();
+        let mut chosen: Vec<DialChoice> = Vec::new();
+        for _ in 0..=self.config.target_outbound {
+            let taken = |a: SocketAddr| busy(a) || chosen.iter().any(|c| c.addr.ip() == a.ip());
+            let Some(choice) = self.next_dial(book, &out, taken, now_ms, rng) else {
+                break;
+            };
+            chosen.push(choice);
+            if choice.kind == DialKind::Feeler {
+                break;
+            }
+            out.push(choice.addr);
+        }
+        chosen
+    }
+
     /// An outbound peer to let go because its network group is used twice while the book now
     /// holds a dialable address of an unused group (repeats are only a stopgap for a young book).
     /// `outbound` lists the outbound peers oldest first; the youngest repeat is named.
@@ -283,7 +313,60 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_fresh_node_dials_its_whole_shortfall_at_once() {
+        let addrs: Vec<_> = (1..=30).map(|g| addr(g, 1)).collect();
+        let book = book_of(&addrs);
+        let mut s = OutboundSelector::new(SelectionConfig::default(), vec![]);
+        let mut rng = StdRng::seed_from_u64(6);
+        let out = vec![addr(1, 1), addr(2, 1)];
+        let busy = |a: SocketAddr| out.contains(&a);
+        let dials = s.next_dials(&book, &out, busy, NOW, &mut rng);
+        assert_eq!(dials.len(), 6);
+        let groups: BTreeSet<_> = dials.iter().map(|d| netgroup(d.addr.ip())).collect();
+        assert_eq!(groups.len(), 6, "one group each: {dials:?}");
+        assert!(dials
+            .iter()
+            .all(|d| d.kind == DialKind::Outbound && !busy(d.addr)));
+        // Full: nothing (the first call on a full set only schedules the feeler).
+        let mut full = out.clone();
+        full.extend(dials.iter().map(|d| d.addr));
+        assert!(s
+            .next_dials(&book, &full, |a| full.contains(&a), NOW, &mut rng)
+            .is_empty());
+    }
+
     proptest! {
+        #[test]
+        fn next_dials_fill_the_shortfall_without_repeats(
+            spec in proptest::collection::vec((1u8..40, 1u8..4), 0..60),
+            nout in 0usize..10,
+            seed in any::<u64>(),
+        ) {
+            let addrs: Vec<_> = spec.iter().map(|(g, h)| addr(*g, *h)).collect();
+            let book = book_of(&addrs);
+            let cfg = SelectionConfig::default();
+            let mut s = OutboundSelector::new(cfg, vec![]);
+            let mut rng = StdRng::seed_from_u64(seed);
+            let out: Vec<SocketAddr> = addrs.iter().take(nout).copied().collect();
+            let busy = |a: SocketAddr| out.iter().any(|o| o.ip() == a.ip());
+            let dials = s.next_dials(&book, &out, busy, NOW, &mut rng);
+            let ips: BTreeSet<_> = dials.iter().map(|d| d.addr.ip()).collect();
+            prop_assert_eq!(ips.len(), dials.len(), "an IP twice: {:?}", dials);
+            prop_assert!(dials.iter().all(|d| !busy(d.addr) && book.contains(d.addr)));
+            let short = cfg.target_outbound.saturating_sub(out.len());
+            let outbound = dials.iter().filter(|d| d.kind == DialKind::Outbound).count();
+            prop_assert!(outbound <= short);
+            prop_assert!(dials.iter().filter(|d| d.kind == DialKind::Feeler).count() <= 1);
+            // Enough free addresses: the whole shortfall is dialled now, not one per tick.
+            let free: BTreeSet<_> = addrs
+                .iter()
+                .filter(|a| book.contains(**a) && !busy(**a))
+                .map(|a| a.ip())
+                .collect();
+            prop_assert_eq!(outbound, short.min(free.len()));
+        }
+
         #[test]
         fn never_busy_and_never_a_used_group_while_others_exist(
             spec in proptest::collection::vec((1u8..12, 1u8..4), 1..40),
