@@ -375,3 +375,26 @@ proptest! {
         prop_assert!(sent == got);
     }
 }
+
+/// A reader waiting for the peer holds no buffer (idle sessions stay small), and a record that
+/// arrives afterwards is read as usual.
+#[actix_rt::test]
+async fn idle_reader_frees_its_buffers() {
+    use futures_util::FutureExt;
+    let (mut w, mut r, _, _) = pair(REKEY_AFTER_RECORDS, REKEY_AFTER_RECORDS).await;
+    let mut buf = vec![0u8; 100_000];
+    for size in [12usize, 70_000] {
+        w.write_all(&vec![7u8; size]).await.unwrap();
+        w.flush().await.unwrap();
+        let mut got = 0;
+        while got < size {
+            got += r.read(&mut buf).await.unwrap();
+        }
+        assert_eq!(got, size);
+        assert!(
+            r.read(&mut buf).now_or_never().is_none(),
+            "nothing more to read"
+        );
+        assert_eq!(r.buffer_bytes(), 0, "after {size} bytes");
+    }
+}
