@@ -2,7 +2,8 @@
 //! target number of outbound connections, from a socket bound to the node's own listen IP (so
 //! that the peer keys us by the right address), with a connect timeout. It learns which IPs are
 //! connected from the registry's events and how its dials ended from the sessions; it never
-//! decides duplicates, the registry does.
+//! decides duplicates, the registry does. With discovery on, it passes how each dial ended on
+//! to the discovery actor's address book ([`DialOutcome`]).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -15,10 +16,12 @@ use actix::prelude::*;
 
 use crate::bans::BanList;
 use crate::dial_plan::{AddrStatus, Backoff, DialPlan};
+use crate::discovery::DialOutcome;
 use crate::env::SessionEnv;
 use crate::pool::SessionPool;
 use crate::reason::DisconnectReason;
 use crate::registry::PeerEvent;
+use crate::session::DialEvent;
 use crate::{canonical_ip, ConnId};
 
 /// The connector actor.
@@ -30,6 +33,8 @@ pub struct Connector {
     /// The acceptor's ban list (same thread): banned IPs are never dialled.
     bans: Rc<RefCell<BanList>>,
     bind_ip: Option<IpAddr>,
+    /// The discovery actor's address book, told how each dial ended (discovery on).
+    discovery: Option<Recipient<DialOutcome>>,
     stopped: bool,
 }
 
@@ -44,38 +49,6 @@ pub struct AddPeer {
     pub addr: SocketAddr,
     /// Dial without waiting for the backoff.
     pub now: bool,
-}
-
-/// How a dial or a dialled session went; sent by the dial task and the sessions.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub enum DialEvent {
-    /// TCP connect failed or timed out.
-    Failed {
-        /// Dialled address.
-        addr: SocketAddr,
-        /// The error.
-        error: String,
-    },
-    /// The dialled session registered.
-    Registered {
-        /// Dialled address.
-        addr: SocketAddr,
-    },
-    /// The dialled session stopped.
-    Ended {
-        /// Dialled address.
-        addr: SocketAddr,
-        /// Why.
-        reason: DisconnectReason,
-        /// How long it was registered, if it was.
-        lived: Option<Duration>,
-    },
-    /// The handshake showed that the address leads back to this node.
-    OwnAddress {
-        /// Dialled address.
-        addr: SocketAddr,
-    },
 }
 
 /// The address book's state, for operators and tests.
@@ -118,7 +91,20 @@ impl Connector {
             connected: HashMap::new(),
             bans,
             bind_ip,
+            discovery: None,
             stopped: false,
+        }
+    }
+
+    /// Reports how dials end to the discovery actor's address book.
+    pub(crate) fn with_discovery(mut self, discovery: Option<Recipient<DialOutcome>>) -> Self {
+        self.discovery = discovery;
+        self
+    }
+
+    fn tell_discovery(&self, outcome: DialOutcome) {
+        if let Some(d) = &self.discovery {
+            d.do_send(outcome);
         }
     }
 
@@ -180,17 +166,27 @@ impl Handler<DialEvent> for Connector {
                 log::debug!("dial {addr} failed: {error}");
                 self.env.metrics.dial_failures.inc();
                 self.plan.dial_failed(addr, now, jitter);
+                self.tell_discovery(DialOutcome::Failed(addr));
             }
-            DialEvent::Registered { addr, .. } => self.plan.registered(addr),
+            DialEvent::Registered { addr, .. } => {
+                self.plan.registered(addr);
+                self.tell_discovery(DialOutcome::Connected(addr));
+            }
             DialEvent::Ended {
                 addr,
                 reason,
                 lived,
                 ..
-            } => self.plan.ended(addr, now, lived, reason, jitter),
+            } => {
+                self.plan.ended(addr, now, lived, reason, jitter);
+                if lived.is_none() && failed_dial(reason) {
+                    self.tell_discovery(DialOutcome::Failed(addr));
+                }
+            }
             DialEvent::OwnAddress { addr } => {
                 log::info!("{addr} is this node's own address; not dialling it again");
                 self.plan.mark_own(addr, now);
+                self.tell_discovery(DialOutcome::Own(addr));
             }
         }
     }
@@ -202,7 +198,7 @@ impl Handler<PeerEvent> for Connector {
     fn handle(&mut self, msg: PeerEvent, _ctx: &mut Context<Self>) {
         match msg {
             PeerEvent::Connected { info, .. } => {
-                self.connected.insert(info.ip, info.conn_id);
+                self.connected.insert(info.ip, info.conn.conn_id);
             }
             PeerEvent::Disconnected(record) => {
                 if self.connected.get(&record.ip) == Some(&record.conn_id) {
@@ -227,5 +223,47 @@ impl Handler<StopDialing> for Connector {
     fn handle(&mut self, _msg: StopDialing, ctx: &mut Context<Self>) {
         self.stopped = true;
         ctx.stop();
+    }
+}
+
+/// Whether a dialled connection that ended before it registered counts as a failed dial for
+/// the address book: yes when the address did not give us a working peer (handshake failure or
+/// timeout, wrong network, refusal, a lost socket); no when the address is fine and the end
+/// has another cause (a duplicate of a connection we hold, our own shutdown, our own address,
+/// which `OwnAddress` reports).
+fn failed_dial(reason: DisconnectReason) -> bool {
+    !matches!(
+        reason,
+        DisconnectReason::Duplicate
+            | DisconnectReason::PeerRestarted
+            | DisconnectReason::Shutdown
+            | DisconnectReason::SelfConnection
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ends_that_say_something_about_the_address_count_as_failed_dials() {
+        for bad in [
+            DisconnectReason::HandshakeTimeout,
+            DisconnectReason::HandshakeFailed,
+            DisconnectReason::TooManyPeers,
+            DisconnectReason::WrongGenesis,
+            DisconnectReason::ConnectionLost,
+            DisconnectReason::Banned,
+        ] {
+            assert!(failed_dial(bad), "{bad}");
+        }
+        for fine in [
+            DisconnectReason::Duplicate,
+            DisconnectReason::PeerRestarted,
+            DisconnectReason::Shutdown,
+            DisconnectReason::SelfConnection,
+        ] {
+            assert!(!failed_dial(fine), "{fine}");
+        }
     }
 }

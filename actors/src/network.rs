@@ -33,8 +33,8 @@ use crate::pool::{SessionPool, SessionThreads};
 use crate::protocol::{encode_app, HelloPolicy};
 use crate::reason::DisconnectReason;
 use crate::registry::{
-    DisconnectPeer, GetPeers, GetStats, PeerEvent, PeerInfo, PeerRegistry, PublishedHandles,
-    RegistryStats, ShutdownRegistry, Subscribe,
+    DisconnectPeer, EvictionSetup, GetPeers, GetStats, PeerEvent, PeerInfo, PeerRegistry,
+    PublishedHandles, RegistryStats, ShutdownRegistry, Subscribe,
 };
 
 /// Starts a [`Network`] with options beyond its configuration; see [`Network::builder`].
@@ -146,10 +146,19 @@ impl<M: AppMessage> Network<M> {
         let lanes = pool.start_lanes().await?;
         let lane_links = lanes.iter().enumerate().map(|(i, l)| l.link(i)).collect();
         let handles: PublishedHandles = Arc::default();
+        let eviction = EvictionSetup {
+            config: config.eviction(),
+            key: rand::random(),
+            always_keep: config
+                .peers
+                .iter()
+                .map(|p| crate::canonical_ip(p.addr.ip()))
+                .collect(),
+        };
         let registry = {
             let (metrics, handles) = (metrics.clone(), handles.clone());
             PeerRegistry::start_in_arbiter(pool.control(), move |_| {
-                PeerRegistry::new(policy, metrics, lanes, handles)
+                PeerRegistry::new(policy, metrics, lanes, handles).with_eviction(eviction)
             })
         };
         // Discovery runs on the control plane's thread, beside the connector it feeds.
@@ -182,11 +191,16 @@ impl<M: AppMessage> Network<M> {
         // IPs, the connector never dials them.
         let (acceptor, connector) = {
             let (env, pool) = (env.clone(), pool.clone());
+            let feedback = discovery.as_ref().map(|d| d.clone().recipient());
             let (tx, rx) = tokio::sync::oneshot::channel();
             pool.clone().control().spawn(async move {
                 let bans = Rc::new(RefCell::new(BanList::new(env.config.max_bans)));
-                let started = Acceptor::new(listener, env.clone(), pool.clone(), bans.clone())
-                    .map(|acceptor| (acceptor.start(), Connector::new(env, pool, bans).start()));
+                let started = Acceptor::new(listener, env.clone(), pool.clone(), bans.clone()).map(
+                    |acceptor| {
+                        let connector = Connector::new(env, pool, bans).with_discovery(feedback);
+                        (acceptor.start(), connector.start())
+                    },
+                );
                 let _ = tx.send(started);
             });
             rx.await
@@ -308,6 +322,19 @@ impl<M> Network<M> {
             .get(&ip)
             .filter(|h| !h.is_closed())
             .cloned()
+    }
+
+    /// Marks the peer at `ip` useful now (see [`PeerHandle::mark_useful`]): the most recently
+    /// useful inbound peers are protected from eviction. Returns whether the peer is connected.
+    /// Without a mailbox hop; with a kept handle, `handle.mark_useful()` is the same.
+    pub fn mark_useful(&self, ip: IpAddr) -> bool {
+        match self.handle(ip) {
+            Some(h) => {
+                h.mark_useful();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Snapshot of the registered peers.

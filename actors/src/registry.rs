@@ -8,6 +8,16 @@
 //! without a mailbox hop), tells the broadcast lanes, and queues a [`PeerEvent`] for each
 //! subscriber (a bounded queue per subscriber, delivered in order).
 //!
+//! Eviction happens here too, where the connection set lives: when an inbound newcomer finishes
+//! its handshake and the inbound slots are full, `Register` runs the eviction policy
+//! ([`select_to_evict`], a plain function) over the registered inbound peers (network group,
+//! lowest ping, last useful mark, connected since, operator-listed), closes the chosen one with
+//! `Disconnect{evicted}` and stores the newcomer in the same handler; when every inbound peer is
+//! protected the newcomer is refused with `too_many_peers`. Bitcoin Core evicts at accept time;
+//! evicting after the handshake instead means a port scan, a silent socket or a node of another
+//! network never costs a peer its slot, and a restarting peer replaces its own old connection
+//! instead of evicting someone else.
+//!
 //! Replacement is not a separate request: when the policy decides that a registering connection
 //! replaces the stored one (a restart, or the winning side of a simultaneous open), `Register`
 //! swaps the entry, closes the old session and answers `Replaced { old }` in one handler. A
@@ -26,12 +36,13 @@ use actix::prelude::*;
 use arc_swap::ArcSwap;
 
 use crate::constants::{MAX_PENDING_EVENTS, RECENT_DISCONNECTS};
+use crate::discovery::{select_to_evict, EvictionCandidate, EvictionConfig};
 use crate::handle::PeerHandle;
 use crate::lanes::Lane;
 use crate::metrics::NetMetrics;
 use crate::policy::{ConnFacts, DuplicatePolicy, Occupancy, Resolution};
 use crate::reason::DisconnectReason;
-use crate::session::{Close, SessionStats};
+use crate::session_api::{Close, PeerStats, SessionStats};
 use crate::{ConnId, Direction};
 
 /// The registry's published view of its map: canonical IP -> send handle of the registered
@@ -58,6 +69,28 @@ pub(crate) struct PeerRegistry {
     metrics: Arc<NetMetrics>,
     shutting_down: bool,
     totals: Totals,
+    eviction: EvictionSetup,
+}
+
+/// What the eviction policy needs besides the connections.
+pub(crate) struct EvictionSetup {
+    /// The policy's protections and minimum age.
+    pub config: EvictionConfig,
+    /// The node's secret for the keyed network-group protection (a stranger cannot tell which
+    /// groups it protects).
+    pub key: [u8; 32],
+    /// Canonical IPs the operator listed (`peers`): never evicted.
+    pub always_keep: std::collections::HashSet<IpAddr>,
+}
+
+impl Default for EvictionSetup {
+    fn default() -> Self {
+        Self {
+            config: EvictionConfig::default(),
+            key: rand::random(),
+            always_keep: Default::default(),
+        }
+    }
 }
 
 /// A subscriber and its events not yet handled, the one being delivered first (bounded by
@@ -77,9 +110,10 @@ struct PeerEntry {
     since_wall: SystemTime,
 }
 
-/// What a session knows about its peer after the handshake.
-#[derive(Debug, Clone)]
-pub(crate) struct PeerMeta {
+/// What a session knows about its peer after the handshake: the socket's addresses and the
+/// peer's Hello.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerMeta {
     /// Our side of the socket.
     pub local_addr: SocketAddr,
     /// The peer's side of the socket.
@@ -101,43 +135,22 @@ struct Totals {
     stale_unregisters: u64,
 }
 
-/// A registered peer, as reported by [`GetPeers`] and [`PeerEvent::Connected`].
+/// A registered peer, as reported by [`GetPeers`] and [`PeerEvent::Connected`]: the
+/// registry's record of the connection, composed of the same parts the registry keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerInfo {
     /// Canonical IP (the registry key).
     pub ip: IpAddr,
-    /// Connection id.
-    pub conn_id: ConnId,
-    /// Who dialled.
-    pub direction: Direction,
-    /// Nonce from the peer's Hello.
-    pub remote_nonce: u64,
-    /// Static key the peer authenticated with (none on the plaintext transport).
-    pub remote_key: Option<crate::secure::PublicKey>,
-    /// Handshake data and addresses.
-    pub local_addr: SocketAddr,
-    /// The peer's side of the socket.
-    pub peer_addr: SocketAddr,
-    /// Address the peer listens on.
-    pub listen_addr: Option<SocketAddr>,
-    /// Best height the peer announced in its Hello.
-    pub best_height: u64,
-    /// Peer software.
-    pub user_agent: String,
+    /// The connection: id, direction, the peer's nonce and key.
+    pub conn: ConnFacts,
+    /// The socket's addresses and what the peer said in its Hello.
+    pub meta: PeerMeta,
     /// Wall clock time of registration.
     pub since: SystemTime,
     /// How long it has been registered (monotonic clock).
     pub connected_for: Duration,
-    /// Last ping round trip time.
-    pub rtt: Option<Duration>,
-    /// Pings we sent on this connection.
-    pub pings_sent: u64,
-    /// Pongs that echoed our ping.
-    pub pongs_matched: u64,
-    /// Bytes read.
-    pub bytes_in: u64,
-    /// Bytes written.
-    pub bytes_out: u64,
+    /// The session's counters when this record was made.
+    pub stats: PeerStats,
 }
 
 /// A past disconnect, kept for operators.
@@ -312,7 +325,15 @@ impl PeerRegistry {
             metrics,
             shutting_down: false,
             totals: Totals::default(),
+            eviction: EvictionSetup::default(),
         }
+    }
+
+    /// Sets the eviction policy's settings (the default: the policy's default protections, a
+    /// fresh random key, nobody always kept).
+    pub(crate) fn with_eviction(mut self, eviction: EvictionSetup) -> Self {
+        self.eviction = eviction;
+        self
     }
 }
 
@@ -328,9 +349,16 @@ impl Handler<Register> for PeerRegistry {
             return MessageResult(RegisterOutcome::Rejected(DisconnectReason::Shutdown));
         }
         let existing = self.entries.get(&msg.ip).map(|e| e.facts);
-        let resolution = self
+        let mut resolution = self
             .policy
             .resolve(existing.as_ref(), &msg.facts, self.occupancy());
+        if resolution == Resolution::Reject(DisconnectReason::TooManyPeers)
+            && msg.facts.direction == Direction::Inbound
+            && existing.is_none()
+            && self.evict_one(&msg, ctx)
+        {
+            resolution = Resolution::Accept;
+        }
         let outcome = match resolution {
             Resolution::Accept => {
                 self.metrics
@@ -409,9 +437,10 @@ impl Handler<Register> for PeerRegistry {
         log::info!(
             "connected to {} {} (conn {}, key {})",
             msg.ip,
-            info.direction.as_str(),
-            info.conn_id,
-            info.remote_key
+            info.conn.direction.as_str(),
+            info.conn.conn_id,
+            info.conn
+                .remote_key
                 .map_or_else(|| "none: plaintext".to_string(), |k| k.to_hex())
         );
         self.publish(PeerEvent::Connected { info, handle }, ctx);
@@ -532,6 +561,59 @@ impl Handler<ShutdownRegistry> for PeerRegistry {
 // ---------------------------------------------------------------------------------------------
 
 impl PeerRegistry {
+    /// Inbound slots are full and `newcomer` asks for one: runs the eviction policy over the
+    /// registered inbound peers and closes the one it chooses with `Evicted`. Returns whether
+    /// a slot was freed.
+    fn evict_one(&mut self, newcomer: &Register, ctx: &mut Context<Self>) -> bool {
+        let candidates: Vec<EvictionCandidate> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.facts.direction == Direction::Inbound)
+            .map(|(ip, e)| EvictionCandidate {
+                conn: e.facts.conn_id,
+                ip: *ip,
+                connected_ms: crate::clock::ms_at(e.since),
+                min_ping_ms: e.stats.min_rtt().map(|d| d.as_millis() as u64),
+                last_useful_ms: e.handle.last_useful_ms(),
+                always_keep: self.eviction.always_keep.contains(ip),
+            })
+            .collect();
+        let decision = select_to_evict(
+            &candidates,
+            &self.eviction.key,
+            &self.eviction.config,
+            crate::clock::now_ms(),
+        );
+        let Some(victim) = decision.victim else {
+            log::debug!(
+                "peer {} conn {}: inbound full and all {} inbound peers protected",
+                newcomer.ip,
+                newcomer.facts.conn_id,
+                candidates.len()
+            );
+            return false;
+        };
+        let Some(ip) = candidates.iter().find(|c| c.conn == victim).map(|c| c.ip) else {
+            return false;
+        };
+        let Some(entry) = self.entries.remove(&ip) else {
+            return false;
+        };
+        log::info!(
+            "evicting {ip} (conn {victim}) for {} (conn {}); {} inbound peers protected",
+            newcomer.ip,
+            newcomer.facts.conn_id,
+            decision.protected.len()
+        );
+        self.metrics.evictions.inc();
+        entry.handle.mark_closed();
+        entry.session.do_send(Close {
+            reason: DisconnectReason::Evicted,
+        });
+        self.removed(ip, &entry, DisconnectReason::Evicted, false, ctx);
+        true
+    }
+
     fn occupancy(&self) -> Occupancy {
         let mut occ = Occupancy::default();
         for e in self.entries.values() {
@@ -633,31 +715,13 @@ impl PeerRegistry {
 }
 
 fn info_of(ip: IpAddr, e: &PeerEntry) -> PeerInfo {
-    let s = e.stats.snapshot();
     PeerInfo {
         ip,
-        conn_id: e.facts.conn_id,
-        direction: e.facts.direction,
-        remote_nonce: e.facts.remote_nonce,
-        remote_key: e.facts.remote_key,
-        local_addr: e.meta.local_addr,
-        peer_addr: e.meta.peer_addr,
-        listen_addr: e.meta.listen_addr,
-        best_height: e.meta.best_height,
-        user_agent: e.meta.user_agent.clone(),
+        conn: e.facts,
+        meta: e.meta.clone(),
         since: e.since_wall,
         connected_for: e.since.elapsed(),
-        rtt: s.rtt,
-        pings_sent: s.pings_sent,
-        pongs_matched: s.pongs_matched,
-        bytes_in: s.bytes_in,
-        bytes_out: e.handle_bytes_out(),
-    }
-}
-
-impl PeerEntry {
-    fn handle_bytes_out(&self) -> u64 {
-        self.handle.bytes_out()
+        stats: e.stats.snapshot(e.handle.bytes_out()),
     }
 }
 

@@ -7,8 +7,12 @@
 //! next address to dial. It advertises the node's own listen address to every peer it dials and
 //! to all peers periodically.
 //!
-//! Not wired yet: persistence of the book and anchors (a storage trait), admission and eviction
-//! in the acceptor, dial failures fed back into the book.
+//! The connector tells it how every dial ended ([`DialOutcome`]): a failed dial (refused,
+//! timed out, or ended before its handshake completed) counts against the address in the book
+//! (`mark_failed`, which ages bad addresses out), a completed one moves it to the tried table
+//! (`mark_good`), and an address that turned out to be this node's own is forgotten.
+//!
+//! Not wired yet: persistence of the book and anchors (a storage trait).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -23,6 +27,7 @@ use super::gossip::{AddrGossip, GossipConfig};
 use super::selection::{OutboundSelector, SelectionConfig};
 use super::Reachability;
 use crate::connector::{AddPeer, Connector};
+use crate::env::GossipFrame;
 use crate::handle::PeerHandle;
 use crate::protocol::{Frame, WireAddr, MAX_ADDRS_PER_FRAME};
 use crate::registry::PeerEvent;
@@ -43,6 +48,8 @@ pub(crate) struct Discovery {
     /// Addresses handed to the connector and not yet connected (with when).
     asked: BTreeMap<SocketAddr, u64>,
     dropped: u64,
+    dials_failed: u64,
+    dials_succeeded: u64,
 }
 
 struct Peer {
@@ -50,18 +57,6 @@ struct Peer {
     handle: PeerHandle,
     direction: Direction,
     listen: Option<SocketAddr>,
-}
-
-/// A gossip frame a session received, forwarded with its connection.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct GossipFrame {
-    /// The session's connection.
-    pub conn: ConnId,
-    /// Its send side, for the answer.
-    pub handle: PeerHandle,
-    /// `GetAddrs` or `Addrs`.
-    pub frame: Frame,
 }
 
 /// Asks for [`DiscoveryStats`].
@@ -84,6 +79,23 @@ pub struct DiscoveryStats {
     pub book_heap_bytes: usize,
     /// Gossiped addresses dropped by the per-connection token buckets since start.
     pub dropped: u64,
+    /// Failed dials the connector reported and the book recorded (`mark_failed`) since start.
+    pub dials_failed: u64,
+    /// Completed dials the connector reported and the book recorded (`mark_good`) since start.
+    pub dials_succeeded: u64,
+}
+
+/// How a dial the connector made ended, for the address book.
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub(crate) enum DialOutcome {
+    /// The dial failed: TCP refused or timed out, or the connection ended before its
+    /// handshake completed (handshake failure, refusal by the peer).
+    Failed(SocketAddr),
+    /// The dialled connection completed its handshake and registered.
+    Connected(SocketAddr),
+    /// The address leads back to this node.
+    Own(SocketAddr),
 }
 
 /// The connector to hand addresses to (set once, after both actors exist).
@@ -126,6 +138,8 @@ impl Discovery {
             peers: BTreeMap::new(),
             asked: BTreeMap::new(),
             dropped: 0,
+            dials_failed: 0,
+            dials_succeeded: 0,
         }
     }
 }
@@ -157,7 +171,33 @@ impl Handler<GetDiscoveryStats> for Discovery {
             max_per_source: self.book.max_source_count(),
             book_heap_bytes: self.book.approx_heap_bytes(),
             dropped: self.dropped,
+            dials_failed: self.dials_failed,
+            dials_succeeded: self.dials_succeeded,
         })
+    }
+}
+
+impl Handler<DialOutcome> for Discovery {
+    type Result = ();
+
+    fn handle(&mut self, msg: DialOutcome, _: &mut Context<Self>) {
+        let now = now_ms();
+        match msg {
+            DialOutcome::Failed(addr) => {
+                self.book.mark_failed(addr, now);
+                // Free to choose another address at the next tick.
+                self.asked.remove(&addr);
+                self.dials_failed += 1;
+            }
+            DialOutcome::Connected(addr) => {
+                self.book.mark_good(addr, now);
+                self.dials_succeeded += 1;
+            }
+            DialOutcome::Own(addr) => {
+                self.book.remove(addr);
+                self.asked.remove(&addr);
+            }
+        }
     }
 }
 
@@ -171,9 +211,9 @@ impl Handler<PeerEvent> for Discovery {
                 if let Some(old) = self.peers.remove(&info.ip) {
                     self.gossip.on_disconnect(old.conn);
                 }
-                self.gossip.on_connect(info.conn_id, now);
-                if let Some(listen) = info.listen_addr {
-                    match info.direction {
+                self.gossip.on_connect(info.conn.conn_id, now);
+                if let Some(listen) = info.meta.listen_addr {
+                    match info.conn.direction {
                         Direction::Outbound => self.book.mark_good(listen, now),
                         Direction::Inbound => {
                             let _ = self.book.add(listen, info.ip, now / 1000, now);
@@ -184,7 +224,7 @@ impl Handler<PeerEvent> for Discovery {
                 // Both sides ask once on connect; the dialler also advertises itself, which
                 // the peer relays onwards as news.
                 let _ = handle.send_control(Frame::GetAddrs {}.encode());
-                if info.direction == Direction::Outbound {
+                if info.conn.direction == Direction::Outbound {
                     let me = KnownAddr {
                         addr: self.listen,
                         last_seen: now / 1000,
@@ -194,10 +234,10 @@ impl Handler<PeerEvent> for Discovery {
                 self.peers.insert(
                     info.ip,
                     Peer {
-                        conn: info.conn_id,
+                        conn: info.conn.conn_id,
                         handle,
-                        direction: info.direction,
-                        listen: info.listen_addr,
+                        direction: info.conn.direction,
+                        listen: info.meta.listen_addr,
                     },
                 );
             }
