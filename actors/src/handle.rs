@@ -538,6 +538,7 @@ fn release_buffers(state: &SendState, taken: &mut Taken) {
 /// A plain function returning an `async move` block, not an `async fn`: an `async fn` keeps its
 /// arguments and the locals they are moved into side by side in the future, twice the socket
 /// half and its cipher (about 1.2 KB) for every session.
+#[allow(clippy::manual_async_fn)] // deliberately not an `async fn`: see above
 fn run_writer<W: WriteSink>(
     mut wr: W,
     mut close: oneshot::Receiver<WriterClose>,
