@@ -139,6 +139,9 @@ pub struct PeerRow {
     pub bytes_in: u64,
     /// Bytes written.
     pub bytes_out: u64,
+    /// Milliseconds since the node last found the peer useful (its blocks moved our tip);
+    /// `null` if never. Recently useful inbound peers are kept when a newcomer evicts one.
+    pub useful_ago_ms: Option<u64>,
     /// Height the peer announced in its Hello.
     pub best_height: u64,
     /// Peer software.
@@ -476,6 +479,7 @@ fn peer_row(p: &PeerInfo) -> PeerRow {
         pongs_matched: p.stats.pongs_matched,
         bytes_in: p.stats.bytes_in,
         bytes_out: p.stats.bytes_out,
+        useful_ago_ms: p.useful_ago.map(|d| d.as_millis() as u64),
         best_height: p.meta.best_height,
         user_agent: p.meta.user_agent.clone(),
     }
@@ -775,6 +779,7 @@ mod tests {
                 pongs_matched: 4,
                 bytes_in: 10,
                 bytes_out: 20,
+                useful_ago_ms: None,
                 best_height: 0,
                 user_agent: "peerlink/0.1.0".into(),
             }],

@@ -149,6 +149,9 @@ pub struct PeerInfo {
     pub since: SystemTime,
     /// How long it has been registered (monotonic clock).
     pub connected_for: Duration,
+    /// How long ago the application last marked the peer useful
+    /// ([`PeerHandle::mark_useful`]); `None` if never.
+    pub useful_ago: Option<Duration>,
     /// The session's counters when this record was made.
     pub stats: PeerStats,
 }
@@ -721,6 +724,10 @@ fn info_of(ip: IpAddr, e: &PeerEntry) -> PeerInfo {
         meta: e.meta.clone(),
         since: e.since_wall,
         connected_for: e.since.elapsed(),
+        useful_ago: e
+            .handle
+            .last_useful_ms()
+            .map(|t| Duration::from_millis(crate::clock::now_ms().saturating_sub(t))),
         stats: e.stats.snapshot(e.handle.bytes_out()),
     }
 }
