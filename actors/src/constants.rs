@@ -152,6 +152,12 @@ pub const READ_BUFFER_INITIAL_BYTES: usize = 1024;
 /// (one syscall per 64 KiB rather than per 2 KiB of small frames).
 pub const READ_BUFFER_MAX_BYTES: usize = 64 * 1024;
 
+/// A session frees its read buffer whenever it waits for the peer with nothing buffered (idle
+/// sessions hold none), and allocates it again at the largest size it used, up to this: twice
+/// [`READ_BUFFER_MAX_BYTES`], so that a stream of frames just over 64 KiB gets a buffer that
+/// holds one whole, while a rare multi-megabyte frame is not reallocated on every wake-up.
+pub const READ_BUFFER_REALLOC_MAX_BYTES: usize = 2 * READ_BUFFER_MAX_BYTES;
+
 /// Largest encode scratch buffer a thread keeps between messages (`protocol::encode_app`);
 /// a bigger one, left by a rare big message, is freed after use.
 pub const ENCODE_SCRATCH_MAX_BYTES: usize = 1024 * 1024;
@@ -176,6 +182,7 @@ const _: () = {
     assert!(READ_BUFFER_INITIAL_BYTES <= MAX_HANDSHAKE_FRAME_BYTES);
     assert!(READ_BUFFER_INITIAL_BYTES < READ_BUFFER_MAX_BYTES);
     assert!(READ_BUFFER_MAX_BYTES <= DEFAULT_MAX_FRAME_BYTES);
+    assert!(READ_BUFFER_MAX_BYTES < READ_BUFFER_REALLOC_MAX_BYTES);
     // One IP or one subnet never takes every pending slot.
     assert!(DEFAULT_MAX_PENDING_PER_IP < DEFAULT_MAX_PENDING_PER_SUBNET);
     assert!(DEFAULT_MAX_PENDING_PER_SUBNET < DEFAULT_MAX_PENDING_HANDSHAKES);

@@ -23,12 +23,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -37,6 +37,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::constants::{
     CLOSE_FLUSH_TIMEOUT, MAX_HANDSHAKE_FRAME_BYTES, PROTOCOL_VERSION, READ_BUFFER_INITIAL_BYTES,
+    READ_BUFFER_REALLOC_MAX_BYTES,
 };
 use crate::credit::InboundCredit;
 use crate::delivery::Inbox;
@@ -49,7 +50,9 @@ use crate::policy::ConnFacts;
 use crate::protocol::{Frame, FrameBatchCodec, Hello};
 use crate::reason::DisconnectReason;
 use crate::registry::{PeerMeta, Register, RegisterOutcome, Unregister};
-use crate::secure::{self, Established, NodeKey, PublicKey, SecureError, SecureRead, SecureWrite};
+use crate::secure::{
+    self, Established, NodeKey, PublicKey, RecordCipher, SecureError, SecureRead, SecureWrite,
+};
 use crate::session_api::{Close, SessionStats, WriterFailed};
 use crate::{canonical_ip, ConnId, Direction};
 
@@ -199,13 +202,15 @@ impl PeerSession {
         })
     }
 
-    /// Sets up the read and write halves over the (possibly encrypted) stream.
+    /// Sets up the read and write halves over the (possibly encrypted) stream: the sending
+    /// direction's cipher goes to the writer task, the receiving one to the reader.
     fn start_io(
         &mut self,
         stream: TcpStream,
-        cipher: Option<secure::SharedCipher>,
+        ciphers: Option<(RecordCipher, RecordCipher)>,
         ctx: &mut Context<Self>,
     ) {
+        let (send, recv) = ciphers.unzip();
         let (read_half, write_half) = stream.into_split();
         let (handle, close) = spawn_writer(
             WriterParts {
@@ -219,13 +224,13 @@ impl PeerSession {
                 metrics: self.env.metrics.clone(),
                 task: self.env.tasks.token(),
             },
-            SecureWrite::new(write_half, cipher.clone()),
+            SecureWrite::new(write_half, send),
         );
         self.handle = Some(handle);
         self.writer_close = Some(close);
         let codec = FrameBatchCodec::new(self.max_frame.clone(), self.batching.clone());
         ctx.add_stream(self.gate.wrap(FramedRead::with_capacity(
-            SecureRead::new(read_half, cipher),
+            SecureRead::new(read_half, recv),
             codec,
             READ_BUFFER_INITIAL_BYTES,
         )));
@@ -269,7 +274,7 @@ impl PeerSession {
         };
         let remote = est.remote;
         self.remote_key = Some(remote);
-        self.start_io(stream, Some(Arc::new(Mutex::new(est.cipher))), ctx);
+        self.start_io(stream, Some((est.send, est.recv)), ctx);
         if let Err(reason) = self.check_key(&remote) {
             log::info!(
                 "peer {} conn {}: key {remote} refused: {reason}",
@@ -778,10 +783,12 @@ struct GateState {
 }
 
 impl ReadGate {
-    fn wrap<S: Stream + Unpin>(&self, inner: S) -> Gated<S> {
+    fn wrap<R, D>(&self, inner: FramedRead<R, D>) -> Gated<R, D> {
         Gated {
             inner,
             gate: self.clone(),
+            peak: 0,
+            released: 0,
         }
     }
 
@@ -801,20 +808,51 @@ impl ReadGate {
     }
 }
 
-/// A stream behind a [`ReadGate`].
-struct Gated<S> {
-    inner: S,
+/// The session's frame stream behind a [`ReadGate`]. While the connection is idle (the socket
+/// has nothing more and no partial frame is buffered) it holds no read buffer: the buffer is
+/// freed when the stream returns `Pending` with it empty, and allocated again on the next poll
+/// at the largest size the connection used before, so a busy connection gets its large buffer
+/// back in one allocation (no regrowth, nothing to copy) and an idle one keeps nothing.
+struct Gated<R, D> {
+    inner: FramedRead<R, D>,
     gate: ReadGate,
+    /// Largest read buffer capacity seen since the buffer was last freed.
+    peak: usize,
+    /// Capacity to allocate on the next poll (0: the buffer is in place).
+    released: usize,
 }
 
-impl<S: Stream + Unpin> Stream for Gated<S> {
-    type Item = S::Item;
+impl<R, D> Stream for Gated<R, D>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    D: tokio_util::codec::Decoder + Unpin,
+{
+    type Item = Result<D::Item, D::Error>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<S::Item>> {
-        if self.gate.is_paused() {
-            self.gate.state.waker.set(Some(cx.waker().clone()));
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.gate.is_paused() {
+            this.gate.state.waker.set(Some(cx.waker().clone()));
             return Poll::Pending;
         }
-        Pin::new(&mut self.inner).poll_next(cx)
+        let buf = this.inner.read_buffer_mut();
+        if this.released > 0 {
+            buf.reserve(this.released);
+            this.released = 0;
+        }
+        this.peak = this.peak.max(buf.capacity());
+        let item = Pin::new(&mut this.inner).poll_next(cx);
+        if item.is_pending() {
+            let buf = this.inner.read_buffer_mut();
+            if buf.is_empty() && buf.capacity() > 0 {
+                this.released = this
+                    .peak
+                    .max(buf.capacity())
+                    .clamp(READ_BUFFER_INITIAL_BYTES, READ_BUFFER_REALLOC_MAX_BYTES);
+                this.peak = 0;
+                *buf = BytesMut::new();
+            }
+        }
+        item
     }
 }

@@ -149,6 +149,14 @@ pub fn rss_bytes() -> Result<u64, String> {
     Ok(kib * 1024)
 }
 
+/// Heap bytes in use by this process (glibc's `mallinfo2`, all arenas: chunks handed out plus
+/// mmapped blocks). Beside the RSS it tells live allocations from allocator slack.
+pub fn heap_in_use_bytes() -> u64 {
+    // SAFETY: mallinfo2 only reads the allocator's statistics.
+    let info = unsafe { libc::mallinfo2() };
+    (info.uordblks + info.hblkhd) as u64
+}
+
 /// CLOCK_MONOTONIC in nanoseconds: the same clock in every process, so that a child and its
 /// parent can time one scenario together.
 pub fn monotonic_ns() -> u64 {

@@ -29,7 +29,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
-use crate::common::{client_ip, monotonic_ns, raise_fd_limit, rss_bytes, CpuMeter, Tally};
+use crate::common::{
+    client_ip, heap_in_use_bytes, monotonic_ns, raise_fd_limit, rss_bytes, CpuMeter, Tally,
+};
 use crate::peer::{in_actix, Sink};
 use crate::raw::{connect_from, in_tokio};
 
@@ -62,6 +64,8 @@ impl Server {
 pub struct SessionsResult {
     /// RSS growth per registered idle session, bytes.
     pub bytes_per_session: f64,
+    /// Growth of the heap in use (live allocations) per session, bytes.
+    pub heap_per_session: f64,
     /// Connections opened, handshaken and registered per second.
     pub handshakes_per_sec: f64,
     /// CPU seconds per wall second of the server process while the sessions came in.
@@ -77,7 +81,17 @@ pub struct SessionsResult {
 pub fn measure(server: Server, n: usize, block: u8) -> Result<SessionsResult, String> {
     raise_fd_limit();
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut child = Command::new(exe)
+    // Profiling hook: `PEERLINK_BENCH_CHILD_WRAPPER=heaptrack` runs every server child under
+    // that command (e.g. a heap profiler); lines it prints are ignored.
+    let mut command = match std::env::var_os("PEERLINK_BENCH_CHILD_WRAPPER") {
+        Some(wrapper) => {
+            let mut c = Command::new(wrapper);
+            c.arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    let mut child = command
         .args(["--child", server.as_str(), "--n", &n.to_string()])
         .args(["--transport", crate::common::transport_name()])
         .stdin(Stdio::null())
@@ -140,6 +154,7 @@ fn measure_with(child: &mut Child, n: usize, block: u8) -> Result<SessionsResult
     let secs = (end_ns - start_ns as f64) / 1e9;
     Ok(SessionsResult {
         bytes_per_session: (get("rss1")? - get("rss0")?) / n as f64,
+        heap_per_session: (get("heap1")? - get("heap0")?) / n as f64,
         handshakes_per_sec: n as f64 / secs.max(1e-9),
         server_cores: get("cores")?,
         busy_threads: get("busy")? as usize,
@@ -195,15 +210,15 @@ async fn client(addr: SocketAddr, i: usize, block: u8) -> Result<std::net::TcpSt
     let mut s = connect_from(client_ip(block, i), addr).await?;
     // Over Noise: the handshake (initiator, a fresh key per client, as a new node would), then
     // the Hello inside the channel.
-    let cipher = if crate::common::noise() {
+    let (send, recv) = if crate::common::noise() {
         let est = handshake(&mut s, &NodeKey::generate(), true)
             .await
             .map_err(|e| e.to_string())?;
-        Some(Arc::new(std::sync::Mutex::new(est.cipher)))
+        (Some(est.send), Some(est.recv))
     } else {
-        None
+        (None, None)
     };
-    let mut out = SecureWrite::new(Vec::new(), cipher.clone());
+    let mut out = SecureWrite::new(Vec::new(), send);
     out.write_all(&client_hello(0x5eed_0000_0000 + i as u64))
         .await
         .map_err(|e| e.to_string())?;
@@ -211,7 +226,7 @@ async fn client(addr: SocketAddr, i: usize, block: u8) -> Result<std::net::TcpSt
     s.write_all(out.get_ref())
         .await
         .map_err(|e| e.to_string())?;
-    let mut rd = SecureRead::new(&mut s, cipher);
+    let mut rd = SecureRead::new(&mut s, recv);
     let mut len = [0u8; 4];
     rd.read_exact(&mut len).await.map_err(|e| e.to_string())?;
     let len = u32::from_be_bytes(len) as usize;
@@ -237,13 +252,22 @@ pub fn child_main(server: Server, n: usize) -> Result<(), String> {
     }
 }
 
-fn report_ready(addr: SocketAddr) -> Result<(u64, CpuMeter), String> {
+/// RSS and heap in use before the sessions come in.
+struct Before {
+    rss: u64,
+    heap: u64,
+}
+
+fn report_ready(addr: SocketAddr) -> Result<(Before, CpuMeter), String> {
     std::thread::sleep(Duration::from_millis(100));
-    let rss0 = rss_bytes()?;
+    let before = Before {
+        rss: rss_bytes()?,
+        heap: heap_in_use_bytes(),
+    };
     let meter = CpuMeter::start();
     println!("addr {addr}");
     std::io::stdout().flush().map_err(|e| e.to_string())?;
-    Ok((rss0, meter))
+    Ok((before, meter))
 }
 
 async fn wait_registered(n: u64, count: impl Fn() -> u64) -> Result<u64, String> {
@@ -257,13 +281,14 @@ async fn wait_registered(n: u64, count: impl Fn() -> u64) -> Result<u64, String>
     Ok(monotonic_ns())
 }
 
-fn report_result(end_ns: u64, rss0: u64, meter: &CpuMeter) -> Result<(), String> {
+fn report_result(end_ns: u64, before: &Before, meter: &CpuMeter) -> Result<(), String> {
     let (_, cpu) = meter.stop();
     std::thread::sleep(Duration::from_millis(300));
     let rss1 = rss_bytes()?;
+    let heap1 = heap_in_use_bytes();
     println!(
-        "result end_ns={end_ns} rss0={rss0} rss1={rss1} cores={:.3} busy={}",
-        cpu.cores, cpu.busy_threads
+        "result end_ns={end_ns} rss0={} rss1={rss1} heap0={} heap1={heap1} cores={:.3} busy={}",
+        before.rss, before.heap, cpu.cores, cpu.busy_threads
     );
     std::io::stdout().flush().map_err(|e| e.to_string())
 }
@@ -285,14 +310,14 @@ async fn peerlink_server(n: usize) -> Result<(), String> {
     let net: Network<crate::common::BenchMsg> = Network::start(config, app.recipient())
         .await
         .map_err(|e| e.to_string())?;
-    let (rss0, meter) = report_ready(net.local_addr())?;
+    let (before, meter) = report_ready(net.local_addr())?;
     let connects = net
         .metrics()
         .connects
         .get_or_create(&vec![("direction", "inbound")])
         .clone();
     let end_ns = wait_registered(n as u64, || connects.get()).await?;
-    report_result(end_ns, rss0, &meter)?;
+    report_result(end_ns, &before, &meter)?;
     // Exit without closing 10,000 sessions one by one: the parent closes its side.
     std::process::exit(0)
 }
@@ -330,18 +355,15 @@ async fn baseline_server(n: usize) -> Result<(), String> {
                 let mut stream = stream;
                 let _ = stream.set_nodelay(true);
                 // The same cipher as peerlink's transport, driven by plain tokio tasks.
-                let cipher = match &key {
+                let (send, recv) = match &key {
                     Some(key) => match handshake(&mut stream, key, false).await {
-                        Ok(est) => Some(Arc::new(std::sync::Mutex::new(est.cipher))),
+                        Ok(est) => (Some(est.send), Some(est.recv)),
                         Err(_) => return,
                     },
-                    None => None,
+                    None => (None, None),
                 };
                 let (rd, wr) = stream.into_split();
-                let (rd, mut wr) = (
-                    SecureRead::new(rd, cipher.clone()),
-                    SecureWrite::new(wr, cipher),
-                );
+                let (rd, mut wr) = (SecureRead::new(rd, recv), SecureWrite::new(wr, send));
                 if wr.write_all(&hello).await.is_err() || wr.flush().await.is_err() {
                     return;
                 }
@@ -363,8 +385,8 @@ async fn baseline_server(n: usize) -> Result<(), String> {
             });
         }
     });
-    let (rss0, meter) = report_ready(addr)?;
+    let (before, meter) = report_ready(addr)?;
     let end_ns = wait_registered(n as u64, || registered.load(Ordering::Acquire)).await?;
-    report_result(end_ns, rss0, &meter)?;
+    report_result(end_ns, &before, &meter)?;
     std::process::exit(0)
 }

@@ -327,6 +327,10 @@ fn run_transport(sizes: Sizes, only: &str) -> RunOutput {
                     (p.bytes_per_session, b.bytes_per_session),
                     Target::AbsAtMost(8192.0),
                 );
+                out.notes.push(format!(
+                    "{tag}e ({n}): heap in use per session (mallinfo2) peerlink {:.0} B, baseline {:.0} B",
+                    p.heap_per_session, b.heap_per_session
+                ));
             }
         }
     }

@@ -156,11 +156,11 @@ pub fn one_connection_noise(count: u64, size: usize) -> Result<f64, String> {
             handshake(&mut client, &ck, true),
             handshake(&mut server, &sk, false)
         );
-        let cipher = |e: Result<peerlink_actors::secure::Established, _>| {
-            e.map(|e| Some(Arc::new(std::sync::Mutex::new(e.cipher))))
-                .map_err(|e: peerlink_actors::secure::SecureError| e.to_string())
+        let established = |e: Result<peerlink_actors::secure::Established, _>| {
+            e.map_err(|e: peerlink_actors::secure::SecureError| e.to_string())
         };
-        let (cc, sc) = (cipher(ce)?, cipher(se)?);
+        // The client sends, the server receives.
+        let (cc, sc) = (Some(established(ce)?.send), Some(established(se)?.recv));
         let (_client_rd, cw) = client.into_split();
         let (sr, _server_wr) = server.into_split();
         let mut cw = SecureWrite::new(cw, cc);

@@ -8,19 +8,23 @@
 //! -> s, se                initiator -> responder   64 bytes (48 + 16)
 //! ```
 
-use snow::{HandshakeState, TransportState};
+use snow::HandshakeState;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::protocol::Frame;
 
 use super::{
-    NodeKey, PublicKey, SecureError, MAX_HANDSHAKE_MESSAGE_BYTES, NOISE_PARAMS, NOISE_PROLOGUE,
+    NodeKey, PublicKey, RecordCipher, SecureError, MAX_HANDSHAKE_MESSAGE_BYTES, NOISE_PARAMS,
+    NOISE_PROLOGUE, REKEY_AFTER_RECORDS,
 };
 
-/// A finished handshake: the transport cipher states and the peer's authenticated static key.
+/// A finished handshake: one cipher per direction and the peer's authenticated static key.
+/// The handshake state itself is gone.
 pub struct Established {
-    /// Cipher states for both directions.
-    pub cipher: TransportState,
+    /// The cipher of the records we send (give it to the [`super::SecureWrite`]).
+    pub send: RecordCipher,
+    /// The cipher of the records we receive (give it to the [`super::SecureRead`]).
+    pub recv: RecordCipher,
     /// The static key the peer proved it holds.
     pub remote: PublicKey,
 }
@@ -81,14 +85,29 @@ pub(crate) fn read_step(hs: &mut HandshakeState, msg: &[u8]) -> Result<(), Secur
     Ok(())
 }
 
-/// The finished handshake's transport state and the peer's key.
-pub(crate) fn finish(hs: HandshakeState) -> Result<Established, SecureError> {
+/// The finished handshake's two directions and the peer's key. The Noise `Split()` gives the
+/// initiator's sending key first; each key goes to the half that uses it, and the handshake
+/// state (hashes, ephemeral keys, the cipher objects snow allocated for its own transport mode)
+/// is dropped here.
+pub(crate) fn finish(mut hs: HandshakeState) -> Result<Established, SecureError> {
+    if !hs.is_handshake_finished() {
+        return Err(SecureError::Handshake("handshake not finished".into()));
+    }
     let remote = hs
         .get_remote_static()
         .and_then(PublicKey::from_slice)
         .ok_or_else(|| SecureError::Handshake("no remote static key".into()))?;
-    let cipher = hs.into_transport_mode().map_err(noise_err)?;
-    Ok(Established { cipher, remote })
+    let (mut k1, mut k2) = hs.dangerously_get_raw_split();
+    let (mut send_key, mut recv_key) = if hs.is_initiator() {
+        (k1, k2)
+    } else {
+        (k2, k1)
+    };
+    let send = RecordCipher::new(&mut send_key, REKEY_AFTER_RECORDS);
+    let recv = RecordCipher::new(&mut recv_key, REKEY_AFTER_RECORDS);
+    zeroize::Zeroize::zeroize(&mut k1);
+    zeroize::Zeroize::zeroize(&mut k2);
+    Ok(Established { send, recv, remote })
 }
 
 async fn send<S: AsyncWrite + Unpin>(

@@ -9,6 +9,8 @@
 //!   (hex on every human surface), [`PeerAddr`] (`KEYHEX@IP:PORT` pinning) and [`Transport`].
 //! - [`handshake`]: the Noise `XX` handshake over a fresh TCP stream (three length-prefixed
 //!   messages with a small cap), returning the transport cipher states and the peer's key.
+//! - [`cipher`]: [`RecordCipher`], one direction's AES-256-GCM key (a half of the Noise split),
+//!   counter nonce and rekey schedule, on ring's AEAD.
 //! - [`record`]: [`record::SecureRead`] / [`record::SecureWrite`], an `AsyncRead` and an
 //!   `AsyncWrite` that turn the byte stream into AEAD records (2-byte length + ciphertext) and
 //!   back. The frame codec and the writer task run on top of them unchanged; a plaintext
@@ -25,12 +27,17 @@
 //! - **Records under the framing, not frames under records**: the writer hands whole outbox
 //!   buffers to [`record::SecureWrite`], so hundreds of small frames share one AEAD call, and
 //!   the frame codec (caps, batching) is untouched.
+//! - **Each direction owned by one half**: after the handshake the two keys of the Noise split
+//!   go one to the reader, one to the writer ([`RecordCipher`]); the handshake state is dropped
+//!   at once. No lock between the halves and nothing boxed: an idle encrypted session costs two
+//!   AES key schedules more than a plaintext one (see `BENCHMARKS.md`, scenario e).
 //! - **Counter nonces** (Noise's own `n`, one per direction), **rekey** (Noise `REKEY`) after
 //!   [`REKEY_AFTER_RECORDS`] records in each direction, done identically by the sender and the
 //!   receiver, so no message is needed to agree on it; nonce exhaustion (2^64 - 1 records) is
 //!   an error that closes the connection.
 //! - **No compression** (it leaks plaintext through lengths).
 
+pub mod cipher;
 pub mod handshake;
 pub mod identity;
 pub mod record;
@@ -38,11 +45,10 @@ pub mod record;
 #[cfg(test)]
 mod tests;
 
+pub use cipher::RecordCipher;
 pub use handshake::{handshake, Established};
 pub use identity::{KeyFileError, NodeKey, PeerAddr, PublicKey, Transport};
 pub use record::{SecureRead, SecureWrite};
-
-use std::sync::{Arc, Mutex};
 
 /// Noise protocol name: pattern XX, X25519, AES-256-GCM, SHA-256.
 pub const NOISE_PARAMS: &str = "Noise_XX_25519_AESGCM_SHA256";
@@ -153,7 +159,3 @@ pub(crate) fn prepare(config: &mut crate::NetworkConfig) {
         ),
     }
 }
-
-/// The cipher states of one connection, shared by its reader and its writer. Both run on the
-/// session's thread; the lock is taken once per record (up to 64 KiB), never across an await.
-pub type SharedCipher = Arc<Mutex<snow::TransportState>>;

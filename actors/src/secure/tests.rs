@@ -2,8 +2,6 @@
 //! the document), handshakes over in-memory streams, record round trips with rekeying, tamper
 //! detection, the handshake cap, key files and peer entries.
 
-use std::sync::{Arc, Mutex};
-
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -103,8 +101,7 @@ async fn spec_first_records_are_exact() {
     let (_, i, r) = vector_handshake();
     let plain = spec_hex("ping-42");
     for (state, name) in [(i, "noise-record-initiator"), (r, "noise-record-responder")] {
-        let cipher = Arc::new(Mutex::new(state.cipher));
-        let mut w = SecureWrite::new(Vec::new(), Some(cipher));
+        let mut w = SecureWrite::new(Vec::new(), Some(state.send));
         w.write_all(&plain).await.unwrap();
         w.flush().await.unwrap();
         assert_eq!(
@@ -113,6 +110,12 @@ async fn spec_first_records_are_exact() {
             "{name}"
         );
     }
+}
+
+/// `cipher` rekeying after every `n` records.
+fn rekeyed(mut cipher: RecordCipher, n: u64) -> Option<RecordCipher> {
+    cipher.set_rekey_after(n);
+    Some(cipher)
 }
 
 /// A pair of connected secure streams over an in-memory pipe, after a real handshake.
@@ -134,8 +137,8 @@ async fn pair(
     let (_, wa) = tokio::io::split(a);
     let (rb, _) = tokio::io::split(b);
     (
-        SecureWrite::with_rekey(wa, Some(Arc::new(Mutex::new(ea.cipher))), rekey_write),
-        SecureRead::with_rekey(rb, Some(Arc::new(Mutex::new(eb.cipher))), rekey_read),
+        SecureWrite::new(wa, rekeyed(ea.send, rekey_write)),
+        SecureRead::new(rb, rekeyed(eb.recv, rekey_read)),
         ka.public(),
         kb.public(),
     )
@@ -192,7 +195,7 @@ async fn mismatched_rekey_fails() {
 async fn flipped_bit_is_detected_and_nothing_corrupt_is_delivered() {
     for bit in [0usize, 7, 16, 100, 8 * 40 + 3] {
         let (_, i, r) = vector_handshake();
-        let mut w = SecureWrite::new(Vec::new(), Some(Arc::new(Mutex::new(i.cipher))));
+        let mut w = SecureWrite::new(Vec::new(), Some(i.send));
         w.write_all(b"first record").await.unwrap();
         w.flush().await.unwrap();
         let first_len = w.get_ref().len();
@@ -203,7 +206,7 @@ async fn flipped_bit_is_detected_and_nothing_corrupt_is_delivered() {
         // truncation, tested below).
         let at = first_len + 2 + bit / 8;
         wire[at] ^= 1 << (bit % 8);
-        let mut rd = SecureRead::new(&wire[..], Some(Arc::new(Mutex::new(r.cipher))));
+        let mut rd = SecureRead::new(&wire[..], Some(r.recv));
         let mut got = Vec::new();
         let err = rd.read_to_end(&mut got).await.unwrap_err();
         assert!(SecureError::is_decrypt_failure(&err), "bit {bit}: {err}");
@@ -216,11 +219,11 @@ async fn flipped_bit_is_detected_and_nothing_corrupt_is_delivered() {
 #[actix_rt::test]
 async fn truncated_record_is_an_error() {
     let (_, i, r) = vector_handshake();
-    let mut w = SecureWrite::new(Vec::new(), Some(Arc::new(Mutex::new(i.cipher))));
+    let mut w = SecureWrite::new(Vec::new(), Some(i.send));
     w.write_all(b"hello").await.unwrap();
     w.flush().await.unwrap();
     let wire = &w.get_ref()[..w.get_ref().len() - 1];
-    let mut rd = SecureRead::new(wire, Some(Arc::new(Mutex::new(r.cipher))));
+    let mut rd = SecureRead::new(wire, Some(r.recv));
     let mut got = Vec::new();
     assert!(rd.read_to_end(&mut got).await.is_err());
     assert!(got.is_empty());
@@ -341,7 +344,7 @@ proptest! {
         let (_, _, r) = vector_handshake();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let got = rt.block_on(async {
-            let mut rd = SecureRead::new(&bytes[..], Some(Arc::new(Mutex::new(r.cipher))));
+            let mut rd = SecureRead::new(&bytes[..], Some(r.recv));
             let mut got = Vec::new();
             let _ = rd.read_to_end(&mut got).await;
             got
@@ -355,7 +358,7 @@ proptest! {
         let (_, i, r) = vector_handshake();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let (sent, got) = rt.block_on(async {
-            let mut w = SecureWrite::with_rekey(Vec::new(), Some(Arc::new(Mutex::new(i.cipher))), 2);
+            let mut w = SecureWrite::new(Vec::new(), rekeyed(i.send, 2));
             let mut sent = Vec::new();
             for (n, size) in sizes.iter().enumerate() {
                 let chunk: Vec<u8> = (0..*size).map(|j| (j + n) as u8).collect();
@@ -364,11 +367,34 @@ proptest! {
             }
             w.flush().await.unwrap();
             let wire = w.get_ref().clone();
-            let mut rd = SecureRead::with_rekey(&wire[..], Some(Arc::new(Mutex::new(r.cipher))), 2);
+            let mut rd = SecureRead::new(&wire[..], rekeyed(r.recv, 2));
             let mut got = Vec::new();
             rd.read_to_end(&mut got).await.unwrap();
             (sent, got)
         });
         prop_assert!(sent == got);
+    }
+}
+
+/// A reader waiting for the peer holds no buffer (idle sessions stay small), and a record that
+/// arrives afterwards is read as usual.
+#[actix_rt::test]
+async fn idle_reader_frees_its_buffers() {
+    use futures_util::FutureExt;
+    let (mut w, mut r, _, _) = pair(REKEY_AFTER_RECORDS, REKEY_AFTER_RECORDS).await;
+    let mut buf = vec![0u8; 100_000];
+    for size in [12usize, 70_000] {
+        w.write_all(&vec![7u8; size]).await.unwrap();
+        w.flush().await.unwrap();
+        let mut got = 0;
+        while got < size {
+            got += r.read(&mut buf).await.unwrap();
+        }
+        assert_eq!(got, size);
+        assert!(
+            r.read(&mut buf).now_or_never().is_none(),
+            "nothing more to read"
+        );
+        assert_eq!(r.buffer_bytes(), 0, "after {size} bytes");
     }
 }

@@ -292,10 +292,9 @@ impl RawPeer {
         let (rd, wr) = stream.into_split();
         match res {
             Ok(est) => {
-                let cipher = Arc::new(std::sync::Mutex::new(est.cipher));
                 let mut peer = Self::with_halves(
-                    SecureRead::new(rd, Some(cipher.clone())),
-                    SecureWrite::new(wr, Some(cipher)),
+                    SecureRead::new(rd, Some(est.recv)),
+                    SecureWrite::new(wr, Some(est.send)),
                     key,
                 );
                 peer.remote_key = Some(est.remote);
