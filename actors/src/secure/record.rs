@@ -159,6 +159,12 @@ impl<R: AsyncRead + Unpin> AsyncRead for SecureRead<R> {
                     break;
                 }
                 if len < TAG_BYTES {
+                    if produced {
+                        // As for a record that fails authentication: the authentic records
+                        // before it are delivered, the next read fails.
+                        let _ = this.fail(SecureError::RecordTooShort(len));
+                        return Poll::Ready(Ok(()));
+                    }
                     return this.fail(SecureError::RecordTooShort(len));
                 }
                 let at = this.cstart + LEN_BYTES;
