@@ -24,7 +24,6 @@ for t in "${targets[@]}"; do
     extra=()
     [ -d "regressions/$t" ] && extra+=("regressions/$t")
     echo "-- $t, ${secs} s"
-    # -close_fd_mask=3: the targets print nothing; keeps CI's log to libFuzzer's summary.
     if ! PEERLINK_FUZZ_SEEDS="$work/$t" "$bin/$t" "$work/$t" "${extra[@]}" \
         -artifact_prefix="artifacts/$t/" -max_total_time="$secs" -print_final_stats=1 \
         -rss_limit_mb=2048 -timeout=10 2>"$work/$t.log"; then
