@@ -14,8 +14,7 @@ cd "$(dirname "$0")"
 secs=${1:-20}
 targets=(frame_codec handshake noise_responder noise_initiator secure_record addrs addr_snapshot)
 source ./flags.sh
-# No debug info in this build (run.sh keeps line tables for the long runs): faster links.
-CARGO_PROFILE_RELEASE_DEBUG=0 cargo build --release --quiet --target "$FUZZ_HOST" --bins
+cargo build --release --quiet --target "$FUZZ_HOST" --bins
 bin="${CARGO_TARGET_DIR:-target}/$FUZZ_HOST/release"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -412,7 +412,10 @@ mod tests {
         );
         drop(block);
         let after = heap_stats().unwrap_or_default();
-        assert!(after.in_use + BLOCK <= during.in_use + SLACK, "{during:?} -> {after:?}");
+        assert!(
+            after.in_use + BLOCK <= during.in_use + SLACK,
+            "{during:?} -> {after:?}"
+        );
     }
 
     #[test]

@@ -299,7 +299,11 @@ pub fn transport_pair(
 /// (X25519 costs milliseconds per input in an instrumented build): both directions' keys set to
 /// `initiator_key` and `responder_key` (Noise's manual rekey), and each side's receiving nonce
 /// set to the other's sending nonce (sending nonces only count up, so they are not reset).
-pub fn reset_pair(pair: &(SharedCipher, SharedCipher), initiator_key: &[u8; 32], responder_key: &[u8; 32]) {
+pub fn reset_pair(
+    pair: &(SharedCipher, SharedCipher),
+    initiator_key: &[u8; 32],
+    responder_key: &[u8; 32],
+) {
     // A poisoned lock only means an earlier input panicked mid-record.
     let mut i = pair.0.lock().unwrap_or_else(|e| e.into_inner());
     let mut r = pair.1.lock().unwrap_or_else(|e| e.into_inner());
@@ -383,7 +387,11 @@ pub fn read_records(
     read_size: usize,
 ) -> RecordsRead {
     use tokio::io::AsyncReadExt;
-    let mut reader = SecureRead::with_rekey(MemStream::new(wire, chunk, stall), Some(cipher), rekey_after);
+    let mut reader = SecureRead::with_rekey(
+        MemStream::new(wire, chunk, stall),
+        Some(cipher),
+        rekey_after,
+    );
     let mut buf = vec![0u8; read_size.max(1)];
     let mut out = RecordsRead {
         plain: Vec::new(),

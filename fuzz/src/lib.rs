@@ -186,9 +186,15 @@ pub fn noise_initiator(data: &[u8]) {
         assert_eq!(out.written, [v.msg1.as_slice(), v.msg3.as_slice()].concat());
         assert_eq!(out.consumed, v.msg2.len(), "read past the handshake");
     } else {
-        assert_eq!(out.written, v.msg1, "wrote more than message 1 without completing");
+        assert_eq!(
+            out.written, v.msg1,
+            "wrote more than message 1 without completing"
+        );
         if let Some(fuzzing::SecureError::Refused(_)) = out.error {
-            assert!(peer.starts_with(&[0, 0]), "a refusal without its zero length");
+            assert!(
+                peer.starts_with(&[0, 0]),
+                "a refusal without its zero length"
+            );
         }
     }
 }
@@ -264,10 +270,9 @@ pub fn secure_record(data: &[u8]) {
     let rekey_after = u64::from(flags & 3) + 1;
     let from_initiator = flags & 4 == 0;
     let stall = flags & 8 != 0;
-    let read_size = [1, 2, 3, 15, 16, 17, 100, 1000, 4096, 16384, 65519, 65535, 65536][usize::from(
-        flags >> 4,
-    )
-    .min(12)];
+    let read_size = [
+        1, 2, 3, 15, 16, 17, 100, 1000, 4096, 16384, 65519, 65535, 65536,
+    ][usize::from(flags >> 4).min(12)];
     let chunk = match sock_chunk {
         255 => usize::MAX,
         c => usize::from(*c) + 1,
@@ -322,11 +327,18 @@ pub fn secure_record(data: &[u8]) {
     let got = fuzzing::read_records(&wire, open, rekey_after, chunk, stall, read_size);
     match before_raw {
         None => {
-            assert!(got.error.is_none(), "genuine records failed: {:?}", got.error);
+            assert!(
+                got.error.is_none(),
+                "genuine records failed: {:?}",
+                got.error
+            );
             assert!(got.plain == sealed, "genuine records arrived changed");
         }
         Some(n) => {
-            assert!(got.error.is_some(), "arbitrary bytes were accepted as records");
+            assert!(
+                got.error.is_some(),
+                "arbitrary bytes were accepted as records"
+            );
             assert!(got.stays_failed, "a failed stream read again");
             assert!(
                 got.plain == sealed[..n],
@@ -432,9 +444,20 @@ pub fn addrs(data: &[u8]) {
         };
         let wire = frame.encode();
         let again = fuzzing::Frame::decode(wire.slice(fuzzing::LENGTH_PREFIX_BYTES..));
-        assert_eq!(again.ok().as_ref(), Some(&frame), "frame changes through encode");
+        assert_eq!(
+            again.ok().as_ref(),
+            Some(&frame),
+            "frame changes through encode"
+        );
         let out = fuzzing::apply_gossip_frame(
-            &mut book, &mut gossip, conn, from, listen, frame, now_ms, &mut rng,
+            &mut book,
+            &mut gossip,
+            conn,
+            from,
+            listen,
+            frame,
+            now_ms,
+            &mut rng,
         );
         let_through[p] += out.processed;
         let elapsed_s = (now_ms - start_ms) as f64 / 1000.0;
@@ -471,8 +494,16 @@ pub fn check_book(book: &fuzzing::AddrBook, config: &fuzzing::AddrBookConfig) {
     let mut ips = std::collections::BTreeSet::new();
     for e in &snap.entries {
         let ip = e.addr.ip();
-        assert_eq!(ip, peerlink_actors::canonical_ip(ip), "stored {ip} not canonical");
-        assert!(fuzzing::is_routable(e.addr, config.reach), "stored {}", e.addr);
+        assert_eq!(
+            ip,
+            peerlink_actors::canonical_ip(ip),
+            "stored {ip} not canonical"
+        );
+        assert!(
+            fuzzing::is_routable(e.addr, config.reach),
+            "stored {}",
+            e.addr
+        );
         assert!(ips.insert(ip), "two entries for {ip}");
         *groups.entry(fuzzing::netgroup(ip)).or_default() += 1;
     }
@@ -496,7 +527,10 @@ pub fn addr_snapshot(data: &[u8]) {
         return;
     };
     let again = rmp_serde::to_vec(&snap).unwrap_or_else(|e| panic!("encode: {e}"));
-    assert_eq!(rmp_serde::from_slice::<AddrBookSnapshot>(&again).ok(), Some(snap.clone()));
+    assert_eq!(
+        rmp_serde::from_slice::<AddrBookSnapshot>(&again).ok(),
+        Some(snap.clone())
+    );
     let config = small_book_config(Reachability {
         allow_loopback: flags & 1 != 0,
         allow_private: flags & 2 != 0,
@@ -557,7 +591,11 @@ pub fn seeds(spec: &str) -> Vec<(&'static str, Vec<Vec<u8>>)> {
     handshake_seeds.push([vec![16], hello, all].concat());
 
     let named = |name: &str| named_vector(spec, name).unwrap_or_default();
-    let (msg1, msg2, msg3) = (named("noise-msg1"), named("noise-msg2"), named("noise-msg3"));
+    let (msg1, msg2, msg3) = (
+        named("noise-msg1"),
+        named("noise-msg2"),
+        named("noise-msg3"),
+    );
     let mut responder_seeds = Vec::new();
     let mut initiator_seeds = Vec::new();
     for chunk in [0u8, 1, 33, 255] {
@@ -621,12 +659,22 @@ fn snapshot_seeds(addrs_body: &[u8]) -> Vec<Vec<u8>> {
             fuzzing::Frame::decode(fuzzing::Bytes::copy_from_slice(addrs_body))
         {
             for a in addrs.iter().filter_map(fuzzing::WireAddr::socket_addr) {
-                book.add(a, "5.6.7.8".parse().unwrap_or_else(|_| unreachable!()), 1, now);
+                book.add(
+                    a,
+                    "5.6.7.8".parse().unwrap_or_else(|_| unreachable!()),
+                    1,
+                    now,
+                );
             }
         }
         for k in 1..6u8 {
             let a = std::net::SocketAddr::from(([9, k, 1, 2], 7000 + u16::from(k)));
-            book.add(a, "1.2.3.4".parse().unwrap_or_else(|_| unreachable!()), 2, now);
+            book.add(
+                a,
+                "1.2.3.4".parse().unwrap_or_else(|_| unreachable!()),
+                2,
+                now,
+            );
             if k % 2 == 0 {
                 book.mark_good(a, now);
             }

@@ -71,7 +71,12 @@ pub fn ban_record(data: &[u8]) {
             assert!(!book.is_banned(*o, NOW_MS), "own address {o} banned");
         }
         for r in book.list(NOW_MS) {
-            assert_eq!(r.ip, peerlink_actors::canonical_ip(r.ip), "ban keyed by {}", r.ip);
+            assert_eq!(
+                r.ip,
+                peerlink_actors::canonical_ip(r.ip),
+                "ban keyed by {}",
+                r.ip
+            );
             assert!(!r.ip.is_unspecified(), "unspecified address banned");
         }
     }
