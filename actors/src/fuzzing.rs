@@ -436,22 +436,37 @@ pub struct GossipOutcome {
     pub relay_to: Vec<ConnId>,
 }
 
-/// The discovery actor's handling of a gossip frame from `from` on `conn` (the body of
-/// `Handler<GossipFrame> for Discovery`, in `discovery/actor.rs`, which this mirrors; keep the
-/// two in step): a `GetAddrs` is answered by the gossip rules from the book; an `Addrs` passes
-/// the frame cap and the connection's token bucket, and each entry with a 4- or 16-byte IP
-/// that is not our `listen` address goes to the book; small fresh news is relayed. Other
-/// frames do nothing.
+/// A gossip frame as the discovery actor receives it.
+#[derive(Debug, Clone)]
+pub struct GossipInput {
+    /// The connection it came on.
+    pub conn: ConnId,
+    /// The peer's IP.
+    pub from: std::net::IpAddr,
+    /// The frame (`GetAddrs` or `Addrs`; others are ignored).
+    pub frame: Frame,
+    /// Now, in milliseconds.
+    pub now_ms: u64,
+}
+
+/// The discovery actor's handling of a gossip frame (the body of `Handler<GossipFrame> for
+/// Discovery`, in `discovery/actor.rs`, which this mirrors; keep the two in step): a
+/// `GetAddrs` is answered by the gossip rules from the book; an `Addrs` passes the frame cap
+/// and the connection's token bucket, and each entry with a 4- or 16-byte IP that is not our
+/// `listen` address goes to the book; small fresh news is relayed. Other frames do nothing.
 pub fn apply_gossip_frame<R: rand::Rng>(
     book: &mut AddrBook,
     gossip: &mut AddrGossip,
-    conn: ConnId,
-    from: std::net::IpAddr,
     listen: std::net::SocketAddr,
-    frame: Frame,
-    now_ms: u64,
+    input: GossipInput,
     rng: &mut R,
 ) -> GossipOutcome {
+    let GossipInput {
+        conn,
+        from,
+        frame,
+        now_ms,
+    } = input;
     let mut out = GossipOutcome::default();
     match frame {
         Frame::GetAddrs {} => {

@@ -449,16 +449,13 @@ pub fn addrs(data: &[u8]) {
             Some(&frame),
             "frame changes through encode"
         );
-        let out = fuzzing::apply_gossip_frame(
-            &mut book,
-            &mut gossip,
+        let input = fuzzing::GossipInput {
             conn,
             from,
-            listen,
             frame,
             now_ms,
-            &mut rng,
-        );
+        };
+        let out = fuzzing::apply_gossip_frame(&mut book, &mut gossip, listen, input, &mut rng);
         let_through[p] += out.processed;
         let elapsed_s = (now_ms - start_ms) as f64 / 1000.0;
         assert!(
