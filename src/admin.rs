@@ -466,18 +466,18 @@ fn unix_seconds(t: SystemTime) -> u64 {
 fn peer_row(p: &PeerInfo) -> PeerRow {
     PeerRow {
         ip: p.ip,
-        key: p.remote_key.map(|k| k.to_hex()),
-        listen_port: p.listen_addr.map(|a| a.port()),
-        direction: p.direction.as_str().to_string(),
-        conn_id: p.conn_id.0,
+        key: p.conn.remote_key.map(|k| k.to_hex()),
+        listen_port: p.meta.listen_addr.map(|a| a.port()),
+        direction: p.conn.direction.as_str().to_string(),
+        conn_id: p.conn.conn_id.0,
         connected_since: unix_seconds(p.since),
-        rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1000.0),
-        pings_sent: p.pings_sent,
-        pongs_matched: p.pongs_matched,
-        bytes_in: p.bytes_in,
-        bytes_out: p.bytes_out,
-        best_height: p.best_height,
-        user_agent: p.user_agent.clone(),
+        rtt_ms: p.stats.rtt.map(|d| d.as_secs_f64() * 1000.0),
+        pings_sent: p.stats.pings_sent,
+        pongs_matched: p.stats.pongs_matched,
+        bytes_in: p.stats.bytes_in,
+        bytes_out: p.stats.bytes_out,
+        best_height: p.meta.best_height,
+        user_agent: p.meta.user_agent.clone(),
     }
 }
 

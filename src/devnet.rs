@@ -457,8 +457,8 @@ async fn soak_samples(
             connections: peers.len(),
             distinct_ips: peers.iter().map(|p| p.ip).collect::<BTreeSet<_>>().len(),
             expected: args.topology.expected(i, nodes.len()),
-            pings_sent: peers.iter().map(|p| p.pings_sent).sum(),
-            pongs_matched: peers.iter().map(|p| p.pongs_matched).sum(),
+            pings_sent: peers.iter().map(|p| p.stats.pings_sent).sum(),
+            pongs_matched: peers.iter().map(|p| p.stats.pongs_matched).sum(),
             height: s.height,
         });
     }
@@ -551,8 +551,8 @@ fn node_report(
         distinct_ips: peers.iter().map(|p| p.ip).collect::<BTreeSet<_>>().len(),
         expected,
         reconnects: stats.connects.saturating_sub(expected as u64),
-        pings_sent: peers.iter().map(|p| p.pings_sent).sum(),
-        pongs_matched: peers.iter().map(|p| p.pongs_matched).sum(),
+        pings_sent: peers.iter().map(|p| p.stats.pings_sent).sum(),
+        pongs_matched: peers.iter().map(|p| p.stats.pongs_matched).sum(),
     }
 }
 
@@ -742,8 +742,8 @@ impl Table {
             "NODE", "ADDR", "PEERS", "HEIGHT", "STATE", "BLOCKS/S", "PONGS/PINGS"
         );
         for (i, (s, p)) in statuses.iter().zip(&peers).enumerate() {
-            let pings: u64 = p.iter().map(|p| p.pings_sent).sum();
-            let pongs: u64 = p.iter().map(|p| p.pongs_matched).sum();
+            let pings: u64 = p.iter().map(|p| p.stats.pings_sent).sum();
+            let pongs: u64 = p.iter().map(|p| p.stats.pongs_matched).sum();
             let rate = if pings == 0 {
                 "-".to_string()
             } else {

@@ -17,8 +17,8 @@ use crate::bans::BanList;
 use crate::dial_plan::{AddrStatus, Backoff, DialPlan};
 use crate::env::SessionEnv;
 use crate::pool::SessionPool;
-use crate::reason::DisconnectReason;
 use crate::registry::PeerEvent;
+use crate::session::DialEvent;
 use crate::{canonical_ip, ConnId};
 
 /// The connector actor.
@@ -44,38 +44,6 @@ pub struct AddPeer {
     pub addr: SocketAddr,
     /// Dial without waiting for the backoff.
     pub now: bool,
-}
-
-/// How a dial or a dialled session went; sent by the dial task and the sessions.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub enum DialEvent {
-    /// TCP connect failed or timed out.
-    Failed {
-        /// Dialled address.
-        addr: SocketAddr,
-        /// The error.
-        error: String,
-    },
-    /// The dialled session registered.
-    Registered {
-        /// Dialled address.
-        addr: SocketAddr,
-    },
-    /// The dialled session stopped.
-    Ended {
-        /// Dialled address.
-        addr: SocketAddr,
-        /// Why.
-        reason: DisconnectReason,
-        /// How long it was registered, if it was.
-        lived: Option<Duration>,
-    },
-    /// The handshake showed that the address leads back to this node.
-    OwnAddress {
-        /// Dialled address.
-        addr: SocketAddr,
-    },
 }
 
 /// The address book's state, for operators and tests.
@@ -202,7 +170,7 @@ impl Handler<PeerEvent> for Connector {
     fn handle(&mut self, msg: PeerEvent, _ctx: &mut Context<Self>) {
         match msg {
             PeerEvent::Connected { info, .. } => {
-                self.connected.insert(info.ip, info.conn_id);
+                self.connected.insert(info.ip, info.conn.conn_id);
             }
             PeerEvent::Disconnected(record) => {
                 if self.connected.get(&record.ip) == Some(&record.conn_id) {

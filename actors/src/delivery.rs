@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::credit::{Credit, InboundCredit};
 use crate::error::CodecError;
 use crate::handle::PeerHandle;
-use crate::protocol::{check_app_payload, decode_app};
+use crate::protocol::{check_app_payload, decode_checked_app};
 use crate::reason::DisconnectReason;
 
 /// What an application message type must be: serde both ways, sendable across threads.
@@ -92,7 +92,8 @@ impl<M: DeserializeOwned> Inbound<M> {
             }
             let payload = &self.payloads[start..end];
             start = end;
-            match decode_app::<M>(payload) {
+            // Checked by the session (`Inbox::push`) before it was delivered.
+            match decode_checked_app::<M>(payload) {
                 Ok(msg) => Some(msg),
                 Err(e) => {
                     log::debug!(

@@ -13,10 +13,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::NetworkConfig;
 use crate::delivery::Delivery;
+use crate::handle::PeerHandle;
 use crate::lanes::LaneLink;
 use crate::metrics::NetMetrics;
+use crate::protocol::Frame;
 use crate::protocol::HelloPolicy;
 use crate::registry::PeerRegistry;
+use crate::ConnId;
 
 /// Everything a session needs that is the same for all sessions of a node.
 pub(crate) struct SessionEnv {
@@ -38,5 +41,17 @@ pub(crate) struct SessionEnv {
     /// shutdown waits for the tracker to empty (completion by ownership, no polling).
     pub tasks: TaskTracker,
     /// Where sessions forward address gossip frames (None: discovery off, frames ignored).
-    pub discovery: Option<Recipient<crate::discovery::GossipFrame>>,
+    pub discovery: Option<Recipient<GossipFrame>>,
+}
+
+/// A gossip frame a session received, forwarded with its connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct GossipFrame {
+    /// The session's connection.
+    pub conn: ConnId,
+    /// Its send side, for the answer.
+    pub handle: PeerHandle,
+    /// `GetAddrs` or `Addrs`.
+    pub frame: Frame,
 }

@@ -22,7 +22,7 @@ use crate::level::Level;
 use crate::metrics::NetMetrics;
 use crate::protocol::{encode_apps, with_encoded_apps, LENGTH_PREFIX_BYTES};
 use crate::reason::DisconnectReason;
-use crate::session::{Close, WriterFailed};
+use crate::session_api::{Close, WriterFailed};
 use crate::ConnId;
 
 /// What became of a frame handed to a peer.

@@ -138,6 +138,7 @@ mod reason;
 mod registry;
 pub mod secure;
 mod session;
+mod session_api;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testkit;
 
@@ -152,10 +153,12 @@ pub use error::{CodecError, ConfigError, NetworkError};
 pub use handle::{PeerHandle, SendOutcome};
 pub use metrics::NetMetrics;
 pub use network::{Network, NetworkBuilder};
+pub use policy::ConnFacts;
 pub use pool::SessionThreads;
 pub use reason::DisconnectReason;
-pub use registry::{DisconnectRecord, PeerEvent, PeerInfo, RegistryStats};
+pub use registry::{DisconnectRecord, PeerEvent, PeerInfo, PeerMeta, RegistryStats};
 pub use secure::{NodeKey, PeerAddr, PublicKey, Transport};
+pub use session_api::PeerStats;
 
 /// The wire format, for tools and tests that speak the protocol directly (raw peers, fuzzers,
 /// other implementations' test vectors). The spec is `PROTOCOL.md`; applications never need

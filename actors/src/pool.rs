@@ -11,11 +11,11 @@ use actix::prelude::*;
 use actix_rt::{Arbiter, ArbiterHandle};
 use tokio::net::TcpSocket;
 
-use crate::connector::DialEvent;
 use crate::env::SessionEnv;
 use crate::error::NetworkError;
 use crate::lanes::Lane;
 use crate::permit::Permit;
+use crate::session::DialEvent;
 use crate::session::{DialOrigin, PeerSession};
 use crate::Direction;
 

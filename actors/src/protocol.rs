@@ -319,6 +319,13 @@ pub(crate) fn append_apps<'a, M: Serialize + 'a>(
 /// preallocates more than the data present can fill.
 pub fn decode_app<M: DeserializeOwned>(payload: &[u8]) -> Result<M, CodecError> {
     check_app_payload(payload)?;
+    decode_checked_app(payload)
+}
+
+/// [`decode_app`] for a payload already known to be exactly one well-formed MessagePack value
+/// (the session checked it with [`check_app_payload`] before delivering it): the walk over the
+/// bytes is not repeated.
+pub(crate) fn decode_checked_app<M: DeserializeOwned>(payload: &[u8]) -> Result<M, CodecError> {
     // The borrowing reader reads `bin` and `str` data in place; the `Read` based one copied
     // them through a fresh, repeatedly grown buffer for every message.
     let mut de = rmp_serde::Deserializer::from_read_ref(payload);

@@ -31,7 +31,7 @@ use crate::lanes::Lane;
 use crate::metrics::NetMetrics;
 use crate::policy::{ConnFacts, DuplicatePolicy, Occupancy, Resolution};
 use crate::reason::DisconnectReason;
-use crate::session::{Close, SessionStats};
+use crate::session_api::{Close, PeerStats, SessionStats};
 use crate::{ConnId, Direction};
 
 /// The registry's published view of its map: canonical IP -> send handle of the registered
@@ -77,9 +77,10 @@ struct PeerEntry {
     since_wall: SystemTime,
 }
 
-/// What a session knows about its peer after the handshake.
-#[derive(Debug, Clone)]
-pub(crate) struct PeerMeta {
+/// What a session knows about its peer after the handshake: the socket's addresses and the
+/// peer's Hello.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerMeta {
     /// Our side of the socket.
     pub local_addr: SocketAddr,
     /// The peer's side of the socket.
@@ -101,43 +102,22 @@ struct Totals {
     stale_unregisters: u64,
 }
 
-/// A registered peer, as reported by [`GetPeers`] and [`PeerEvent::Connected`].
+/// A registered peer, as reported by [`GetPeers`] and [`PeerEvent::Connected`]: the
+/// registry's record of the connection, composed of the same parts the registry keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerInfo {
     /// Canonical IP (the registry key).
     pub ip: IpAddr,
-    /// Connection id.
-    pub conn_id: ConnId,
-    /// Who dialled.
-    pub direction: Direction,
-    /// Nonce from the peer's Hello.
-    pub remote_nonce: u64,
-    /// Static key the peer authenticated with (none on the plaintext transport).
-    pub remote_key: Option<crate::secure::PublicKey>,
-    /// Handshake data and addresses.
-    pub local_addr: SocketAddr,
-    /// The peer's side of the socket.
-    pub peer_addr: SocketAddr,
-    /// Address the peer listens on.
-    pub listen_addr: Option<SocketAddr>,
-    /// Best height the peer announced in its Hello.
-    pub best_height: u64,
-    /// Peer software.
-    pub user_agent: String,
+    /// The connection: id, direction, the peer's nonce and key.
+    pub conn: ConnFacts,
+    /// The socket's addresses and what the peer said in its Hello.
+    pub meta: PeerMeta,
     /// Wall clock time of registration.
     pub since: SystemTime,
     /// How long it has been registered (monotonic clock).
     pub connected_for: Duration,
-    /// Last ping round trip time.
-    pub rtt: Option<Duration>,
-    /// Pings we sent on this connection.
-    pub pings_sent: u64,
-    /// Pongs that echoed our ping.
-    pub pongs_matched: u64,
-    /// Bytes read.
-    pub bytes_in: u64,
-    /// Bytes written.
-    pub bytes_out: u64,
+    /// The session's counters when this record was made.
+    pub stats: PeerStats,
 }
 
 /// A past disconnect, kept for operators.
@@ -409,9 +389,10 @@ impl Handler<Register> for PeerRegistry {
         log::info!(
             "connected to {} {} (conn {}, key {})",
             msg.ip,
-            info.direction.as_str(),
-            info.conn_id,
-            info.remote_key
+            info.conn.direction.as_str(),
+            info.conn.conn_id,
+            info.conn
+                .remote_key
                 .map_or_else(|| "none: plaintext".to_string(), |k| k.to_hex())
         );
         self.publish(PeerEvent::Connected { info, handle }, ctx);
@@ -633,31 +614,13 @@ impl PeerRegistry {
 }
 
 fn info_of(ip: IpAddr, e: &PeerEntry) -> PeerInfo {
-    let s = e.stats.snapshot();
     PeerInfo {
         ip,
-        conn_id: e.facts.conn_id,
-        direction: e.facts.direction,
-        remote_nonce: e.facts.remote_nonce,
-        remote_key: e.facts.remote_key,
-        local_addr: e.meta.local_addr,
-        peer_addr: e.meta.peer_addr,
-        listen_addr: e.meta.listen_addr,
-        best_height: e.meta.best_height,
-        user_agent: e.meta.user_agent.clone(),
+        conn: e.facts,
+        meta: e.meta.clone(),
         since: e.since_wall,
         connected_for: e.since.elapsed(),
-        rtt: s.rtt,
-        pings_sent: s.pings_sent,
-        pongs_matched: s.pongs_matched,
-        bytes_in: s.bytes_in,
-        bytes_out: e.handle_bytes_out(),
-    }
-}
-
-impl PeerEntry {
-    fn handle_bytes_out(&self) -> u64 {
-        self.handle.bytes_out()
+        stats: e.stats.snapshot(e.handle.bytes_out()),
     }
 }
 

@@ -22,7 +22,7 @@ use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -35,7 +35,6 @@ use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use crate::connector::DialEvent;
 use crate::constants::{
     CLOSE_FLUSH_TIMEOUT, MAX_HANDSHAKE_FRAME_BYTES, PROTOCOL_VERSION, READ_BUFFER_INITIAL_BYTES,
 };
@@ -51,42 +50,8 @@ use crate::protocol::{Frame, FrameBatchCodec, Hello};
 use crate::reason::DisconnectReason;
 use crate::registry::{PeerMeta, Register, RegisterOutcome, Unregister};
 use crate::secure::{self, Established, NodeKey, PublicKey, SecureError, SecureRead, SecureWrite};
+use crate::session_api::{Close, SessionStats, WriterFailed};
 use crate::{canonical_ip, ConnId, Direction};
-
-/// Live counters of one session, shared with the registry for snapshots (atomics, no lock).
-#[derive(Debug, Default)]
-pub struct SessionStats {
-    rtt_us: AtomicU64,
-    pings_sent: AtomicU64,
-    pongs_matched: AtomicU64,
-    bytes_in: AtomicU64,
-}
-
-/// A copy of [`SessionStats`] at one instant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatsSnapshot {
-    /// Last round trip time.
-    pub rtt: Option<Duration>,
-    /// Pings sent.
-    pub pings_sent: u64,
-    /// Pongs matched.
-    pub pongs_matched: u64,
-    /// Bytes read.
-    pub bytes_in: u64,
-}
-
-impl SessionStats {
-    /// Reads the counters.
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let rtt_us = self.rtt_us.load(Ordering::Relaxed);
-        StatsSnapshot {
-            rtt: (rtt_us > 0).then(|| Duration::from_micros(rtt_us)),
-            pings_sent: self.pings_sent.load(Ordering::Relaxed),
-            pongs_matched: self.pongs_matched.load(Ordering::Relaxed),
-            bytes_in: self.bytes_in.load(Ordering::Relaxed),
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -101,6 +66,38 @@ enum Phase {
 pub(crate) struct DialOrigin {
     pub addr: SocketAddr,
     pub connector: Recipient<DialEvent>,
+}
+
+/// How a dial or a dialled session went; sent by the dial task and the sessions.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub(crate) enum DialEvent {
+    /// TCP connect failed or timed out.
+    Failed {
+        /// Dialled address.
+        addr: SocketAddr,
+        /// The error.
+        error: String,
+    },
+    /// The dialled session registered.
+    Registered {
+        /// Dialled address.
+        addr: SocketAddr,
+    },
+    /// The dialled session stopped.
+    Ended {
+        /// Dialled address.
+        addr: SocketAddr,
+        /// Why.
+        reason: DisconnectReason,
+        /// How long it was registered, if it was.
+        lived: Option<Duration>,
+    },
+    /// The handshake showed that the address leads back to this node.
+    OwnAddress {
+        /// Dialled address.
+        addr: SocketAddr,
+    },
 }
 
 /// The session actor. Started by the acceptor and the connector, never by hand.
@@ -146,25 +143,10 @@ pub(crate) struct PeerSession {
 // ---------------------------------------------------------------------------------------------
 // Messages
 
-/// Close the session with a reason (sent to the peer when the socket works).
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "()")]
-pub(crate) struct Close {
-    /// Why.
-    pub reason: DisconnectReason,
-}
-
 /// Deliver the application messages collected from the current burst of frames.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct FlushInbound;
-
-/// The writer task failed to write; the connection is gone.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub(crate) struct WriterFailed {
-    pub error: String,
-}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -592,7 +574,7 @@ impl PeerSession {
             // applies the rate limits; ignored when discovery is off.
             (Phase::Active, frame @ (Frame::GetAddrs {} | Frame::Addrs { .. })) => {
                 if let Some(discovery) = &self.env.discovery {
-                    discovery.do_send(crate::discovery::GossipFrame {
+                    discovery.do_send(crate::env::GossipFrame {
                         conn: self.conn_id,
                         handle: self.peer_handle().clone(),
                         frame,

@@ -53,7 +53,7 @@ use crate::lanes::Lane;
 use crate::metrics::NetMetrics;
 use crate::protocol::{decode_app, encode_app, Frame, FrameCodec};
 use crate::reason::DisconnectReason;
-use crate::session::{Close, WriterFailed};
+use crate::session_api::{Close, WriterFailed};
 use crate::ConnId;
 
 /// Bytes of the in-memory pipe between a fake peer's writer and its reader.

@@ -15,12 +15,12 @@ async fn a_dials_b_one_entry_each_and_messages_flow_both_ways_in_order() {
     let on_b = b.connected().await;
     assert_eq!(on_a.ip, b.ip());
     assert_eq!(on_b.ip, a.ip());
-    assert_eq!(on_a.direction, Direction::Outbound);
-    assert_eq!(on_b.direction, Direction::Inbound);
+    assert_eq!(on_a.conn.direction, Direction::Outbound);
+    assert_eq!(on_b.conn.direction, Direction::Inbound);
     // Same socket seen from both ends; outbound socket bound to A's own IP.
-    assert_eq!(on_a.local_addr, on_b.peer_addr);
-    assert_eq!(on_a.peer_addr, on_b.local_addr);
-    assert_eq!(on_b.listen_addr, Some(a.addr()));
+    assert_eq!(on_a.meta.local_addr, on_b.meta.peer_addr);
+    assert_eq!(on_a.meta.peer_addr, on_b.meta.local_addr);
+    assert_eq!(on_b.meta.listen_addr, Some(a.addr()));
 
     let peers_a = a.net.peers().await;
     let peers_b = b.net.peers().await;
@@ -74,14 +74,14 @@ async fn a_dials_b_one_entry_each_and_messages_flow_both_ways_in_order() {
         )
         .unwrap();
     let (from, _) = a.next_msg().await;
-    assert_eq!(from.conn_id(), on_a.conn_id);
+    assert_eq!(from.conn_id(), on_a.conn.conn_id);
     from.send(&TestMsg::Text {
         seq: 10000,
         body: "reply".into(),
     })
     .unwrap();
     let (from_b, m) = b.next_msg().await;
-    assert_eq!(from_b.conn_id(), on_b.conn_id);
+    assert_eq!(from_b.conn_id(), on_b.conn.conn_id);
     assert_eq!(
         m,
         TestMsg::Text {

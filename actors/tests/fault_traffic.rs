@@ -61,9 +61,13 @@ async fn a_flood_of_maximum_frames_does_not_delay_another_peers_pongs() {
     })
     .await;
     let rtts = |peers: Vec<peerlink_actors::PeerInfo>| {
-        peers
-            .first()
-            .map(|p| (p.conn_id, p.pongs_matched, p.rtt.unwrap_or_default()))
+        peers.first().map(|p| {
+            (
+                p.conn.conn_id,
+                p.stats.pongs_matched,
+                p.stats.rtt.unwrap_or_default(),
+            )
+        })
     };
     // Baseline: ten pongs.
     let mut baseline = Vec::new();
@@ -159,7 +163,7 @@ async fn a_peer_restarting_during_ten_thousand_sends_loses_nothing_silently() {
             // A registered the new instance (same IP, new nonce): the old entry is replaced.
             loop {
                 if let peerlink_actors::PeerEvent::Connected { info, .. } = a.next_event().await {
-                    if info.remote_nonce == b.net.node_nonce() {
+                    if info.conn.remote_nonce == b.net.node_nonce() {
                         break;
                     }
                 }
@@ -203,7 +207,7 @@ async fn a_peer_restarting_during_ten_thousand_sends_loses_nothing_silently() {
     assert!(old.windows(2).all(|w| w[0] < w[1]) && old.iter().all(|&s| s < 3_000));
     let peers = a.net.peers().await;
     assert_eq!(peers.len(), 1);
-    assert_eq!(peers[0].remote_nonce, b2.net.node_nonce());
+    assert_eq!(peers[0].conn.remote_nonce, b2.net.node_nonce());
     eprintln!(
         "queued {} / not connected {}; old instance got {}",
         outcomes[1],
@@ -342,8 +346,8 @@ async fn both_ends_sending_four_mib_frames_at_once_neither_deadlock_nor_drop() {
             why(b.net.stats().await.unwrap())
         );
     }
-    assert_eq!(a.net.peers().await[0].conn_id, ha.conn_id());
-    assert_eq!(b.net.peers().await[0].conn_id, hb.conn_id());
+    assert_eq!(a.net.peers().await[0].conn.conn_id, ha.conn_id());
+    assert_eq!(b.net.peers().await[0].conn.conn_id, hb.conn_id());
     assert_eq!(a.net.stats().await.unwrap().disconnects, 0);
     assert_eq!(b.net.stats().await.unwrap().disconnects, 0);
 }

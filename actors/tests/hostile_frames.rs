@@ -145,7 +145,7 @@ async fn hostile_frames_close_at_once_and_cost_nothing() {
         sockets_settle(&a.net, 1, "only B's socket left").await;
         let peers = a.net.peers().await;
         assert_eq!(peers.len(), 1, "{}", case.name);
-        assert_eq!(peers[0].conn_id, b_on_a.conn_id, "{}", case.name);
+        assert_eq!(peers[0].conn.conn_id, b_on_a.conn.conn_id, "{}", case.name);
         let m = TestMsg::Text {
             seq: i as u64,
             body: case.name.into(),

@@ -23,7 +23,7 @@ async fn healthy_link_answers_every_ping_for_three_seconds() {
     let (ca, cb) = (a.connected().await, b.connected().await);
     let t0 = Instant::now();
     // About 3 s at 20 pings per second.
-    let enough = |p: &[PeerInfo]| p.len() == 1 && p[0].pings_sent >= 55;
+    let enough = |p: &[PeerInfo]| p.len() == 1 && p[0].stats.pings_sent >= 55;
     let (pa, pb) = eventually("about 3 s of pings on both ends", || async {
         let (pa, pb) = (a.net.peers().await, b.net.peers().await);
         (enough(&pa) && enough(&pb)).then_some((pa[0].clone(), pb[0].clone()))
@@ -31,21 +31,27 @@ async fn healthy_link_answers_every_ping_for_three_seconds() {
     .await;
     let lived = t0.elapsed();
     for (p, c) in [(&pa, &ca), (&pb, &cb)] {
-        assert_eq!(p.conn_id, c.conn_id, "same connection throughout");
+        assert_eq!(p.conn.conn_id, c.conn.conn_id, "same connection throughout");
         assert!(
-            p.pongs_matched <= p.pings_sent && p.pings_sent - p.pongs_matched <= 1,
+            p.stats.pongs_matched <= p.stats.pings_sent
+                && p.stats.pings_sent - p.stats.pongs_matched <= 1,
             "{} pings, {} pongs",
-            p.pings_sent,
-            p.pongs_matched
+            p.stats.pings_sent,
+            p.stats.pongs_matched
         );
-        assert!(p.rtt.is_some());
+        assert!(p.stats.rtt.is_some());
     }
     eprintln!(
         "liveness: {lived:?}: A {}/{} B {}/{} pongs/pings, rtt A {:?} B {:?}",
-        pa.pongs_matched, pa.pings_sent, pb.pongs_matched, pb.pings_sent, pa.rtt, pb.rtt
+        pa.stats.pongs_matched,
+        pa.stats.pings_sent,
+        pb.stats.pongs_matched,
+        pb.stats.pings_sent,
+        pa.stats.rtt,
+        pb.stats.rtt
     );
     assert!(a.events.try_recv().is_err() && b.events.try_recv().is_err());
-    assert_eq!(a.net.metrics().pings_sent.get(), pa.pings_sent);
+    assert_eq!(a.net.metrics().pings_sent.get(), pa.stats.pings_sent);
     a.net.shutdown().await;
     b.net.shutdown().await;
 }
@@ -77,7 +83,7 @@ async fn peer_that_never_answers_pings_is_closed_at_the_ping_timeout() {
         "closed {waited:?} after the ping; timeout {timeout:?}"
     );
     let gone = a.disconnected().await;
-    assert_eq!(gone.conn_id, info.conn_id);
+    assert_eq!(gone.conn_id, info.conn.conn_id);
     assert_eq!(gone.reason, DisconnectReason::PingTimeout);
     assert!(!gone.by_peer);
     sockets_settle(&a.net, 0, "socket closed").await;

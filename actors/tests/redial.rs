@@ -19,7 +19,7 @@ async fn a_lost_configured_peer_is_redialled() {
     .await;
     let first = b.connected().await;
     assert_eq!(first.ip, a_addr.ip());
-    assert_eq!(first.remote_nonce, a.net.node_nonce());
+    assert_eq!(first.conn.remote_nonce, a.net.node_nonce());
 
     a.net.shutdown().await;
     let gone = b.disconnected().await;
@@ -34,8 +34,8 @@ async fn a_lost_configured_peer_is_redialled() {
     .await;
     let again = b.connected().await;
     assert_eq!(again.ip, a_addr.ip());
-    assert_eq!(again.remote_nonce, a2.net.node_nonce());
-    assert_ne!(again.conn_id, first.conn_id);
+    assert_eq!(again.conn.remote_nonce, a2.net.node_nonce());
+    assert_ne!(again.conn.conn_id, first.conn.conn_id);
     let book = b.net.address_book().await;
     let entry = book
         .iter()

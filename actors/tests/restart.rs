@@ -32,13 +32,13 @@ async fn a_new_nonce_from_a_known_ip_replaces_the_old_connection_at_once() {
     let new = a.connected().await;
     let took = t0.elapsed();
     assert_eq!(gone.ip, b.ip());
-    assert_eq!(gone.conn_id, old.conn_id);
+    assert_eq!(gone.conn_id, old.conn.conn_id);
     assert_eq!(gone.reason, DisconnectReason::PeerRestarted);
     assert!(!gone.by_peer, "A decided the replacement itself");
     assert_eq!(new.ip, b.ip());
-    assert_eq!(new.remote_nonce, b2.net.node_nonce());
-    assert_ne!(new.conn_id, old.conn_id);
-    assert_eq!(new.listen_addr, Some(b2.addr()));
+    assert_eq!(new.conn.remote_nonce, b2.net.node_nonce());
+    assert_ne!(new.conn.conn_id, old.conn.conn_id);
+    assert_eq!(new.meta.listen_addr, Some(b2.addr()));
     assert!(
         took < Duration::from_secs(2) && took < ping_timeout / 10,
         "replacement took {took:?}; ping timeout is {ping_timeout:?}"
@@ -54,8 +54,8 @@ async fn a_new_nonce_from_a_known_ip_replaces_the_old_connection_at_once() {
     sockets_settle(&a.net, 1, "A's old socket closed").await;
     let peers = a.net.peers().await;
     assert_eq!(peers.len(), 1);
-    assert_eq!(peers[0].conn_id, new.conn_id);
-    assert_eq!(peers[0].remote_nonce, b2.net.node_nonce());
+    assert_eq!(peers[0].conn.conn_id, new.conn.conn_id);
+    assert_eq!(peers[0].conn.remote_nonce, b2.net.node_nonce());
     let stats = a.net.stats().await.unwrap();
     assert_eq!(stats.replaced, 1);
     assert_eq!(stats.connects, 2);
@@ -75,7 +75,7 @@ async fn a_new_nonce_from_a_known_ip_replaces_the_old_connection_at_once() {
     };
     b2.net.send(a.ip(), &m).unwrap();
     let (from, got) = a.next_msg().await;
-    assert_eq!(from.conn_id(), new.conn_id);
+    assert_eq!(from.conn_id(), new.conn.conn_id);
     assert_eq!(got, m);
     assert!(
         b.inbound.try_recv().is_err(),

@@ -93,7 +93,7 @@ async fn a_flipped_bit_closes_with_a_reason_and_nothing_corrupt_is_delivered() {
     a.net.connect(relay);
     let info = a.connected().await;
     assert_eq!(info.ip, lo(152));
-    assert_eq!(info.remote_key, Some(key_b), "a knows b by its key");
+    assert_eq!(info.conn.remote_key, Some(key_b), "a knows b by its key");
     b.connected().await;
     let to_a = b.net.handle(lo(152)).expect("b registered the relay's IP");
     for seq in 0..5 {
@@ -132,7 +132,7 @@ async fn a_flipped_bit_closes_with_a_reason_and_nothing_corrupt_is_delivered() {
     let mut c = TestNode::start(config_c).await;
     c.net.connect(a.addr());
     let info = a.connected().await;
-    assert_eq!((info.ip, info.remote_key), (lo(153), Some(key_c)));
+    assert_eq!((info.ip, info.conn.remote_key), (lo(153), Some(key_c)));
     c.connected().await;
     c.net
         .handle(a.ip())
@@ -175,7 +175,7 @@ async fn a_pinned_peer_presenting_another_key_is_refused() {
     })
     .await;
     let info = a2.connected().await;
-    assert_eq!((info.ip, info.remote_key), (b.ip(), Some(key_b)));
+    assert_eq!((info.ip, info.conn.remote_key), (b.ip(), Some(key_b)));
 }
 
 #[actix::test]
@@ -201,7 +201,7 @@ async fn allowed_keys_admit_listed_keys_only() {
     .await;
     b.net.connect(a.addr());
     let info = a.connected().await;
-    assert_eq!((info.ip, info.remote_key), (b.ip(), Some(key_b)));
+    assert_eq!((info.ip, info.conn.remote_key), (b.ip(), Some(key_b)));
     b.connected().await;
     let peers = a.net.peers().await;
     assert_eq!(peers.len(), 1, "{peers:?}");

@@ -56,7 +56,7 @@ async fn too_large_sends_are_refused_and_the_connection_stays_up() {
     assert_eq!(from.ip(), b.ip());
     assert_eq!(
         b.net.handle(a.ip()).map(|h| h.conn_id()),
-        Some(on_b.conn_id)
+        Some(on_b.conn.conn_id)
     );
     assert!(b.events.try_recv().is_err(), "no disconnect on B");
     a.net.shutdown().await;

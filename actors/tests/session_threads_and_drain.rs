@@ -142,7 +142,7 @@ async fn stalled_raw_peer(hub_last: u8, raw_last: u8) -> Stalled {
     let handle = match hub.next_event().await {
         PeerEvent::Connected { info, handle } => {
             assert_eq!(info.ip, lo(raw_last));
-            assert_eq!(handle.conn_id(), info.conn_id);
+            assert_eq!(handle.conn_id(), info.conn.conn_id);
             handle
         }
         other => panic!("expected the raw peer to connect, got {other:?}"),
@@ -697,7 +697,7 @@ async fn broadcasts_racing_six_concurrent_joins_reach_every_announced_peer() {
 async fn a_broadcast_after_a_restart_reaches_the_new_instance_exactly_once() {
     let _threads = THREADS.read().await;
     let (mut a, b, b2, old) = connected_pair_and_restarted_b(227, 228).await;
-    let mut previous = (b, old.conn_id);
+    let mut previous = (b, old.conn.conn_id);
     let mut next = b2;
     for round in 0..2u64 {
         next.net.connect(a.addr());
@@ -711,7 +711,7 @@ async fn a_broadcast_after_a_restart_reaches_the_new_instance_exactly_once() {
             PeerEvent::Connected { info, .. } => info,
             other => panic!("expected the new instance to connect, got {other:?}"),
         };
-        assert_eq!(new.remote_nonce, next.net.node_nonce());
+        assert_eq!(new.conn.remote_nonce, next.net.node_nonce());
         let n = a
             .net
             .broadcast(&text(round, "after restart"), None)
@@ -737,7 +737,7 @@ async fn a_broadcast_after_a_restart_reaches_the_new_instance_exactly_once() {
         );
         old_node.net.shutdown().await;
 
-        previous = (next, new.conn_id);
+        previous = (next, new.conn.conn_id);
         next = TestNode::start(restart_config(228)).await;
     }
     a.net.shutdown().await;

@@ -42,14 +42,14 @@ async fn settled(a: &TestNode, b: &TestNode) -> Option<(PeerInfo, PeerInfo)> {
         return None;
     }
     let (ea, eb) = (pa[0].clone(), pb[0].clone());
-    if ea.local_addr != eb.peer_addr || ea.peer_addr != eb.local_addr {
+    if ea.meta.local_addr != eb.meta.peer_addr || ea.meta.peer_addr != eb.meta.local_addr {
         return None;
     }
     if a.net.metrics().writers_alive.get() != 1 || b.net.metrics().writers_alive.get() != 1 {
         return None;
     }
-    if dial_busy(a, b.addr()).await != (ea.direction == Direction::Outbound)
-        || dial_busy(b, a.addr()).await != (eb.direction == Direction::Outbound)
+    if dial_busy(a, b.addr()).await != (ea.conn.direction == Direction::Outbound)
+        || dial_busy(b, a.addr()).await != (eb.conn.direction == Direction::Outbound)
     {
         return None;
     }
@@ -89,15 +89,15 @@ async fn simultaneous_open_200_rounds_both_ends_keep_the_same_socket() {
         assert_eq!(ea.ip, b.ip());
         assert_eq!(eb.ip, a.ip());
         assert_ne!(
-            ea.direction, eb.direction,
+            ea.conn.direction, eb.conn.direction,
             "one end dialled, the other accepted"
         );
-        assert_eq!(ea.local_addr, eb.peer_addr);
-        assert_eq!(ea.peer_addr, eb.local_addr);
-        assert_eq!(ea.local_addr.port(), eb.peer_addr.port());
-        assert_eq!(ea.peer_addr.port(), eb.local_addr.port());
-        assert_eq!(ea.remote_nonce, b.net.node_nonce());
-        assert_eq!(eb.remote_nonce, a.net.node_nonce());
+        assert_eq!(ea.meta.local_addr, eb.meta.peer_addr);
+        assert_eq!(ea.meta.peer_addr, eb.meta.local_addr);
+        assert_eq!(ea.meta.local_addr.port(), eb.meta.peer_addr.port());
+        assert_eq!(ea.meta.peer_addr.port(), eb.meta.local_addr.port());
+        assert_eq!(ea.conn.remote_nonce, b.net.node_nonce());
+        assert_eq!(eb.conn.remote_nonce, a.net.node_nonce());
         // Both dials reached the registry on both sides: the two sockets existed at once.
         let (da, db) = (
             registrations(&a).await - reg_a,
@@ -106,10 +106,10 @@ async fn simultaneous_open_200_rounds_both_ends_keep_the_same_socket() {
         if da == 2 && db == 2 {
             overlapped += 1;
             // The rule: the socket dialled by the larger nonce survives.
-            let a_dialled = ea.direction == Direction::Outbound;
+            let a_dialled = ea.conn.direction == Direction::Outbound;
             assert_eq!(a_dialled, a.net.node_nonce() > b.net.node_nonce());
         }
-        if ea.direction == Direction::Outbound {
+        if ea.conn.direction == Direction::Outbound {
             kept_a_dial += 1;
         }
         if round == ROUNDS - 1 {
@@ -144,7 +144,7 @@ async fn simultaneous_open_200_rounds_both_ends_keep_the_same_socket() {
     eventually("five more pongs on both ends", || async {
         let (na, nb) = (a.net.peers().await, b.net.peers().await);
         let grown = |now: &[PeerInfo], then: &[PeerInfo]| {
-            now.len() == 1 && now[0].pongs_matched >= then[0].pongs_matched + 5
+            now.len() == 1 && now[0].stats.pongs_matched >= then[0].stats.pongs_matched + 5
         };
         (grown(&na, &pa) && grown(&nb, &pb)).then_some(())
     })
@@ -152,9 +152,15 @@ async fn simultaneous_open_200_rounds_both_ends_keep_the_same_socket() {
     let (na, nb) = (a.net.peers().await, b.net.peers().await);
     assert_eq!(na.len(), 1);
     assert_eq!(nb.len(), 1);
-    assert_eq!(na[0].conn_id, pa[0].conn_id, "A kept its connection");
-    assert_eq!(nb[0].conn_id, pb[0].conn_id, "B kept its connection");
-    assert_eq!(na[0].local_addr, nb[0].peer_addr);
+    assert_eq!(
+        na[0].conn.conn_id, pa[0].conn.conn_id,
+        "A kept its connection"
+    );
+    assert_eq!(
+        nb[0].conn.conn_id, pb[0].conn.conn_id,
+        "B kept its connection"
+    );
+    assert_eq!(na[0].meta.local_addr, nb[0].meta.peer_addr);
     let (now_a, now_b) = (a.net.stats().await.unwrap(), b.net.stats().await.unwrap());
     assert_eq!(now_a.connects, stats_a.connects);
     assert_eq!(now_b.connects, stats_b.connects);

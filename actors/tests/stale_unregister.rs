@@ -12,10 +12,10 @@ async fn unregister_with_a_replaced_conn_id_leaves_the_successor() {
     let (mut a, b, mut b2, old) = connected_pair_and_restarted_b(4, 5).await;
     b2.net.connect(a.addr());
     let gone = a.disconnected().await;
-    assert_eq!(gone.conn_id, old.conn_id);
+    assert_eq!(gone.conn_id, old.conn.conn_id);
     assert_eq!(gone.reason, DisconnectReason::PeerRestarted);
     let new = a.connected().await;
-    assert_ne!(new.conn_id, old.conn_id);
+    assert_ne!(new.conn.conn_id, old.conn.conn_id);
 
     // The replaced session stops on its own and sends its Unregister late: it is counted as
     // stale and ignored.
@@ -27,7 +27,7 @@ async fn unregister_with_a_replaced_conn_id_leaves_the_successor() {
     .await;
     assert_eq!(
         a.net.handle(b.ip()).map(|h| h.conn_id()),
-        Some(new.conn_id),
+        Some(new.conn.conn_id),
         "the successor must stay"
     );
     let s = a.net.stats().await.unwrap();

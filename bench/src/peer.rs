@@ -418,9 +418,9 @@ async fn session_ping_loop(
             return Err(format!("only {} session pings in {WAIT:?}", samples.len()));
         }
         if let Some(info) = net.peers().await.into_iter().find(|p| p.ip == peer) {
-            if info.pongs_matched > last {
-                last = info.pongs_matched;
-                if let Some(rtt) = info.rtt {
+            if info.stats.pongs_matched > last {
+                last = info.stats.pongs_matched;
+                if let Some(rtt) = info.stats.rtt {
                     samples.push(rtt.as_secs_f64() * 1e6);
                 }
             }

@@ -484,10 +484,10 @@ impl Handler<PeerEvent> for SyncActor {
                 if let Some(store) = self.store.as_mut() {
                     if known {
                         self.engine
-                            .peer_height_hint(info.ip, info.best_height, now, store);
+                            .peer_height_hint(info.ip, info.meta.best_height, now, store);
                     } else {
                         self.engine
-                            .peer_connected(info.ip, info.best_height, now, store);
+                            .peer_connected(info.ip, info.meta.best_height, now, store);
                     }
                 }
             }

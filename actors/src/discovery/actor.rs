@@ -23,6 +23,7 @@ use super::gossip::{AddrGossip, GossipConfig};
 use super::selection::{OutboundSelector, SelectionConfig};
 use super::Reachability;
 use crate::connector::{AddPeer, Connector};
+use crate::env::GossipFrame;
 use crate::handle::PeerHandle;
 use crate::protocol::{Frame, WireAddr, MAX_ADDRS_PER_FRAME};
 use crate::registry::PeerEvent;
@@ -50,18 +51,6 @@ struct Peer {
     handle: PeerHandle,
     direction: Direction,
     listen: Option<SocketAddr>,
-}
-
-/// A gossip frame a session received, forwarded with its connection.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct GossipFrame {
-    /// The session's connection.
-    pub conn: ConnId,
-    /// Its send side, for the answer.
-    pub handle: PeerHandle,
-    /// `GetAddrs` or `Addrs`.
-    pub frame: Frame,
 }
 
 /// Asks for [`DiscoveryStats`].
@@ -171,9 +160,9 @@ impl Handler<PeerEvent> for Discovery {
                 if let Some(old) = self.peers.remove(&info.ip) {
                     self.gossip.on_disconnect(old.conn);
                 }
-                self.gossip.on_connect(info.conn_id, now);
-                if let Some(listen) = info.listen_addr {
-                    match info.direction {
+                self.gossip.on_connect(info.conn.conn_id, now);
+                if let Some(listen) = info.meta.listen_addr {
+                    match info.conn.direction {
                         Direction::Outbound => self.book.mark_good(listen, now),
                         Direction::Inbound => {
                             let _ = self.book.add(listen, info.ip, now / 1000, now);
@@ -184,7 +173,7 @@ impl Handler<PeerEvent> for Discovery {
                 // Both sides ask once on connect; the dialler also advertises itself, which
                 // the peer relays onwards as news.
                 let _ = handle.send_control(Frame::GetAddrs {}.encode());
-                if info.direction == Direction::Outbound {
+                if info.conn.direction == Direction::Outbound {
                     let me = KnownAddr {
                         addr: self.listen,
                         last_seen: now / 1000,
@@ -194,10 +183,10 @@ impl Handler<PeerEvent> for Discovery {
                 self.peers.insert(
                     info.ip,
                     Peer {
-                        conn: info.conn_id,
+                        conn: info.conn.conn_id,
                         handle,
-                        direction: info.direction,
-                        listen: info.listen_addr,
+                        direction: info.conn.direction,
+                        listen: info.meta.listen_addr,
                     },
                 );
             }

@@ -24,7 +24,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use crate::canonical_ip;
 
 pub use actor::DiscoveryStats;
-pub(crate) use actor::{Discovery, GetDiscoveryStats, GossipFrame, SetConnector};
+pub(crate) use actor::{Discovery, GetDiscoveryStats, SetConnector};
 
 pub use addr_book::{AddResult, AddrBook, AddrBookConfig, AddrBookSnapshot, KnownAddr, StoredAddr};
 pub use admission::{Admission, AdmissionConfig, AdmissionRefusal};

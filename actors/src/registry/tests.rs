@@ -129,7 +129,7 @@ impl Handler<PeerEvent> for Recorder {
     type Result = ();
     fn handle(&mut self, ev: PeerEvent, _: &mut Context<Self>) {
         let line = match ev {
-            PeerEvent::Connected { info, .. } => format!("+{} {}", info.ip, info.conn_id),
+            PeerEvent::Connected { info, .. } => format!("+{} {}", info.ip, info.conn.conn_id),
             PeerEvent::Disconnected(r) => format!("-{} {}", r.ip, r.conn_id),
         };
         self.0.lock().unwrap().push(line);
@@ -238,7 +238,7 @@ async fn same_nonce_keeps_the_connection_dialled_by_the_larger_nonce() {
         RegisterOutcome::Rejected(DisconnectReason::Duplicate)
     );
     let peers = registry.send(GetPeers).await.unwrap();
-    assert_eq!(peers[0].conn_id, outbound.facts.conn_id);
+    assert_eq!(peers[0].conn.conn_id, outbound.facts.conn_id);
 }
 
 #[actix::test]

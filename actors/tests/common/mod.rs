@@ -506,7 +506,7 @@ pub async fn connected_pair_and_restarted_b(
     a.net.connect(b.addr());
     let old = a.connected().await;
     b.connected().await;
-    assert_eq!(old.remote_nonce, b.net.node_nonce());
+    assert_eq!(old.conn.remote_nonce, b.net.node_nonce());
     let b2 = TestNode::start(restart_config(b_last)).await;
     assert_eq!(b2.ip(), b.ip());
     assert_ne!(b2.addr(), b.addr());
