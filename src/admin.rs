@@ -19,7 +19,7 @@
 //!
 //! | endpoint | what |
 //! |---|---|
-//! | `GET /status` | node nonce, network, listen address, chain height and tip, sync state, best peer height, peer counts, uptime |
+//! | `GET /status` | node nonce, network, listen address, chain height and tip, sync state, best peer height, peer counts, uptime, and with discovery the address book (`discovery`: known, tried, loaded, saves, saved anchors, seed dials) |
 //! | `GET /peers` | one row per registered peer, plus the most recent disconnects and their reasons |
 //! | `GET /metrics` | Prometheus/OpenMetrics text: the subsystem's metrics, the node's and block sync's, prefix `peerlink_` |
 //! | `POST /peers/{ip}/disconnect` | closes the connection to `ip` (reason `requested`); 404 if none |
@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 use crate::app::NodeMsg;
 use crate::bans::BanRecord;
 use crate::chain::to_hex;
-use crate::metrics::{NodeMetrics, SyncMetrics};
+use crate::metrics::{DiscoveryMetrics, NodeMetrics, SyncMetrics};
 use crate::sync::{BanIp, GetSyncStatus, ListBans, SyncActor, UnbanIp};
 
 /// How long the admin server lets in-flight requests finish when it stops, in seconds.
@@ -71,6 +71,8 @@ pub struct AdminState {
     pub registry: Registry,
     /// The node-level metrics inside `registry`, refreshed on scrape.
     pub node_metrics: Arc<NodeMetrics>,
+    /// The discovery metrics inside `registry`, refreshed on scrape from the address book.
+    pub discovery_metrics: Arc<DiscoveryMetrics>,
     /// The sync metrics inside `registry`, refreshed on scrape from the sync actor's status.
     pub sync_metrics: Arc<SyncMetrics>,
     /// Required bearer token, if any.
@@ -112,6 +114,45 @@ pub struct StatusReport {
     pub peers_outbound: usize,
     /// Seconds since the node started.
     pub uptime_seconds: u64,
+    /// Discovery's address book (absent when `[network] discovery = false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoveryReport>,
+}
+
+/// The address book's counts in `GET /status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoveryReport {
+    /// Addresses in the book.
+    pub known: usize,
+    /// Of them, in the tried table (a connection to them worked).
+    pub tried: usize,
+    /// Addresses loaded from the store at start.
+    pub loaded: usize,
+    /// Saves of the book to the store since start.
+    pub saves: u64,
+    /// Addresses written by the last save.
+    pub saved_known: usize,
+    /// Anchors written by the last save (dialled first at the next start).
+    pub saved_anchors: Vec<SocketAddr>,
+    /// Seed dials since start.
+    pub seed_dials: u64,
+    /// Gossiped addresses dropped by the per-peer rate limit since start.
+    pub dropped: u64,
+}
+
+impl From<&peerlink_actors::DiscoveryStats> for DiscoveryReport {
+    fn from(s: &peerlink_actors::DiscoveryStats) -> Self {
+        Self {
+            known: s.known,
+            tried: s.tried,
+            loaded: s.loaded,
+            saves: s.saves,
+            saved_known: s.saved_entries,
+            saved_anchors: s.saved_anchors.clone(),
+            seed_dials: s.seed_dials,
+            dropped: s.dropped,
+        }
+    }
 }
 
 /// One row of `GET /peers`.
@@ -139,6 +180,9 @@ pub struct PeerRow {
     pub bytes_in: u64,
     /// Bytes written.
     pub bytes_out: u64,
+    /// Milliseconds since the node last found the peer useful (its blocks moved our tip);
+    /// `null` if never. Recently useful inbound peers are kept when a newcomer evicts one.
+    pub useful_ago_ms: Option<u64>,
     /// Height the peer announced in its Hello.
     pub best_height: u64,
     /// Peer software.
@@ -433,6 +477,12 @@ async fn status(state: web::Data<AdminState>) -> HttpResponse {
         peers_inbound: stats.inbound,
         peers_outbound: stats.outbound,
         uptime_seconds: state.started.elapsed().as_secs(),
+        discovery: state
+            .network
+            .discovery_stats()
+            .await
+            .as_ref()
+            .map(DiscoveryReport::from),
     })
 }
 
@@ -476,6 +526,7 @@ fn peer_row(p: &PeerInfo) -> PeerRow {
         pongs_matched: p.stats.pongs_matched,
         bytes_in: p.stats.bytes_in,
         bytes_out: p.stats.bytes_out,
+        useful_ago_ms: p.useful_ago.map(|d| d.as_millis() as u64),
         best_height: p.meta.best_height,
         user_agent: p.meta.user_agent.clone(),
     }
@@ -494,6 +545,9 @@ fn disconnect_row(d: &DisconnectRecord) -> DisconnectRow {
 
 async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
     state.node_metrics.refresh(state.started);
+    if let Some(d) = state.network.discovery_stats().await {
+        state.discovery_metrics.refresh(&d);
+    }
     if let Ok(s) = state.sync.send(GetSyncStatus).await {
         state.sync_metrics.refresh(&s);
     }
@@ -655,6 +709,16 @@ pub fn render_status(s: &StatusReport) -> String {
             format!("{} in / {} out", s.peers_inbound, s.peers_outbound),
         ),
         ("uptime", format!("{} s", s.uptime_seconds)),
+        (
+            "addr book",
+            match &s.discovery {
+                Some(d) => format!(
+                    "{} known ({} tried), {} saves, anchors {:?}",
+                    d.known, d.tried, d.saves, d.saved_anchors
+                ),
+                None => "discovery off".to_string(),
+            },
+        ),
     ];
     let mut out = String::new();
     for (k, v) in rows {
@@ -775,6 +839,7 @@ mod tests {
                 pongs_matched: 4,
                 bytes_in: 10,
                 bytes_out: 20,
+                useful_ago_ms: None,
                 best_height: 0,
                 user_agent: "peerlink/0.1.0".into(),
             }],

@@ -16,7 +16,30 @@ use std::time::Duration;
 use peerlink_actors::{canonical_ip, DisconnectReason};
 use serde::{Deserialize, Serialize};
 
-use crate::sync::engine::Fault;
+/// What a misbehaving peer did; the node bans for a duration per kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// Sent or named a block that is not valid.
+    InvalidBlock,
+    /// Broke the message rules (a request out of range, an answer of the wrong shape).
+    ProtocolViolation,
+    /// Answered requests never made, beyond the allowance.
+    Unrequested,
+    /// Claimed a longer chain again and again and had nothing to give.
+    Useless,
+}
+
+impl Fault {
+    /// Short snake_case name (logs, ban reasons).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::InvalidBlock => "invalid_block",
+            Fault::ProtocolViolation => "protocol_violation",
+            Fault::Unrequested => "unrequested",
+            Fault::Useless => "useless",
+        }
+    }
+}
 
 /// `[bans]`: how long each kind of misbehaviour bans the peer's IP, in seconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

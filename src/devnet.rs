@@ -153,6 +153,8 @@ pub fn devnet_net_config(ip: Ipv4Addr) -> NetworkConfig {
         backoff_base_ms: 100,
         backoff_max_ms: 1_000,
         session_threads: 1,
+        // The devnet's topologies (line, ring, seed) are the links it dials.
+        discovery: false,
         ..NetworkConfig::default()
     }
 }

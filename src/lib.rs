@@ -15,6 +15,7 @@
 //!   chain store (which also keeps the bans).
 //! - `sync`: the block sync policy (`SyncEngine`), its validity hook (`BlockRule`) and the
 //!   actor that carries it out.
+//! - `addr_store`: discovery's address book and anchors, persisted in the chain's redb file.
 //! - `bans`: the ban book (durations per fault, own addresses never banned, bounded).
 //! - `devnet`: N nodes in one process, the main demo and end-to-end check; `soak`: the
 //!   verdict of `devnet --duration` (long runs).
@@ -22,6 +23,7 @@
 //!   acceptance tests and `peerlink-bench`.
 #![deny(missing_docs)]
 
+pub mod addr_store;
 pub mod admin;
 pub mod app;
 pub mod bans;

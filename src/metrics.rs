@@ -35,6 +35,74 @@ impl NodeMetrics {
     }
 }
 
+/// Discovery metrics, registered beside the subsystem's under `peerlink_discovery_`, brought up
+/// to date from [`peerlink_actors::DiscoveryStats`] at scrape time.
+#[derive(Debug, Default)]
+pub struct DiscoveryMetrics {
+    /// Addresses in the book.
+    pub known: Gauge,
+    /// Addresses in the tried table.
+    pub tried: Gauge,
+    /// Saves of the book since start.
+    pub book_saves: Counter,
+    /// Failed saves since start.
+    pub book_save_failures: Counter,
+    /// Seed dials since start.
+    pub seed_dials: Counter,
+    /// Gossiped addresses dropped by the per-peer rate limit since start.
+    pub addrs_dropped: Counter,
+}
+
+impl DiscoveryMetrics {
+    /// Registers the metrics in `registry` (give it a `discovery` sub-registry).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register("known", "Addresses in the address book", self.known.clone());
+        registry.register(
+            "tried",
+            "Addresses in the book's tried table (a connection to them worked)",
+            self.tried.clone(),
+        );
+        registry.register(
+            "book_saves",
+            "Saves of the address book and anchors to the store since start",
+            self.book_saves.clone(),
+        );
+        registry.register(
+            "book_save_failures",
+            "Saves of the address book that failed since start",
+            self.book_save_failures.clone(),
+        );
+        registry.register(
+            "seed_dials",
+            "Dials to seeds since start (only while the book is short)",
+            self.seed_dials.clone(),
+        );
+        registry.register(
+            "addrs_dropped",
+            "Gossiped addresses dropped by the per-peer rate limit since start",
+            self.addrs_dropped.clone(),
+        );
+    }
+
+    /// Sets the metrics from the address book's counters (counters only ever move up).
+    pub fn refresh(&self, s: &peerlink_actors::DiscoveryStats) {
+        let to_i64 = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        self.known.set(to_i64(s.known));
+        self.tried.set(to_i64(s.tried));
+        for (counter, total) in [
+            (&self.book_saves, s.saves),
+            (&self.book_save_failures, s.save_failures),
+            (&self.seed_dials, s.seed_dials),
+            (&self.addrs_dropped, s.dropped),
+        ] {
+            let seen = counter.get();
+            if total > seen {
+                counter.inc_by(total - seen);
+            }
+        }
+    }
+}
+
 /// Block sync metrics, registered beside the subsystem's under `peerlink_sync_`. Brought up to
 /// date from a [`SyncStatus`] at scrape time ([`SyncMetrics::refresh`]), so the sync actor
 /// never touches them.

@@ -33,11 +33,12 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use crate::admin::{self, AdminState};
 use crate::chain::{short_hex, ChainError, ChainStore, ProducerKey};
 use crate::config::{Config, ConfigError};
-use crate::metrics::{NodeMetrics, SyncMetrics};
+use crate::metrics::{DiscoveryMetrics, NodeMetrics, SyncMetrics};
 use crate::sync::{self, NodeSetup, SyncError, SyncNode};
 
-/// Longest wait for [`peerlink_actors::Network::shutdown`] (which itself waits at most the close flush timeout of
-/// 2 s plus 0.5 s for every socket to flush its `Disconnect{shutdown}`).
+/// Longest wait for [`peerlink_actors::Network::shutdown`] (which itself waits at most 0.5 s for
+/// the final save of the address book, then the close flush timeout of 2 s plus 0.5 s for every
+/// socket to flush its `Disconnect{shutdown}`).
 pub const NETWORK_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// From the first signal to process exit, at most this long: network shutdown (3 s) plus admin
@@ -208,9 +209,11 @@ async fn serve(
 
     let node_metrics = Arc::new(NodeMetrics::default());
     let sync_metrics = Arc::new(SyncMetrics::default());
+    let discovery_metrics = Arc::new(DiscoveryMetrics::default());
     let mut registry = Registry::with_prefix("peerlink");
     network.metrics().register(&mut registry);
     node_metrics.register(registry.sub_registry_with_prefix("node"));
+    discovery_metrics.register(registry.sub_registry_with_prefix("discovery"));
     sync_metrics.register(registry.sub_registry_with_prefix("sync"));
     let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.bind);
     let state = AdminState {
@@ -221,6 +224,7 @@ async fn serve(
         started,
         registry,
         node_metrics,
+        discovery_metrics,
         sync_metrics,
         token: config.admin.token.clone(),
         bind: admin_addr,
@@ -323,6 +327,15 @@ fn arm_hard_exit(mut sigint: Signal, mut sigterm: Signal) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_networks_shutdown_fits_its_bound() {
+        use peerlink_actors::discovery::FINAL_SAVE_TIMEOUT;
+        use peerlink_actors::limits::{CLOSE_FLUSH_TIMEOUT, SHUTDOWN_GRACE};
+        assert!(
+            FINAL_SAVE_TIMEOUT + CLOSE_FLUSH_TIMEOUT + SHUTDOWN_GRACE <= NETWORK_SHUTDOWN_TIMEOUT
+        );
+    }
 
     #[test]
     fn shutdown_bounds_agree() {

@@ -53,6 +53,11 @@ enum Wire {
         reason: String,
     },
     App(ByteBuf),
+    /// Address gossip (section 3.2): a node with discovery on asks every peer once.
+    GetAddrs {},
+    Addrs {
+        addrs: Vec<(ByteBuf, u16, u64)>,
+    },
 }
 
 /// A peer on a raw TCP socket bound to its own loopback IP.
@@ -104,7 +109,11 @@ impl RawPeer {
         }
         let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
         self.s.read_exact(&mut body).ok()?;
-        Some(rmp_serde::from_slice(&body).expect("a frame of PROTOCOL.md"))
+        match rmp_serde::from_slice(&body).expect("a frame of PROTOCOL.md") {
+            // This raw peer has no addresses to share and wants none: gossip is skipped.
+            Wire::GetAddrs {} | Wire::Addrs { .. } => self.read(),
+            frame => Some(frame),
+        }
     }
 
     /// Sends our Hello (genesis `genesis`, height `height`) and returns the node's first frame.

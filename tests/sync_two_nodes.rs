@@ -27,6 +27,20 @@ async fn a_fresh_node_reaches_the_same_tip() {
     );
     assert_eq!(s.blocks_synced, BLOCKS);
     assert_eq!(s.misbehaving, 0);
+    // The source's blocks moved b's tip, so b marked it useful (what eviction protects);
+    // b gave a nothing, so a never marked b.
+    let a_at_b = b.node.net.peers().await;
+    let a_at_b = a_at_b
+        .iter()
+        .find(|p| p.ip == a.addr().ip())
+        .expect("a is b's peer");
+    assert!(a_at_b.useful_ago.is_some(), "b marked a useful: {a_at_b:?}");
+    let b_at_a = a.node.net.peers().await;
+    let b_at_a = b_at_a
+        .iter()
+        .find(|p| p.ip == b.addr().ip())
+        .expect("b is a's peer");
+    assert_eq!(b_at_a.useful_ago, None, "a never marked b useful");
     wait_for("b reports synced", Duration::from_secs(5), || async {
         (b.status().await.state == SyncState::Synced).then_some(())
     })

@@ -3,6 +3,16 @@
 //! accepted socket on the session pool. Accept errors such as EMFILE pause the loop briefly
 //! instead of spinning.
 //!
+//! Every accepted socket passes, in order: the ban list; the cap on inbound sockets
+//! (`max_inbound + max_pending_handshakes`: registered, handshaking or closing); and the
+//! [`Admission`] policy, which limits handshakes pending per canonical IP, per subnet and in
+//! total, and the accept rate per network group. A refused socket gets
+//! `Disconnect{too_many_peers}` in clear (if its buffer takes it) and is closed: it costs no
+//! session, no handshake and no crypto. An admitted socket's session holds a [`PendingSlot`]
+//! until its handshake ends (success, failure, timeout, or the session's end): dropping the slot
+//! tells the acceptor, which ends the pending state in its policy. Whether a handshaken newcomer gets an inbound
+//! slot, possibly by evicting a registered peer, is the registry's decision.
+//!
 //! [`PeerSession`]: crate::session::PeerSession
 
 use std::cell::RefCell;
@@ -16,9 +26,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::bans::{BanList, BanPeer};
 use crate::constants::ACCEPT_ERROR_PAUSE;
+use crate::discovery::{Admission, AdmissionRefusal};
 use crate::env::SessionEnv;
 use crate::metrics::NetMetrics;
-use crate::permit::Permit;
+use crate::permit::{PendingSlot, Permit};
 use crate::pool::SessionPool;
 use crate::protocol::Frame;
 use crate::reason::DisconnectReason;
@@ -31,8 +42,11 @@ pub(crate) struct Acceptor {
     pool: Arc<SessionPool>,
     /// Shared with the connector (same thread); the acceptor is the one that changes it.
     bans: Rc<RefCell<BanList>>,
+    /// Inbound sockets open (registered, handshaking or closing), capped at
+    /// `max_inbound + max_pending_handshakes`.
     inbound: Arc<AtomicUsize>,
-    pending: Arc<AtomicUsize>,
+    /// Pending handshakes per IP, per subnet, in total, and the accept rate per group.
+    admission: Admission,
     stopped: bool,
 }
 
@@ -40,6 +54,14 @@ pub(crate) struct Acceptor {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct StopAccepting;
+
+/// A handshake admitted by [`Admission`] ended (its session's [`PendingSlot`] was dropped).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub(crate) struct PendingEnded {
+    /// The canonical IP it came from.
+    pub ip: std::net::IpAddr,
+}
 
 impl Acceptor {
     /// Must run on the thread the acceptor will run on (the control plane's): the listener is
@@ -51,13 +73,14 @@ impl Acceptor {
         bans: Rc<RefCell<BanList>>,
     ) -> std::io::Result<Self> {
         listener.set_nonblocking(true)?;
+        let admission = Admission::new(env.config.admission());
         Ok(Self {
             listener: Rc::new(TcpListener::from_std(listener)?),
             env,
             pool,
             bans,
             inbound: Arc::new(AtomicUsize::new(0)),
-            pending: Arc::new(AtomicUsize::new(0)),
+            admission,
             stopped: false,
         })
     }
@@ -70,7 +93,7 @@ impl Acceptor {
         let accept = async move { listener.accept().await };
         ctx.spawn(accept.into_actor(self).map(|res, act, ctx| match res {
             Ok((stream, _)) => {
-                act.on_accepted(stream);
+                act.on_accepted(stream, ctx);
                 act.accept_next(ctx);
             }
             Err(e) => {
@@ -81,7 +104,7 @@ impl Acceptor {
         }));
     }
 
-    fn on_accepted(&mut self, stream: TcpStream) {
+    fn on_accepted(&mut self, stream: TcpStream, ctx: &mut Context<Self>) {
         let Ok(peer) = stream.peer_addr() else { return };
         let ip = canonical_ip(peer.ip());
         let refuse = |reason: DisconnectReason, metrics: &NetMetrics| {
@@ -96,13 +119,24 @@ impl Acceptor {
         if self.bans.borrow().is_banned(ip, Instant::now()) {
             return refuse(DisconnectReason::Banned, &self.env.metrics);
         }
-        let Some(inbound) = Permit::try_take(&self.inbound, self.env.config.max_inbound) else {
+        let config = &self.env.config;
+        let cap = config
+            .max_inbound
+            .saturating_add(config.max_pending_handshakes);
+        let Some(inbound) = Permit::try_take(&self.inbound, cap) else {
             return refuse(DisconnectReason::TooManyPeers, &self.env.metrics);
         };
-        let Some(pending) = Permit::try_take(&self.pending, self.env.config.max_pending_handshakes)
-        else {
+        if let Err(why) = self.admission.try_begin(ip, crate::clock::now_ms()) {
+            self.env
+                .metrics
+                .admission_refused
+                .get_or_create(&NetMetrics::limit(limit_label(why)))
+                .inc();
             return refuse(DisconnectReason::TooManyPeers, &self.env.metrics);
-        };
+        }
+        // From here on the slot ends when the session drops it, or right here if the socket
+        // cannot be handed over.
+        let pending = PendingSlot::new(ip, ctx.address().recipient());
         match stream.into_std() {
             Ok(std_stream) => self.pool.start_session(
                 self.env.clone(),
@@ -135,6 +169,14 @@ impl Handler<BanPeer> for Acceptor {
     }
 }
 
+impl Handler<PendingEnded> for Acceptor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PendingEnded, _ctx: &mut Context<Self>) {
+        self.admission.end(msg.ip);
+    }
+}
+
 impl Handler<StopAccepting> for Acceptor {
     type Result = ();
 
@@ -149,5 +191,15 @@ impl Handler<crate::bans::UnbanPeer> for Acceptor {
 
     fn handle(&mut self, msg: crate::bans::UnbanPeer, _ctx: &mut Context<Self>) {
         self.bans.borrow_mut().unban(canonical_ip(msg.ip));
+    }
+}
+
+/// The metric label of an admission refusal.
+fn limit_label(why: AdmissionRefusal) -> &'static str {
+    match why {
+        AdmissionRefusal::PendingTotal => "pending_total",
+        AdmissionRefusal::PendingPerIp => "pending_per_ip",
+        AdmissionRefusal::PendingPerSubnet => "pending_per_subnet",
+        AdmissionRefusal::GroupRate => "group_rate",
     }
 }

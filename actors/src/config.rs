@@ -21,6 +21,19 @@ pub struct NetworkConfig {
     /// Peers the connector keeps dialling (up to `target_outbound` at once): `IP:PORT`, or
     /// `KEYHEX@IP:PORT` to pin the key the peer at that IP must present.
     pub peers: Vec<PeerAddr>,
+    /// Run peer discovery: address gossip with every peer, an address book (persisted when
+    /// the application gives the network an `AddrStore`), and outbound peers chosen from it up
+    /// to `target_outbound`, beyond `peers`. Default: on. Off, the node connects to `peers` only
+    /// (a fixed topology). `NetworkBuilder::discovery` overrides it.
+    pub discovery: bool,
+    /// Bootstrap addresses (`IP:PORT` or `KEYHEX@IP:PORT`), used only with `discovery`: a seed
+    /// is dialled while the address book is short (fewer than twice `target_outbound`
+    /// addresses), asked for addresses, then disconnected; it is never kept as a peer, never
+    /// picked from the book, never an anchor. Unlike `peers`, which are always kept connected.
+    pub seeds: Vec<PeerAddr>,
+    /// Interval between saves of the address book and anchors to the application's store
+    /// (with discovery and an `AddrStore`), milliseconds; a final save runs at shutdown.
+    pub addr_book_save_interval_ms: u64,
     /// How connections are carried: `noise` (encrypted and authenticated, the default) or
     /// `plaintext` (only for benchmarks and interop tests; logged as a warning at start).
     pub transport: Transport,
@@ -45,12 +58,27 @@ pub struct NetworkConfig {
     pub ping_timeout_ms: u64,
     /// Time a TCP connect may take, in milliseconds.
     pub connect_timeout_ms: u64,
-    /// Most inbound connections at once (handshaking or registered).
+    /// Most registered inbound connections. When they are full, a newcomer that completes its
+    /// handshake takes the place of one chosen by the eviction policy (closed with
+    /// `Disconnect{evicted}`), or is refused with `too_many_peers` when every inbound peer is
+    /// protected. Inbound sockets in all (registered, handshaking or closing) are at most
+    /// `max_inbound + max_pending_handshakes`; beyond that new sockets are refused at accept.
     pub max_inbound: usize,
     /// Number of outbound connections the connector keeps.
     pub target_outbound: usize,
-    /// Most inbound connections still handshaking at once.
+    /// Most inbound connections still handshaking at once (all IPs together).
     pub max_pending_handshakes: usize,
+    /// Most inbound handshakes pending from one IP (IPv4-mapped IPv6 counts as IPv4).
+    pub max_pending_per_ip: usize,
+    /// Most inbound handshakes pending from one subnet (IPv4 /24, IPv6 /64).
+    pub max_pending_per_subnet: usize,
+    /// Inbound connections accepted per second from one network group (IPv4 /16, IPv6 /32;
+    /// each loopback address is a group of its own), after the burst.
+    pub accept_rate_per_group_per_s: u32,
+    /// Inbound connections one network group may open at once before its rate applies.
+    pub accept_burst_per_group: u32,
+    /// Inbound connections younger than this are never evicted, in milliseconds.
+    pub eviction_min_age_ms: u64,
     /// Most addresses in the connector's address book.
     pub max_address_book: usize,
     /// Most entries in the ban list.
@@ -83,6 +111,9 @@ impl Default for NetworkConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
             peers: Vec::new(),
+            discovery: true,
+            seeds: Vec::new(),
+            addr_book_save_interval_ms: ms(crate::discovery::DEFAULT_ADDR_BOOK_SAVE_INTERVAL),
             transport: Transport::Noise,
             allowed_keys: Vec::new(),
             magic: 0x706c_6e6b, // "plnk"
@@ -96,6 +127,11 @@ impl Default for NetworkConfig {
             max_inbound: DEFAULT_MAX_INBOUND,
             target_outbound: DEFAULT_TARGET_OUTBOUND,
             max_pending_handshakes: DEFAULT_MAX_PENDING_HANDSHAKES,
+            max_pending_per_ip: DEFAULT_MAX_PENDING_PER_IP,
+            max_pending_per_subnet: DEFAULT_MAX_PENDING_PER_SUBNET,
+            accept_rate_per_group_per_s: DEFAULT_ACCEPT_RATE_PER_GROUP_PER_S,
+            accept_burst_per_group: DEFAULT_ACCEPT_BURST_PER_GROUP,
+            eviction_min_age_ms: ms(DEFAULT_EVICTION_MIN_AGE),
             max_address_book: DEFAULT_MAX_ADDRESS_BOOK,
             max_bans: DEFAULT_MAX_BANS,
             backoff_base_ms: ms(DEFAULT_BACKOFF_BASE),
@@ -131,15 +167,37 @@ impl NetworkConfig {
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
     }
+    /// The admission policy's settings: the pending-handshake limits and the per-group accept
+    /// rate.
+    pub fn admission(&self) -> crate::discovery::AdmissionConfig {
+        crate::discovery::AdmissionConfig {
+            max_pending_total: self.max_pending_handshakes,
+            max_pending_per_ip: self.max_pending_per_ip,
+            max_pending_per_subnet: self.max_pending_per_subnet,
+            accept_rate_per_group: f64::from(self.accept_rate_per_group_per_s),
+            accept_burst_per_group: f64::from(self.accept_burst_per_group),
+            max_groups_tracked: MAX_ACCEPT_GROUPS_TRACKED,
+        }
+    }
+
+    /// The eviction policy's settings: the policy's protections, with `eviction_min_age_ms`.
+    pub fn eviction(&self) -> crate::discovery::EvictionConfig {
+        crate::discovery::EvictionConfig {
+            min_age_ms: self.eviction_min_age_ms,
+            ..crate::discovery::EvictionConfig::default()
+        }
+    }
+
     /// Dial tick as a `Duration`.
     pub fn dial_tick(&self) -> Duration {
         Duration::from_millis(self.dial_tick_ms)
     }
 
-    /// The key pinned for `ip` by a `KEYHEX@IP:PORT` peer entry, if any.
+    /// The key pinned for `ip` by a `KEYHEX@IP:PORT` entry of `peers` or `seeds`, if any.
     pub fn pinned_key(&self, ip: IpAddr) -> Option<PublicKey> {
         self.peers
             .iter()
+            .chain(&self.seeds)
             .find(|p| p.key.is_some() && crate::canonical_ip(p.addr.ip()) == ip)
             .and_then(|p| p.key)
     }
@@ -210,8 +268,26 @@ impl NetworkConfig {
                 format!("longer than {MAX_USER_AGENT_BYTES} bytes"),
             );
         }
+        if self.addr_book_save_interval_ms == 0 {
+            return bad("addr_book_save_interval_ms", "must be positive".into());
+        }
+        if let Some(s) = self.seeds.iter().find(|s| s.addr.port() == 0) {
+            return bad("seeds", format!("{} has port 0", s.addr));
+        }
         if self.max_pending_handshakes == 0 {
             return bad("max_pending_handshakes", "must be positive".into());
+        }
+        if self.max_pending_per_ip == 0 {
+            return bad("max_pending_per_ip", "must be positive".into());
+        }
+        if self.max_pending_per_subnet < self.max_pending_per_ip {
+            return bad(
+                "max_pending_per_subnet",
+                "must be at least max_pending_per_ip".into(),
+            );
+        }
+        if self.accept_burst_per_group == 0 {
+            return bad("accept_burst_per_group", "must be positive".into());
         }
         Ok(())
     }
@@ -238,5 +314,48 @@ mod tests {
             ..NetworkConfig::default()
         };
         assert_eq!(c.validate().unwrap_err().key, "outbound_budget_bytes");
+    }
+
+    #[test]
+    fn admission_and_eviction_settings_follow_the_config() {
+        let c = NetworkConfig {
+            max_pending_handshakes: 20,
+            max_pending_per_ip: 2,
+            max_pending_per_subnet: 5,
+            accept_rate_per_group_per_s: 3,
+            accept_burst_per_group: 7,
+            eviction_min_age_ms: 1_234,
+            ..NetworkConfig::default()
+        };
+        c.validate().unwrap();
+        let a = c.admission();
+        assert_eq!(
+            (
+                a.max_pending_total,
+                a.max_pending_per_ip,
+                a.max_pending_per_subnet
+            ),
+            (20, 2, 5)
+        );
+        assert_eq!(
+            (a.accept_rate_per_group, a.accept_burst_per_group),
+            (3.0, 7.0)
+        );
+        assert_eq!(c.eviction().min_age_ms, 1_234);
+        let bad = NetworkConfig {
+            max_pending_per_ip: 0,
+            ..NetworkConfig::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().key, "max_pending_per_ip");
+        let bad = NetworkConfig {
+            max_pending_per_subnet: 1,
+            ..NetworkConfig::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().key, "max_pending_per_subnet");
+        let bad = NetworkConfig {
+            accept_burst_per_group: 0,
+            ..NetworkConfig::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().key, "accept_burst_per_group");
     }
 }

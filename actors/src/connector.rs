@@ -2,7 +2,8 @@
 //! target number of outbound connections, from a socket bound to the node's own listen IP (so
 //! that the peer keys us by the right address), with a connect timeout. It learns which IPs are
 //! connected from the registry's events and how its dials ended from the sessions; it never
-//! decides duplicates, the registry does.
+//! decides duplicates, the registry does. With discovery on, it passes how each dial ended on
+//! to the discovery actor's address book ([`DialOutcome`]).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -15,8 +16,10 @@ use actix::prelude::*;
 
 use crate::bans::BanList;
 use crate::dial_plan::{AddrStatus, Backoff, DialPlan};
+use crate::discovery::DialOutcome;
 use crate::env::SessionEnv;
 use crate::pool::SessionPool;
+use crate::reason::DisconnectReason;
 use crate::registry::PeerEvent;
 use crate::session::DialEvent;
 use crate::{canonical_ip, ConnId};
@@ -30,6 +33,8 @@ pub struct Connector {
     /// The acceptor's ban list (same thread): banned IPs are never dialled.
     bans: Rc<RefCell<BanList>>,
     bind_ip: Option<IpAddr>,
+    /// The discovery actor's address book, told how each dial ended (discovery on).
+    discovery: Option<Recipient<DialOutcome>>,
     stopped: bool,
 }
 
@@ -45,6 +50,13 @@ pub struct AddPeer {
     /// Dial without waiting for the backoff.
     pub now: bool,
 }
+
+/// Dial `addr` once, now (at the next opportunity within the outbound target), and forget it
+/// when the dial fails or the connection ends: the discovery actor's dials (seeds, anchors,
+/// addresses from its book), which it redials itself if it wants to.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct DialOnce(pub SocketAddr);
 
 /// The address book's state, for operators and tests.
 #[derive(Message)]
@@ -86,7 +98,20 @@ impl Connector {
             connected: HashMap::new(),
             bans,
             bind_ip,
+            discovery: None,
             stopped: false,
+        }
+    }
+
+    /// Reports how dials end to the discovery actor's address book.
+    pub(crate) fn with_discovery(mut self, discovery: Option<Recipient<DialOutcome>>) -> Self {
+        self.discovery = discovery;
+        self
+    }
+
+    fn tell_discovery(&self, outcome: DialOutcome) {
+        if let Some(d) = &self.discovery {
+            d.do_send(outcome);
         }
     }
 
@@ -137,6 +162,16 @@ impl Handler<AddPeer> for Connector {
     }
 }
 
+impl Handler<DialOnce> for Connector {
+    type Result = ();
+
+    fn handle(&mut self, msg: DialOnce, ctx: &mut Context<Self>) {
+        if self.plan.add_once(msg.0, Instant::now()) {
+            self.tick(ctx);
+        }
+    }
+}
+
 impl Handler<DialEvent> for Connector {
     type Result = ();
 
@@ -148,17 +183,27 @@ impl Handler<DialEvent> for Connector {
                 log::debug!("dial {addr} failed: {error}");
                 self.env.metrics.dial_failures.inc();
                 self.plan.dial_failed(addr, now, jitter);
+                self.tell_discovery(DialOutcome::Failed(addr));
             }
-            DialEvent::Registered { addr, .. } => self.plan.registered(addr),
+            DialEvent::Registered { addr, .. } => {
+                self.plan.registered(addr);
+                self.tell_discovery(DialOutcome::Connected(addr));
+            }
             DialEvent::Ended {
                 addr,
                 reason,
                 lived,
                 ..
-            } => self.plan.ended(addr, now, lived, reason, jitter),
+            } => {
+                self.plan.ended(addr, now, lived, reason, jitter);
+                if lived.is_none() && failed_dial(reason) {
+                    self.tell_discovery(DialOutcome::Failed(addr));
+                }
+            }
             DialEvent::OwnAddress { addr } => {
                 log::info!("{addr} is this node's own address; not dialling it again");
                 self.plan.mark_own(addr, now);
+                self.tell_discovery(DialOutcome::Own(addr));
             }
         }
     }
@@ -195,5 +240,47 @@ impl Handler<StopDialing> for Connector {
     fn handle(&mut self, _msg: StopDialing, ctx: &mut Context<Self>) {
         self.stopped = true;
         ctx.stop();
+    }
+}
+
+/// Whether a dialled connection that ended before it registered counts as a failed dial for
+/// the address book: yes when the address did not give us a working peer (handshake failure or
+/// timeout, wrong network, refusal, a lost socket); no when the address is fine and the end
+/// has another cause (a duplicate of a connection we hold, our own shutdown, our own address,
+/// which `OwnAddress` reports).
+fn failed_dial(reason: DisconnectReason) -> bool {
+    !matches!(
+        reason,
+        DisconnectReason::Duplicate
+            | DisconnectReason::PeerRestarted
+            | DisconnectReason::Shutdown
+            | DisconnectReason::SelfConnection
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ends_that_say_something_about_the_address_count_as_failed_dials() {
+        for bad in [
+            DisconnectReason::HandshakeTimeout,
+            DisconnectReason::HandshakeFailed,
+            DisconnectReason::TooManyPeers,
+            DisconnectReason::WrongGenesis,
+            DisconnectReason::ConnectionLost,
+            DisconnectReason::Banned,
+        ] {
+            assert!(failed_dial(bad), "{bad}");
+        }
+        for fine in [
+            DisconnectReason::Duplicate,
+            DisconnectReason::PeerRestarted,
+            DisconnectReason::Shutdown,
+            DisconnectReason::SelfConnection,
+        ] {
+            assert!(!failed_dial(fine), "{fine}");
+        }
     }
 }

@@ -50,7 +50,9 @@ pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(90);
 /// Default time a TCP connect may take before the dial counts as failed.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Default maximum of inbound connections (registered plus handshaking).
+/// Default maximum of registered inbound connections. When they are full, a newcomer that
+/// completes its handshake takes the place of one of them chosen by the eviction policy, or is
+/// refused when every one is protected.
 pub const DEFAULT_MAX_INBOUND: usize = 64;
 
 /// Default maximum of outbound connections the connector keeps.
@@ -59,6 +61,34 @@ pub const DEFAULT_TARGET_OUTBOUND: usize = 8;
 /// Default maximum of inbound connections still in the handshake at once; a flood of silent
 /// sockets is cut off here and by the handshake timeout.
 pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 32;
+
+/// Default maximum of handshakes pending from one IP. A node dials another once (one entry per
+/// IP), so an honest IP rarely has more than one pending; 4 leaves room for a restart racing
+/// its old connection and for a few nodes behind one NAT, and keeps one IP holding silent
+/// sockets to 4 of the [`DEFAULT_MAX_PENDING_HANDSHAKES`] slots.
+pub const DEFAULT_MAX_PENDING_PER_IP: usize = 4;
+
+/// Default maximum of handshakes pending from one subnet (IPv4 /24, IPv6 /64): one subnet
+/// holding silent sockets from many of its addresses takes at most half of the pending slots.
+pub const DEFAULT_MAX_PENDING_PER_SUBNET: usize = 16;
+
+/// Default accept rate of one network group (IPv4 /16, IPv6 /32), connections per second.
+/// Honest peers of one group connect a few times a minute; 10/s refills a drained burst in
+/// seconds.
+pub const DEFAULT_ACCEPT_RATE_PER_GROUP_PER_S: u32 = 10;
+
+/// Default accept burst of one network group: a whole data centre of honest nodes restarting
+/// at once gets in at once, a connection storm from one group is cut to the rate.
+pub const DEFAULT_ACCEPT_BURST_PER_GROUP: u32 = 40;
+
+/// Default age below which an inbound connection is never evicted. Without it a busy node hit
+/// by many bootstrapping peers evicts each newcomer for the next before it has learned
+/// anything; with it a newcomer is refused until someone is old enough to make way.
+pub const DEFAULT_EVICTION_MIN_AGE: Duration = Duration::from_secs(10);
+
+/// Most network groups whose accept-rate state the acceptor keeps (full buckets are forgotten
+/// first): bounds the state a stranger with many groups can grow.
+pub const MAX_ACCEPT_GROUPS_TRACKED: usize = 4_096;
 
 /// Default size of the connector's address book; older entries that never connected go first.
 pub const DEFAULT_MAX_ADDRESS_BOOK: usize = 1024;
@@ -146,4 +176,13 @@ const _: () = {
     assert!(READ_BUFFER_INITIAL_BYTES <= MAX_HANDSHAKE_FRAME_BYTES);
     assert!(READ_BUFFER_INITIAL_BYTES < READ_BUFFER_MAX_BYTES);
     assert!(READ_BUFFER_MAX_BYTES <= DEFAULT_MAX_FRAME_BYTES);
+    // One IP or one subnet never takes every pending slot.
+    assert!(DEFAULT_MAX_PENDING_PER_IP < DEFAULT_MAX_PENDING_PER_SUBNET);
+    assert!(DEFAULT_MAX_PENDING_PER_SUBNET < DEFAULT_MAX_PENDING_HANDSHAKES);
+    assert!(
+        DEFAULT_ACCEPT_RATE_PER_GROUP_PER_S as usize <= DEFAULT_ACCEPT_BURST_PER_GROUP as usize
+    );
+    // A young connection is protected for longer than a handshake may take, so a newcomer
+    // cannot be evicted by the next one before it has even registered.
+    assert!(DEFAULT_HANDSHAKE_TIMEOUT.as_nanos() < DEFAULT_EVICTION_MIN_AGE.as_nanos());
 };

@@ -12,6 +12,10 @@
 //! at the handshake) means the longest backoff, `max`, after which the address is tried again;
 //! an operator's connect ([`DialPlan::add`] with `now_due`) clears the address's failures and
 //! backoff (not an "own" mark, which only our own nonce sets and which is proof).
+//!
+//! One-shot entries ([`DialPlan::add_once`]) are dialled once and forgotten when the dial fails
+//! or the connection ends: the discovery actor decides its own redials (seeds, anchors and
+//! addresses from its book), so the connector only keeps the configured `peers` connected.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -67,6 +71,8 @@ struct Entry {
     own: bool,
     busy: bool,
     registered: bool,
+    /// Dialled once, forgotten when the dial fails or the connection ends.
+    once: bool,
     next_at: Instant,
     added: Instant,
 }
@@ -123,10 +129,28 @@ impl DialPlan {
                 own: false,
                 busy: false,
                 registered: false,
+                once: false,
                 next_at: now,
                 added: now,
             },
         );
+        true
+    }
+
+    /// Adds a one-shot address, due now: dialled once, forgotten when the dial fails or its
+    /// connection ends. An address already in the plan (a configured peer) stays as it is,
+    /// made due now. Returns whether the plan holds it.
+    pub fn add_once(&mut self, addr: SocketAddr, now: Instant) -> bool {
+        if let Some(e) = self.entries.get_mut(&addr) {
+            e.next_at = e.next_at.min(now);
+            return true;
+        }
+        if !self.add(addr, now, true) {
+            return false;
+        }
+        if let Some(e) = self.entries.get_mut(&addr) {
+            e.once = true;
+        }
         true
     }
 
@@ -186,6 +210,10 @@ impl DialPlan {
 
     /// The TCP connect failed or timed out.
     pub fn dial_failed(&mut self, addr: SocketAddr, now: Instant, jitter: f64) {
+        if self.entries.get(&addr).is_some_and(|e| e.once) {
+            self.entries.remove(&addr);
+            return;
+        }
         if let Some(e) = self.entries.get_mut(&addr) {
             e.busy = false;
             e.failures = e.failures.saturating_add(1);
@@ -210,6 +238,10 @@ impl DialPlan {
         jitter: f64,
     ) {
         let backoff = self.backoff;
+        if self.entries.get(&addr).is_some_and(|e| e.once) {
+            self.entries.remove(&addr);
+            return;
+        }
         let Some(e) = self.entries.get_mut(&addr) else {
             return;
         };
@@ -278,6 +310,35 @@ mod tests {
 
     fn addr(n: u8) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, n], 7000))
+    }
+
+    #[test]
+    fn one_shot_entries_are_forgotten_after_one_dial() {
+        let now = Instant::now();
+        let mut p = DialPlan::new(backoff(), 16);
+        assert!(p.add_once(addr(3), now));
+        assert_eq!(p.due(now, 8, |_| false), vec![addr(3)]);
+        p.dial_started(addr(3));
+        p.dial_failed(addr(3), now, 1.0);
+        assert!(
+            p.status(now).is_empty(),
+            "a failed one-shot dial is forgotten"
+        );
+        p.add_once(addr(3), now);
+        p.dial_started(addr(3));
+        p.registered(addr(3));
+        assert_eq!(p.busy_count(), 1);
+        p.ended(addr(3), now, None, DisconnectReason::Requested, 1.0);
+        assert!(
+            p.status(now).is_empty(),
+            "an ended one-shot connection is forgotten"
+        );
+        // A configured peer stays a kept entry when discovery dials it too.
+        p.add(addr(4), now, false);
+        p.add_once(addr(4), now);
+        p.dial_started(addr(4));
+        p.dial_failed(addr(4), now, 1.0);
+        assert_eq!(p.status(now).len(), 1);
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub enum NetworkError {
     /// The actor system is shutting down.
     #[error("the network is shut down")]
     Stopped,
+    /// A thread of the subsystem (the address book store's) could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(io::Error),
     /// An application message could not be encoded.
     #[error("cannot encode message: {0}")]
     Encode(String),

@@ -201,6 +201,9 @@ struct HandleInner {
     link: LaneLink,
     state: Arc<SendState>,
     session: Recipient<Close>,
+    /// When the application last marked the peer useful ([`crate::clock`] milliseconds plus
+    /// one; 0 = never). Read by the registry's eviction policy.
+    last_useful: AtomicU64,
 }
 
 impl std::fmt::Debug for PeerHandle {
@@ -359,6 +362,25 @@ impl PeerHandle {
             .await;
     }
 
+    /// Marks the peer useful now: it sent something the application values (a new block, a
+    /// transaction it did not have, an answer to a request). When inbound slots are full and a
+    /// newcomer asks for one, the most recently useful inbound peers are among those the
+    /// eviction policy protects. One atomic store; call it as often as it happens.
+    pub fn mark_useful(&self) {
+        self.inner
+            .last_useful
+            .store(crate::clock::now_ms() + 1, Ordering::Relaxed);
+    }
+
+    /// When the application last marked the peer useful ([`crate::clock`] milliseconds), if
+    /// ever.
+    pub(crate) fn last_useful_ms(&self) -> Option<u64> {
+        match self.inner.last_useful.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(t - 1),
+        }
+    }
+
     /// Asks the session to close with `reason` (sent to the peer when the socket works).
     pub fn disconnect(&self, reason: DisconnectReason) {
         self.inner.session.do_send(Close { reason });
@@ -453,6 +475,7 @@ pub(crate) fn spawn_writer<W: WriteSink + 'static>(
             link: parts.link,
             state: state.clone(),
             session: parts.session,
+            last_useful: AtomicU64::new(0),
         }),
     };
     let (failed, metrics, task) = (parts.failed, parts.metrics, parts.task);

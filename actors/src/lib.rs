@@ -22,7 +22,19 @@
 //!   session hands bursts of application messages to the application as [`Inbound`].
 //! - A **lane** (one per session thread and network) copies each broadcast into the outboxes of
 //!   its thread's sessions, in the order the registry handled broadcasts and membership changes.
-//! - The **acceptor** owns the listener: limits, bans, one session per accepted socket.
+//! - The **acceptor** owns the listener: limits, bans, one session per accepted socket. Every
+//!   accepted socket passes the admission policy (`discovery::Admission`): handshakes pending
+//!   per canonical IP (default 4), per /24 or /64 subnet (16) and in total (32), and an accept
+//!   rate per network group (10/s after a burst of 40). A refused socket gets
+//!   `Disconnect{too_many_peers}` and costs nothing else; an admitted one's session holds a
+//!   pending slot that ends, by ownership, when its handshake does.
+//! - **Eviction**: when a newcomer completes its handshake and inbound slots
+//!   ([`NetworkConfig::max_inbound`]) are full, the registry runs `discovery::select_to_evict`
+//!   over its inbound peers and closes the one chosen with `Disconnect{evicted}`, or refuses the
+//!   newcomer when all are protected: a few by keyed network group, the lowest pings, the most
+//!   recently useful (the application marks a peer useful with [`PeerHandle::mark_useful`] or
+//!   [`Network::mark_useful`], e.g. after a new block), half of the rest by uptime; peers younger
+//!   than `eviction_min_age_ms` (10 s) and the configured `peers` are never evicted.
 //! - The **connector** owns the dial plan: target outbound count, per-address exponential
 //!   backoff with jitter, outbound sockets bound to the node's own IP.
 //!
@@ -68,16 +80,18 @@
 //! - `network` (entry point), `pool` (threads), `env` (what sessions share), `delivery`.
 //! - `session`, `handle`, `credit`, `level`: the session actor, its send side, its inbound
 //!   budget, the byte-count waiter both use.
-//! - `discovery`: address book, gossip rules, outbound selection, admission and eviction as
-//!   plain policy structs (public, with the seeded simulator `sim` that drives them), and the
-//!   discovery actor on the control plane.
+//! - `discovery`: address book, gossip rules, outbound selection, seeds, admission and eviction
+//!   as plain policy structs (public, with the seeded simulator `sim` that drives them), the
+//!   discovery actor on the control plane, and the [`AddrStore`] trait through which the
+//!   application persists the book and the anchors (loads and saves on a thread of their own).
 //! - `secure`: node keys, the Noise XX handshake and the AEAD record layer every connection runs
 //!   under the frame codec (by default), pinning and `allowed_keys`.
 //! - `lanes`: per-session-thread broadcast fan-out.
 //! - `registry`, `policy`: the registry actor and its duplicate rule.
 //! - `acceptor`, `connector`, `dial_plan`, `bans`, `permit`: starting connections.
 //! - `protocol`: frames, MessagePack encoding, the length-prefixed codec.
-//! - `config`, `constants`, `metrics`, `error`.
+//! - `config`, `constants`, `metrics`, `error`, `clock` (the monotonic milliseconds handed to
+//!   the policies).
 //!
 //! ## Example
 //!
@@ -113,6 +127,7 @@
 
 mod acceptor;
 mod bans;
+mod clock;
 mod config;
 mod connector;
 mod constants;
@@ -148,7 +163,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub use config::NetworkConfig;
 pub use delivery::{AppMessage, Inbound};
 pub use dial_plan::AddrStatus;
-pub use discovery::{sim, DiscoveryStats};
+pub use discovery::{sim, AddrStore, AddrStoreError, DiscoveryStats, StoredBook};
 pub use error::{CodecError, ConfigError, NetworkError};
 pub use handle::{PeerHandle, SendOutcome};
 pub use metrics::NetMetrics;

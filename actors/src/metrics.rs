@@ -45,6 +45,11 @@ pub struct NetMetrics {
     pub frames_rejected: Family<Label, Counter>,
     /// Inbound connections refused at accept time, by reason.
     pub accepts_refused: Family<Label, Counter>,
+    /// Inbound sockets refused by the admission policy before their handshake, by the limit
+    /// that refused them: pending_total, pending_per_ip, pending_per_subnet, group_rate.
+    pub admission_refused: Family<Label, Counter>,
+    /// Inbound peers evicted to make room for a newcomer.
+    pub evictions: Counter,
     /// Dials attempted.
     pub dials: Counter,
     /// Dials that failed before a TCP connection existed.
@@ -75,6 +80,8 @@ impl Default for NetMetrics {
             bytes_out: Counter::default(),
             frames_rejected: Family::default(),
             accepts_refused: Family::default(),
+            admission_refused: Family::default(),
+            evictions: Counter::default(),
             dials: Counter::default(),
             dial_failures: Counter::default(),
             accept_errors: Counter::default(),
@@ -144,6 +151,16 @@ impl NetMetrics {
             "Inbound connections refused at accept, by reason",
             self.accepts_refused.clone(),
         );
+        registry.register(
+            "admission_refused",
+            "Inbound sockets refused by the admission policy, by limit",
+            self.admission_refused.clone(),
+        );
+        registry.register(
+            "evictions",
+            "Inbound peers evicted to make room for a newcomer",
+            self.evictions.clone(),
+        );
         registry.register("dials", "Outbound dials attempted", self.dials.clone());
         registry.register(
             "dial_failures",
@@ -173,6 +190,10 @@ impl NetMetrics {
 
     pub(crate) fn reason(r: DisconnectReason) -> Label {
         vec![("reason", r.as_str())]
+    }
+
+    pub(crate) fn limit(l: &'static str) -> Label {
+        vec![("limit", l)]
     }
 
     pub(crate) fn outcome(o: &'static str) -> Label {

@@ -24,6 +24,7 @@ use crate::connector::{AddPeer, Connector, GetAddressBook, StopDialing};
 use crate::constants::{CLOSE_FLUSH_TIMEOUT, SHUTDOWN_GRACE};
 use crate::delivery::{AppMessage, Delivery, Inbound};
 use crate::dial_plan::AddrStatus;
+use crate::discovery::{AddrStore, Discovery, DiscoverySetup, FlushBook, StoreThread};
 use crate::env::SessionEnv;
 use crate::error::NetworkError;
 use crate::handle::{PeerHandle, SendOutcome};
@@ -33,8 +34,8 @@ use crate::pool::{SessionPool, SessionThreads};
 use crate::protocol::{encode_app, HelloPolicy};
 use crate::reason::DisconnectReason;
 use crate::registry::{
-    DisconnectPeer, GetPeers, GetStats, PeerEvent, PeerInfo, PeerRegistry, PublishedHandles,
-    RegistryStats, ShutdownRegistry, Subscribe,
+    DisconnectPeer, EvictionSetup, GetPeers, GetStats, PeerEvent, PeerInfo, PeerRegistry,
+    PublishedHandles, RegistryStats, ShutdownRegistry, Subscribe,
 };
 
 /// Starts a [`Network`] with options beyond its configuration; see [`Network::builder`].
@@ -42,7 +43,8 @@ use crate::registry::{
 pub struct NetworkBuilder<M> {
     config: NetworkConfig,
     threads: Option<SessionThreads>,
-    discovery: bool,
+    discovery: Option<bool>,
+    addr_store: Option<Box<dyn AddrStore>>,
     _msg: PhantomData<fn(M) -> M>,
 }
 
@@ -54,16 +56,28 @@ impl<M: AppMessage> NetworkBuilder<M> {
         self
     }
 
-    /// Turns on peer discovery: address gossip (`GetAddrs`/`Addrs`) with every peer, and dials
-    /// toward `target_outbound` from the address book it fills, beyond `config.peers`.
+    /// Turns peer discovery on or off, whatever `config.discovery` says: address gossip
+    /// (`GetAddrs`/`Addrs`) with every peer, and dials toward `target_outbound` from the
+    /// address book it fills, beyond `config.peers`.
     pub fn discovery(mut self, on: bool) -> Self {
-        self.discovery = on;
+        self.discovery = Some(on);
+        self
+    }
+
+    /// Where discovery keeps its address book between runs: loaded at start (before the first
+    /// dial, so the anchors of the previous run are dialled first), saved every
+    /// `config.addr_book_save_interval_ms` and by [`Network::shutdown`]. Loads and saves run on
+    /// a thread of their own. Without a store the book starts empty on every start.
+    pub fn addr_store(mut self, store: Box<dyn AddrStore>) -> Self {
+        self.addr_store = Some(store);
         self
     }
 
     /// Starts the network; see [`Network::start`].
     pub async fn start(self, app: Recipient<Inbound<M>>) -> Result<Network<M>, NetworkError> {
-        Network::start_with(self.config, self.threads, Delivery::to(app), self.discovery).await
+        let discovery = self.discovery.unwrap_or(self.config.discovery);
+        let discovery = discovery.then_some(self.addr_store);
+        Network::start_with(self.config, self.threads, Delivery::to(app), discovery).await
     }
 }
 
@@ -91,7 +105,7 @@ struct Inner {
     handles: PublishedHandles,
     acceptor: Addr<Acceptor>,
     connector: Addr<Connector>,
-    discovery: Option<Addr<crate::discovery::Discovery>>,
+    discovery: Option<Addr<Discovery>>,
 }
 
 impl<M: AppMessage> Network<M> {
@@ -111,7 +125,8 @@ impl<M: AppMessage> Network<M> {
         NetworkBuilder {
             config,
             threads: None,
-            discovery: false,
+            discovery: None,
+            addr_store: None,
             _msg: PhantomData,
         }
     }
@@ -120,7 +135,7 @@ impl<M: AppMessage> Network<M> {
         mut config: NetworkConfig,
         threads: Option<SessionThreads>,
         delivery: Delivery,
-        discovery: bool,
+        discovery: Option<Option<Box<dyn AddrStore>>>,
     ) -> Result<Self, NetworkError> {
         config.validate()?;
         crate::secure::prepare(&mut config);
@@ -146,19 +161,52 @@ impl<M: AppMessage> Network<M> {
         let lanes = pool.start_lanes().await?;
         let lane_links = lanes.iter().enumerate().map(|(i, l)| l.link(i)).collect();
         let handles: PublishedHandles = Arc::default();
+        let eviction = EvictionSetup {
+            config: config.eviction(),
+            key: rand::random(),
+            always_keep: config
+                .peers
+                .iter()
+                .map(|p| crate::canonical_ip(p.addr.ip()))
+                .collect(),
+        };
         let registry = {
             let (metrics, handles) = (metrics.clone(), handles.clone());
             PeerRegistry::start_in_arbiter(pool.control(), move |_| {
-                PeerRegistry::new(policy, metrics, lanes, handles)
+                PeerRegistry::new(policy, metrics, lanes, handles).with_eviction(eviction)
             })
         };
-        // Discovery runs on the control plane's thread, beside the connector it feeds.
-        let discovery = discovery.then(|| {
-            let target = config.target_outbound;
-            crate::discovery::Discovery::start_in_arbiter(pool.control(), move |_| {
-                crate::discovery::Discovery::new(listen_addr, target)
-            })
-        });
+        // Discovery runs on the control plane's thread, beside the connector it feeds; its
+        // stored book is loaded (on the store's own thread) before it starts.
+        let discovery = match discovery {
+            None => None,
+            Some(store) => {
+                let (store, stored) = match store {
+                    Some(store) => {
+                        let (thread, loaded) =
+                            StoreThread::start(store).map_err(NetworkError::Thread)?;
+                        (Some(thread), loaded.await.unwrap_or(None))
+                    }
+                    None => (None, None),
+                };
+                let setup = DiscoverySetup {
+                    listen: listen_addr,
+                    target_outbound: config.target_outbound,
+                    peers: config.peers.iter().map(|p| p.addr).collect(),
+                    seeds: config.seeds.iter().map(|p| p.addr).collect(),
+                    stored,
+                    store,
+                    save_interval: Duration::from_millis(config.addr_book_save_interval_ms),
+                    // Plus a second for the registry's event to reach discovery.
+                    dial_timeout: config.connect_timeout()
+                        + config.handshake_timeout()
+                        + Duration::from_secs(1),
+                };
+                Some(Discovery::start_in_arbiter(pool.control(), move |_| {
+                    Discovery::new(setup)
+                }))
+            }
+        };
         let env = Arc::new(SessionEnv {
             hello_policy: HelloPolicy {
                 magic: config.magic.to_be_bytes(),
@@ -182,11 +230,16 @@ impl<M: AppMessage> Network<M> {
         // IPs, the connector never dials them.
         let (acceptor, connector) = {
             let (env, pool) = (env.clone(), pool.clone());
+            let feedback = discovery.as_ref().map(|d| d.clone().recipient());
             let (tx, rx) = tokio::sync::oneshot::channel();
             pool.clone().control().spawn(async move {
                 let bans = Rc::new(RefCell::new(BanList::new(env.config.max_bans)));
-                let started = Acceptor::new(listener, env.clone(), pool.clone(), bans.clone())
-                    .map(|acceptor| (acceptor.start(), Connector::new(env, pool, bans).start()));
+                let started = Acceptor::new(listener, env.clone(), pool.clone(), bans.clone()).map(
+                    |acceptor| {
+                        let connector = Connector::new(env, pool, bans).with_discovery(feedback);
+                        (acceptor.start(), connector.start())
+                    },
+                );
                 let _ = tx.send(started);
             });
             rx.await
@@ -310,6 +363,19 @@ impl<M> Network<M> {
             .cloned()
     }
 
+    /// Marks the peer at `ip` useful now (see [`PeerHandle::mark_useful`]): the most recently
+    /// useful inbound peers are protected from eviction. Returns whether the peer is connected.
+    /// Without a mailbox hop; with a kept handle, `handle.mark_useful()` is the same.
+    pub fn mark_useful(&self, ip: IpAddr) -> bool {
+        match self.handle(ip) {
+            Some(h) => {
+                h.mark_useful();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Snapshot of the registered peers.
     pub async fn peers(&self) -> Vec<PeerInfo> {
         self.registry().send(GetPeers).await.unwrap_or_default()
@@ -366,13 +432,18 @@ impl<M> Network<M> {
         self.inner.acceptor.do_send(UnbanPeer { ip });
     }
 
-    /// Stops accepting and dialling, sends Disconnect{shutdown} to every peer, waits until
-    /// every session and writer is gone (each holds a token of the network's task tracker;
-    /// bounded by the close flush timeout), then stops the session threads (unless they are
-    /// shared [`SessionThreads`]).
+    /// Stops accepting and dialling, saves the address book and anchors (with discovery and an
+    /// [`AddrStore`]; waits for the save, at most 0.5 s, while the outbound peers are still
+    /// connected so that they are the anchors), sends Disconnect{shutdown} to every peer, waits
+    /// until every session and writer is gone (each holds a token of the network's task
+    /// tracker; bounded by the close flush timeout), then stops the session threads (unless they
+    /// are shared [`SessionThreads`]).
     pub async fn shutdown(&self) {
         self.inner.acceptor.do_send(StopAccepting);
         self.inner.connector.do_send(StopDialing);
+        if let Some(d) = &self.inner.discovery {
+            let _ = d.send(FlushBook).await;
+        }
         self.inner.env.shutdown.cancel();
         let _ = self.registry().send(ShutdownRegistry).await;
         let tasks = &self.inner.env.tasks;

@@ -14,7 +14,7 @@ use tokio::net::TcpSocket;
 use crate::env::SessionEnv;
 use crate::error::NetworkError;
 use crate::lanes::Lane;
-use crate::permit::Permit;
+use crate::permit::{PendingSlot, Permit};
 use crate::session::DialEvent;
 use crate::session::{DialOrigin, PeerSession};
 use crate::Direction;
@@ -74,7 +74,7 @@ impl SessionPool {
         direction: Direction,
         origin: Option<DialOrigin>,
         inbound_permit: Option<Permit>,
-        pending_permit: Option<Permit>,
+        pending_permit: Option<PendingSlot>,
     ) {
         let (lane, arbiter) = self.pick();
         arbiter.spawn(async move {

@@ -8,6 +8,16 @@
 //! without a mailbox hop), tells the broadcast lanes, and queues a [`PeerEvent`] for each
 //! subscriber (a bounded queue per subscriber, delivered in order).
 //!
+//! Eviction happens here too, where the connection set lives: when an inbound newcomer finishes
+//! its handshake and the inbound slots are full, `Register` runs the eviction policy
+//! ([`select_to_evict`], a plain function) over the registered inbound peers (network group,
+//! lowest ping, last useful mark, connected since, operator-listed), closes the chosen one with
+//! `Disconnect{evicted}` and stores the newcomer in the same handler; when every inbound peer is
+//! protected the newcomer is refused with `too_many_peers`. Bitcoin Core evicts at accept time;
+//! evicting after the handshake instead means a port scan, a silent socket or a node of another
+//! network never costs a peer its slot, and a restarting peer replaces its own old connection
+//! instead of evicting someone else.
+//!
 //! Replacement is not a separate request: when the policy decides that a registering connection
 //! replaces the stored one (a restart, or the winning side of a simultaneous open), `Register`
 //! swaps the entry, closes the old session and answers `Replaced { old }` in one handler. A
@@ -26,6 +36,7 @@ use actix::prelude::*;
 use arc_swap::ArcSwap;
 
 use crate::constants::{MAX_PENDING_EVENTS, RECENT_DISCONNECTS};
+use crate::discovery::{select_to_evict, EvictionCandidate, EvictionConfig};
 use crate::handle::PeerHandle;
 use crate::lanes::Lane;
 use crate::metrics::NetMetrics;
@@ -58,6 +69,28 @@ pub(crate) struct PeerRegistry {
     metrics: Arc<NetMetrics>,
     shutting_down: bool,
     totals: Totals,
+    eviction: EvictionSetup,
+}
+
+/// What the eviction policy needs besides the connections.
+pub(crate) struct EvictionSetup {
+    /// The policy's protections and minimum age.
+    pub config: EvictionConfig,
+    /// The node's secret for the keyed network-group protection (a stranger cannot tell which
+    /// groups it protects).
+    pub key: [u8; 32],
+    /// Canonical IPs the operator listed (`peers`): never evicted.
+    pub always_keep: std::collections::HashSet<IpAddr>,
+}
+
+impl Default for EvictionSetup {
+    fn default() -> Self {
+        Self {
+            config: EvictionConfig::default(),
+            key: rand::random(),
+            always_keep: Default::default(),
+        }
+    }
 }
 
 /// A subscriber and its events not yet handled, the one being delivered first (bounded by
@@ -116,6 +149,9 @@ pub struct PeerInfo {
     pub since: SystemTime,
     /// How long it has been registered (monotonic clock).
     pub connected_for: Duration,
+    /// How long ago the application last marked the peer useful
+    /// ([`PeerHandle::mark_useful`]); `None` if never.
+    pub useful_ago: Option<Duration>,
     /// The session's counters when this record was made.
     pub stats: PeerStats,
 }
@@ -292,7 +328,15 @@ impl PeerRegistry {
             metrics,
             shutting_down: false,
             totals: Totals::default(),
+            eviction: EvictionSetup::default(),
         }
+    }
+
+    /// Sets the eviction policy's settings (the default: the policy's default protections, a
+    /// fresh random key, nobody always kept).
+    pub(crate) fn with_eviction(mut self, eviction: EvictionSetup) -> Self {
+        self.eviction = eviction;
+        self
     }
 }
 
@@ -308,9 +352,16 @@ impl Handler<Register> for PeerRegistry {
             return MessageResult(RegisterOutcome::Rejected(DisconnectReason::Shutdown));
         }
         let existing = self.entries.get(&msg.ip).map(|e| e.facts);
-        let resolution = self
+        let mut resolution = self
             .policy
             .resolve(existing.as_ref(), &msg.facts, self.occupancy());
+        if resolution == Resolution::Reject(DisconnectReason::TooManyPeers)
+            && msg.facts.direction == Direction::Inbound
+            && existing.is_none()
+            && self.evict_one(&msg, ctx)
+        {
+            resolution = Resolution::Accept;
+        }
         let outcome = match resolution {
             Resolution::Accept => {
                 self.metrics
@@ -513,6 +564,59 @@ impl Handler<ShutdownRegistry> for PeerRegistry {
 // ---------------------------------------------------------------------------------------------
 
 impl PeerRegistry {
+    /// Inbound slots are full and `newcomer` asks for one: runs the eviction policy over the
+    /// registered inbound peers and closes the one it chooses with `Evicted`. Returns whether
+    /// a slot was freed.
+    fn evict_one(&mut self, newcomer: &Register, ctx: &mut Context<Self>) -> bool {
+        let candidates: Vec<EvictionCandidate> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.facts.direction == Direction::Inbound)
+            .map(|(ip, e)| EvictionCandidate {
+                conn: e.facts.conn_id,
+                ip: *ip,
+                connected_ms: crate::clock::ms_at(e.since),
+                min_ping_ms: e.stats.min_rtt().map(|d| d.as_millis() as u64),
+                last_useful_ms: e.handle.last_useful_ms(),
+                always_keep: self.eviction.always_keep.contains(ip),
+            })
+            .collect();
+        let decision = select_to_evict(
+            &candidates,
+            &self.eviction.key,
+            &self.eviction.config,
+            crate::clock::now_ms(),
+        );
+        let Some(victim) = decision.victim else {
+            log::debug!(
+                "peer {} conn {}: inbound full and all {} inbound peers protected",
+                newcomer.ip,
+                newcomer.facts.conn_id,
+                candidates.len()
+            );
+            return false;
+        };
+        let Some(ip) = candidates.iter().find(|c| c.conn == victim).map(|c| c.ip) else {
+            return false;
+        };
+        let Some(entry) = self.entries.remove(&ip) else {
+            return false;
+        };
+        log::info!(
+            "evicting {ip} (conn {victim}) for {} (conn {}); {} inbound peers protected",
+            newcomer.ip,
+            newcomer.facts.conn_id,
+            decision.protected.len()
+        );
+        self.metrics.evictions.inc();
+        entry.handle.mark_closed();
+        entry.session.do_send(Close {
+            reason: DisconnectReason::Evicted,
+        });
+        self.removed(ip, &entry, DisconnectReason::Evicted, false, ctx);
+        true
+    }
+
     fn occupancy(&self) -> Occupancy {
         let mut occ = Occupancy::default();
         for e in self.entries.values() {
@@ -620,6 +724,10 @@ fn info_of(ip: IpAddr, e: &PeerEntry) -> PeerInfo {
         meta: e.meta.clone(),
         since: e.since_wall,
         connected_for: e.since.elapsed(),
+        useful_ago: e
+            .handle
+            .last_useful_ms()
+            .map(|t| Duration::from_millis(crate::clock::now_ms().saturating_sub(t))),
         stats: e.stats.snapshot(e.handle.bytes_out()),
     }
 }

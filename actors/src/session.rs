@@ -44,7 +44,7 @@ use crate::env::SessionEnv;
 use crate::error::CodecError;
 use crate::handle::{spawn_writer, PeerHandle, WriterClose, WriterParts};
 use crate::metrics::NetMetrics;
-use crate::permit::Permit;
+use crate::permit::{PendingSlot, Permit};
 use crate::policy::ConnFacts;
 use crate::protocol::{Frame, FrameBatchCodec, Hello};
 use crate::reason::DisconnectReason;
@@ -135,7 +135,7 @@ pub(crate) struct PeerSession {
     inbox: Inbox,
     closed: Option<(DisconnectReason, bool)>,
     inbound_permit: Option<Permit>,
-    pending_permit: Option<Permit>,
+    pending_permit: Option<PendingSlot>,
     /// Held until the actor is dropped: shutdown waits for every session's token.
     _task: TaskTrackerToken,
 }
@@ -160,7 +160,7 @@ impl PeerSession {
         direction: Direction,
         origin: Option<DialOrigin>,
         inbound_permit: Option<Permit>,
-        pending_permit: Option<Permit>,
+        pending_permit: Option<PendingSlot>,
     ) -> std::io::Result<Self> {
         let local_addr = stream.local_addr()?;
         let peer_addr = stream.peer_addr()?;
@@ -532,9 +532,7 @@ impl PeerSession {
                         // context on each wake-up, so leaving answered pings' timers to expire
                         // cost O(timeout / interval) per wake-up.
                         ctx.cancel_future(timer);
-                        self.stats
-                            .rtt_us
-                            .store((rtt.as_micros() as u64).max(1), Ordering::Relaxed);
+                        self.stats.record_rtt(rtt);
                         self.stats.pongs_matched.fetch_add(1, Ordering::Relaxed);
                         self.env.metrics.pongs_matched.inc();
                         self.env.metrics.rtt_seconds.observe(rtt.as_secs_f64());

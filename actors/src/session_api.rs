@@ -15,6 +15,8 @@ use crate::reason::DisconnectReason;
 #[derive(Debug, Default)]
 pub struct SessionStats {
     pub(crate) rtt_us: AtomicU64,
+    /// Lowest round trip measured, microseconds (0 = none yet); read by eviction.
+    min_rtt_us: AtomicU64,
     pub(crate) pings_sent: AtomicU64,
     pub(crate) pongs_matched: AtomicU64,
     pub(crate) bytes_in: AtomicU64,
@@ -36,6 +38,22 @@ pub struct PeerStats {
 }
 
 impl SessionStats {
+    /// Records a measured round trip (the session is the one writer).
+    pub(crate) fn record_rtt(&self, rtt: Duration) {
+        let us = (rtt.as_micros() as u64).max(1);
+        self.rtt_us.store(us, Ordering::Relaxed);
+        let min = self.min_rtt_us.load(Ordering::Relaxed);
+        if min == 0 || us < min {
+            self.min_rtt_us.store(us, Ordering::Relaxed);
+        }
+    }
+
+    /// Lowest round trip measured so far, if any.
+    pub(crate) fn min_rtt(&self) -> Option<Duration> {
+        let us = self.min_rtt_us.load(Ordering::Relaxed);
+        (us > 0).then(|| Duration::from_micros(us))
+    }
+
     /// Reads the counters, with the writer's byte count.
     pub fn snapshot(&self, bytes_out: u64) -> PeerStats {
         let rtt_us = self.rtt_us.load(Ordering::Relaxed);

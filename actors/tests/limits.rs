@@ -1,6 +1,7 @@
-//! The acceptor's limits and bans: above the inbound limit, above the pending-handshake limit,
-//! or from a banned IP, a connection gets Disconnect{reason} instead of a Hello and is closed;
-//! freed slots and other IPs are served again.
+//! The acceptor's limits and bans: above the pending-handshake limit or from a banned IP, a
+//! connection gets Disconnect{reason} instead of a Hello and is closed; above the inbound limit,
+//! a newcomer completes its handshake and is refused by the registry (after the eviction policy
+//! found nobody to evict); freed slots and other IPs are served again.
 
 mod common;
 
@@ -37,8 +38,14 @@ async fn above_the_inbound_limit_connections_are_refused_until_a_slot_frees() {
     p2.handshake(&config).await;
     registered(&node, 2, "two peers registered").await;
 
-    refused(73, &node, DisconnectReason::TooManyPeers).await;
+    // Inbound is full and both peers are protected (younger than eviction_min_age_ms, and each
+    // in a network group of its own): the newcomer is refused after its handshake.
+    let mut p3 = RawPeer::connect(73, node.addr()).await;
+    p3.handshake(&config).await;
+    p3.expect_disconnect(DisconnectReason::TooManyPeers).await;
+    p3.expect_closed().await;
     assert_eq!(node.net.peers().await.len(), 2);
+    assert_eq!(node.net.metrics().evictions.get(), 0);
 
     drop(p1);
     registered(&node, 1, "p1's slot is free").await;

@@ -277,6 +277,8 @@ async fn peerlink_server(n: usize) -> Result<(), String> {
         ping_timeout_ms: 360_000,
         handshake_timeout_ms: 30_000,
         transport: crate::common::transport(),
+        // The benchmark's topology is what it dials; no address gossip or extra dials.
+        discovery: false,
         ..NetworkConfig::default()
     };
     let app = actix::Actor::start(Sink::new(Arc::new(Tally::default()), None));

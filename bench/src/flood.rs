@@ -101,6 +101,7 @@ async fn run(blocks: u64, flooders: usize, ip3: u8) -> Result<FloodRun, String> 
             started: Instant::now(),
             registry,
             node_metrics,
+            discovery_metrics: Arc::default(),
             sync_metrics,
             token: None,
             bind: admin_addr,

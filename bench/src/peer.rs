@@ -173,6 +173,8 @@ impl Cluster {
             ping_timeout_ms: 360_000,
             handshake_timeout_ms: 10_000,
             transport: crate::common::transport(),
+            // The benchmark's topology is what it dials; no address gossip or extra dials.
+            discovery: false,
             ..NetworkConfig::default()
         };
         let mut builder = Network::builder(config);

@@ -3,6 +3,7 @@
 //! offline producer (`produce`). One error enum for the layer lives here. The sync engine
 //! (`crate::sync`) is the only writer while a node runs.
 
+pub mod access;
 pub mod block;
 pub mod produce;
 pub mod producer;
@@ -10,6 +11,7 @@ pub mod reader;
 pub mod store;
 pub mod writer;
 
+pub use access::Chain;
 pub use block::{genesis_for, genesis_hash, short_hex, to_hex, Block, BlockHash};
 pub use produce::{produce, random_block};
 pub use producer::{ChainParams, ProducerKey, PublicKey};

@@ -323,6 +323,12 @@ impl ChainStore {
         Ok(tip - ancestor)
     }
 
+    /// The address book store on this database (its own table, `addr_book`): hand it to the
+    /// network before the store moves to its writer.
+    pub fn addr_store(&self) -> crate::addr_store::RedbAddrStore {
+        crate::addr_store::RedbAddrStore::new(self.db.clone())
+    }
+
     /// Stores (or replaces) a ban, durably, in one transaction.
     pub fn save_ban(&self, record: &crate::bans::BanRecord) -> Result<(), ChainError> {
         let bytes = record

@@ -21,8 +21,7 @@ use actix::prelude::*;
 
 use crate::bans::BanRecord;
 use crate::chain::produce::now_ms;
-use crate::chain::{Block, BlockHash, ChainStore, IndexUpdate, ProducerKey};
-use crate::sync::engine::Chain;
+use crate::chain::{Block, BlockHash, Chain, ChainStore, IndexUpdate, ProducerKey};
 
 /// Owns the store. Start it with [`ChainWriter::start_on`].
 pub struct ChainWriter {

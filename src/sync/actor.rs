@@ -451,7 +451,13 @@ impl SyncActor {
                 }
             }
             NodeMsg::Blocks { request_id, blocks } => {
+                let before = store.tip_hash();
                 self.engine.on_blocks(peer, request_id, blocks, now, store);
+                if store.tip_hash() != before {
+                    // Its blocks moved our tip: among the inbound peers the network keeps
+                    // when it must evict one for a newcomer.
+                    handle.mark_useful();
+                }
             }
             NodeMsg::Hashes {
                 request_id,

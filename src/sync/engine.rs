@@ -60,8 +60,10 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use crate::app::{NodeMsg, WireHash, MAX_HASHES_PER_REQUEST};
+pub use crate::bans::Fault;
 use crate::chain::block::MAX_BLOCK_PAYLOAD_BYTES;
-use crate::chain::{short_hex, Block, BlockHash, ChainStore};
+pub use crate::chain::Chain;
+use crate::chain::{short_hex, Block, BlockHash};
 use crate::sync::rule::BlockRule;
 use crate::sync::sources::{SourcePolicy, Verdict};
 use crate::sync::SyncConfig;
@@ -72,48 +74,6 @@ const EXPIRED_IDS_KEPT: usize = 64;
 
 /// Longest stall exclusion, as a multiple of the stall timeout.
 const MAX_COOLDOWN_FACTOR: u32 = 32;
-
-/// Read and write access to the chain that the engine needs.
-pub trait Chain {
-    /// Height of the tip.
-    fn height(&self) -> u64;
-    /// Hash of the tip.
-    fn tip_hash(&self) -> BlockHash;
-    /// Hash of the block at `height`.
-    fn hash_at(&self, height: u64) -> Option<BlockHash>;
-    /// Timestamp of the block at `height` (for the validity rule).
-    fn timestamp_at(&self, height: u64) -> Option<u64>;
-    /// Drops blocks above `ancestor` (if any) and appends `blocks`, atomically.
-    fn apply(&mut self, ancestor: u64, blocks: &[Block]) -> Result<(), String>;
-    /// Bytes of applied blocks still held in memory on their way to disk (counted in the
-    /// download window).
-    fn pending_bytes(&self) -> u64 {
-        0
-    }
-}
-
-impl Chain for ChainStore {
-    fn height(&self) -> u64 {
-        ChainStore::height(self)
-    }
-    fn tip_hash(&self) -> BlockHash {
-        ChainStore::tip_hash(self)
-    }
-    fn hash_at(&self, height: u64) -> Option<BlockHash> {
-        ChainStore::hash_at(self, height)
-    }
-    fn timestamp_at(&self, height: u64) -> Option<u64> {
-        ChainStore::timestamp_at(self, height)
-    }
-    fn apply(&mut self, ancestor: u64, blocks: &[Block]) -> Result<(), String> {
-        let r = if ancestor == ChainStore::height(self) {
-            self.append(blocks).map(|_| ())
-        } else {
-            self.reorg(ancestor, blocks).map(|_| ())
-        };
-        r.map_err(|e| e.to_string())
-    }
-}
 
 /// An effect for the actor to carry out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,31 +94,6 @@ pub enum Action {
         /// Why, for the log and the ban record.
         why: String,
     },
-}
-
-/// What a misbehaving peer did; the node bans for a duration per kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Fault {
-    /// Sent or named a block that is not valid.
-    InvalidBlock,
-    /// Broke the message rules (a request out of range, an answer of the wrong shape).
-    ProtocolViolation,
-    /// Answered requests never made, beyond the allowance.
-    Unrequested,
-    /// Claimed a longer chain again and again and had nothing to give.
-    Useless,
-}
-
-impl Fault {
-    /// Short snake_case name (logs, ban reasons).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Fault::InvalidBlock => "invalid_block",
-            Fault::ProtocolViolation => "protocol_violation",
-            Fault::Unrequested => "unrequested",
-            Fault::Useless => "useless",
-        }
-    }
 }
 
 /// What the engine knows of one peer.

@@ -151,6 +151,7 @@ pub async fn start_node(
 /// actors: the chain writer (owns the store, commits, persists bans), the request server (reads
 /// the store, answers peers) and the sync actor (decides); then the network (whose application
 /// recipient is the sync actor, and whose Hello carries the store's genesis hash and height),
+/// with discovery's address book kept in the store's database (loaded before the first dial),
 /// applies the stored bans (refused before the handshake from then on), subscribes the actor and
 /// the server to peer events and hands the actor the network. No actor that handles peers'
 /// messages touches the disk on its own thread. Must run inside an actix system.
@@ -170,6 +171,8 @@ pub async fn start_node_with(
     }
     net_config.genesis = store.genesis_hash();
     let height = store.height();
+    // Discovery's address book lives in the same database, in a table of its own.
+    let addr_store = store.addr_store();
     // Bans are loaded here, before the writer takes the store.
     let now = crate::chain::produce::now_ms();
     let mut own = setup.own_ips.clone();
@@ -199,7 +202,11 @@ pub async fn start_node_with(
     let actor = SyncActor::start_in_arbiter(&threads[0], move |_| {
         SyncActor::new(view, actor_server, sync_config, rule, key, book, ban_cfg)
     });
-    let net = match Network::start(net_config, actor.clone().recipient()).await {
+    let net = match Network::builder(net_config)
+        .addr_store(Box::new(addr_store))
+        .start(actor.clone().recipient())
+        .await
+    {
         Ok(net) => net,
         Err(e) => {
             let _ = server.send(server::StopServer).await;

@@ -86,16 +86,20 @@ impl AddrGossip {
         &self.config
     }
 
-    /// A connection completed its handshake.
+    /// A connection completed its handshake. A second call for the same connection keeps its
+    /// state: its first gossip frame may reach the caller before the news of the connection.
     pub fn on_connect(&mut self, conn: ConnId, now_ms: u64) {
-        self.peers.insert(
-            conn,
-            PeerGossip {
-                answered_at: None,
-                tokens: TokenBucket::new(self.config.burst, now_ms),
-                dropped: 0,
-            },
-        );
+        let burst = self.config.burst;
+        self.peers.entry(conn).or_insert_with(|| PeerGossip {
+            answered_at: None,
+            tokens: TokenBucket::new(burst, now_ms),
+            dropped: 0,
+        });
+    }
+
+    /// Whether `conn` is tracked.
+    pub fn knows(&self, conn: ConnId) -> bool {
+        self.peers.contains_key(&conn)
     }
 
     /// A connection closed.
@@ -245,6 +249,11 @@ mod tests {
         // Unknown connection: no answer.
         assert!(g
             .on_get_addrs(ConnId(9), asker, NOW, book, &mut rng)
+            .is_none());
+        // Connecting again (the event after an early frame) keeps the connection's state.
+        g.on_connect(c, later);
+        assert!(g
+            .on_get_addrs(c, asker, later + 1, book, &mut rng)
             .is_none());
     }
 

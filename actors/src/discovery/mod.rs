@@ -16,15 +16,20 @@ pub(crate) mod addr_book;
 pub(crate) mod admission;
 pub(crate) mod eviction;
 pub(crate) mod gossip;
+pub(crate) mod seeds;
 pub(crate) mod selection;
 pub mod sim;
+pub(crate) mod store;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::canonical_ip;
 
 pub use actor::DiscoveryStats;
-pub(crate) use actor::{Discovery, GetDiscoveryStats, SetConnector};
+pub(crate) use actor::{
+    DialOutcome, Discovery, DiscoverySetup, FlushBook, GetDiscoveryStats, SetConnector,
+};
+pub(crate) use store::StoreThread;
 
 pub use addr_book::{AddResult, AddrBook, AddrBookConfig, AddrBookSnapshot, KnownAddr, StoredAddr};
 pub use admission::{Admission, AdmissionConfig, AdmissionRefusal};
@@ -32,7 +37,11 @@ pub use eviction::{
     select_to_evict, EvictionCandidate, EvictionConfig, EvictionDecision, Protection,
 };
 pub use gossip::{AddrGossip, GossipConfig};
+pub use seeds::{SeedConfig, SeedPlan};
 pub use selection::{DialChoice, DialKind, OutboundSelector, SelectionConfig};
+pub use store::{
+    AddrStore, AddrStoreError, StoredBook, DEFAULT_ADDR_BOOK_SAVE_INTERVAL, FINAL_SAVE_TIMEOUT,
+};
 
 /// A network group: the unit of diversity (IPv4 /16, IPv6 /32, one loopback address).
 /// The first byte names the kind, the rest hold the prefix.

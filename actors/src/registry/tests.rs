@@ -486,3 +486,156 @@ proptest! {
         })?;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Eviction: the registry builds the policy's candidates from its records (connected since, the
+// session's lowest ping, the handle's useful mark, the operator's list) and carries out the
+// decision in the same handler as the newcomer's registration.
+
+/// A registry with `max_inbound` inbound slots and the given eviction settings.
+fn start_evicting_registry(
+    max_inbound: usize,
+    config: EvictionConfig,
+    always_keep: &[IpAddr],
+) -> (Addr<PeerRegistry>, PublishedHandles, Arc<NetMetrics>) {
+    let policy = DuplicatePolicy {
+        local_nonce: LOCAL_NONCE,
+        max_inbound,
+        max_outbound: 8,
+    };
+    let published = PublishedHandles::default();
+    let metrics = Arc::new(NetMetrics::default());
+    let registry = PeerRegistry::new(
+        policy,
+        metrics.clone(),
+        vec![Lane::spawn_here()],
+        published.clone(),
+    )
+    .with_eviction(EvictionSetup {
+        config,
+        key: [7; 32],
+        always_keep: always_keep.iter().copied().collect(),
+    })
+    .start();
+    (registry, published, metrics)
+}
+
+/// Only the protections this test names: no keyed-group protection (its choice depends on the
+/// key), one by ping, one by useful mark, half of the rest by uptime, no minimum age.
+fn named_protections() -> EvictionConfig {
+    EvictionConfig {
+        protect_by_group: 0,
+        protect_by_ping: 1,
+        protect_by_useful: 1,
+        protect_uptime_fraction: 0.5,
+        min_age_ms: 0,
+    }
+}
+
+#[actix::test]
+async fn a_full_registry_evicts_the_unprotected_youngest_for_an_inbound_newcomer() {
+    let kept = IpAddr::from([127, 0, 0, 12]);
+    let (registry, published, metrics) = start_evicting_registry(6, named_protections(), &[kept]);
+    // Registered in this order (ages follow it): .11 oldest ... .16 youngest.
+    let sessions: Vec<TestSession> = (11..=16u8)
+        .map(|last| TestSession::new([127, 0, 0, last], Direction::Inbound, last as u64, 40_000))
+        .collect();
+    for (i, s) in sessions.iter().enumerate() {
+        let mut reg = s.register();
+        if i == 3 {
+            // .14 has the one measured ping.
+            let stats = Arc::new(crate::session_api::SessionStats::default());
+            stats.record_rtt(Duration::from_millis(20));
+            reg.stats = stats;
+        }
+        assert_eq!(registry.send(reg).await.unwrap(), RegisterOutcome::Accepted);
+    }
+    // .13 sent something useful.
+    sessions[2].handle.mark_useful();
+
+    // Protected: .12 (operator-listed), .14 (lowest ping), .13 (useful), then of .11, .15,
+    // .16 the oldest half (one: .11). Evicted: the youngest left, .16.
+    let newcomer = TestSession::new([127, 0, 0, 17], Direction::Inbound, 17, 40_000);
+    assert_eq!(
+        registry.send(newcomer.register()).await.unwrap(),
+        RegisterOutcome::Accepted
+    );
+    assert_eq!(
+        sessions[5].close_reason().await,
+        Some(DisconnectReason::Evicted)
+    );
+    for s in &sessions[..5] {
+        assert_eq!(s.close_reason().await, None, "{} was closed", s.ip);
+    }
+    assert_eq!(published_conn(&published, sessions[5].ip), None);
+    assert_eq!(
+        published_conn(&published, newcomer.ip),
+        Some(newcomer.facts.conn_id)
+    );
+    assert_eq!(metrics.evictions.get(), 1);
+    let stats = registry.send(GetStats).await.unwrap();
+    assert_eq!(stats.inbound, 6);
+    let last = stats.recent_disconnects.last().expect("a record");
+    assert_eq!(
+        (last.ip, last.reason, last.by_peer),
+        (sessions[5].ip, DisconnectReason::Evicted, false)
+    );
+
+    // The next newcomer: now .17 is the youngest unprotected peer.
+    let second = TestSession::new([127, 0, 0, 18], Direction::Inbound, 18, 40_000);
+    assert_eq!(
+        registry.send(second.register()).await.unwrap(),
+        RegisterOutcome::Accepted
+    );
+    assert_eq!(
+        newcomer.close_reason().await,
+        Some(DisconnectReason::Evicted)
+    );
+    assert_eq!(sessions[4].close_reason().await, None);
+
+    // An outbound connection does not count against inbound slots and evicts nobody.
+    let out = TestSession::new([127, 0, 0, 19], Direction::Outbound, 19, 40_000);
+    assert_eq!(
+        registry.send(out.register()).await.unwrap(),
+        RegisterOutcome::Accepted
+    );
+    assert_eq!(metrics.evictions.get(), 2);
+}
+
+#[actix::test]
+async fn a_full_registry_refuses_the_newcomer_when_everyone_is_protected() {
+    // Everyone is younger than the minimum age.
+    let config = EvictionConfig {
+        min_age_ms: 3_600_000,
+        ..named_protections()
+    };
+    let (registry, _published, metrics) = start_evicting_registry(3, config, &[]);
+    let sessions: Vec<TestSession> = (21..=23u8)
+        .map(|last| TestSession::new([127, 0, 0, last], Direction::Inbound, last as u64, 40_000))
+        .collect();
+    for s in &sessions {
+        assert_eq!(
+            registry.send(s.register()).await.unwrap(),
+            RegisterOutcome::Accepted
+        );
+    }
+    let newcomer = TestSession::new([127, 0, 0, 24], Direction::Inbound, 24, 40_000);
+    assert_eq!(
+        registry.send(newcomer.register()).await.unwrap(),
+        RegisterOutcome::Rejected(DisconnectReason::TooManyPeers)
+    );
+    for s in &sessions {
+        assert_eq!(s.close_reason().await, None);
+    }
+    assert_eq!(metrics.evictions.get(), 0);
+    // A restart of a registered peer (same IP, new nonce) still replaces its own entry: no
+    // eviction is needed for it.
+    let restarted = TestSession::new([127, 0, 0, 21], Direction::Inbound, 99, 40_001);
+    assert_eq!(
+        registry.send(restarted.register()).await.unwrap(),
+        RegisterOutcome::Replaced {
+            old: sessions[0].facts.conn_id
+        }
+    );
+    assert_eq!(metrics.evictions.get(), 0);
+}

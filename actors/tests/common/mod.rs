@@ -56,10 +56,12 @@ pub struct TestNode {
     pub events: mpsc::UnboundedReceiver<PeerEvent>,
 }
 
-/// Short timeouts for tests; the connector dials nothing unless told.
+/// Short timeouts for tests; the connector dials nothing unless told, and discovery is off (a
+/// test's topology is what it sets up; `TestNode::start_discovery` turns it on).
 pub fn test_config(ip_last: u8) -> NetworkConfig {
     NetworkConfig {
         listen: SocketAddr::from(([127, 0, 0, ip_last], 0)),
+        discovery: false,
         handshake_timeout_ms: 1_000,
         ping_interval_ms: 1_000,
         ping_timeout_ms: 3_000,
