@@ -14,8 +14,8 @@ mod targets;
 #[allow(dead_code)]
 mod node_targets;
 
-// `node.rs` reads the spec's vectors through `super::vectors`, as in the fuzz crate.
-use targets::vectors;
+// `node.rs` reaches the shared helpers through `super::`, as in the fuzz crate.
+use targets::{check_book, seeds, small_book_config, vectors};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -25,8 +25,9 @@ const SPEC: &str = include_str!("../PROTOCOL.md");
 /// Mutations per target: a few seconds in a debug build.
 const MUTATIONS: usize = 20_000;
 
-/// Every target, in the order of the seed lists (the libFuzzer binaries of `fuzz/Cargo.toml`).
-const TARGETS: [&str; 10] = [
+/// Every target, in the order of the seed lists (the libFuzzer binaries of `fuzz/Cargo.toml`,
+/// and `addr_record`, replayed only).
+const TARGETS: [&str; 11] = [
     "frame_codec",
     "handshake",
     "noise_responder",
@@ -37,6 +38,7 @@ const TARGETS: [&str; 10] = [
     "node_msg",
     "block",
     "ban_record",
+    "addr_record",
 ];
 
 fn all_seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
@@ -66,6 +68,7 @@ fn target_fn(name: &str) -> fn(&[u8]) {
         "node_msg" => node_targets::node_msg,
         "block" => node_targets::block,
         "ban_record" => node_targets::ban_record,
+        "addr_record" => node_targets::addr_record,
         other => panic!("unknown fuzz target {other}"),
     }
 }

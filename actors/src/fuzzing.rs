@@ -453,7 +453,10 @@ pub struct GossipInput {
 /// Discovery`, in `discovery/actor.rs`, which this mirrors; keep the two in step): a
 /// `GetAddrs` is answered by the gossip rules from the book; an `Addrs` passes the frame cap
 /// and the connection's token bucket, and each entry with a 4- or 16-byte IP that is not our
-/// `listen` address goes to the book; small fresh news is relayed. Other frames do nothing.
+/// `listen` address goes to the book; small fresh news is relayed. Other frames do nothing. An
+/// unknown connection is taken as connected first (the actor does that for a frame that
+/// overtook the registry's event). Seed bookkeeping is left out (it closes a connection, it
+/// does not touch the book).
 pub fn apply_gossip_frame<R: rand::Rng>(
     book: &mut AddrBook,
     gossip: &mut AddrGossip,
@@ -467,6 +470,10 @@ pub fn apply_gossip_frame<R: rand::Rng>(
         frame,
         now_ms,
     } = input;
+    if !gossip.knows(conn) {
+        // A frame that overtook the registry's event about its connection.
+        gossip.on_connect(conn, now_ms);
+    }
     let mut out = GossipOutcome::default();
     match frame {
         Frame::GetAddrs {} => {

@@ -5,12 +5,13 @@
 
 use std::net::IpAddr;
 
+use peerlink::addr_store::{decode_record, encode_record};
 use peerlink::app::NodeMsg;
 use peerlink::bans::{BanBook, BanRecord};
 use peerlink::chain::block::Block;
 use peerlink_actors::fuzzing::decode_app;
 
-use super::vectors;
+use super::{check_book, small_book_config, vectors};
 
 /// Target `node_msg`: the bytes are an App payload; decodes it as the node's [`NodeMsg`] the
 /// way the network does (depth cap, no trailing bytes). Asserts: what decodes re-encodes
@@ -82,6 +83,27 @@ pub fn ban_record(data: &[u8]) {
     }
 }
 
+/// Target `addr_record` (a replay-only target: no libFuzzer binary yet): the stored address
+/// book record (`addr_store::decode_record`, what the node reads from redb at start). Byte 0:
+/// reachability; the rest the record. Asserts: what decodes re-encodes to a record that decodes
+/// to the same book; the restored book keeps the caps and one entry per canonical IP.
+pub fn addr_record(data: &[u8]) {
+    let Some((&flags, bytes)) = data.split_first() else {
+        return;
+    };
+    let Ok(stored) = decode_record(bytes) else {
+        return;
+    };
+    let again = encode_record(&stored);
+    assert_eq!(decode_record(&again).ok().as_ref(), Some(&stored));
+    let config = small_book_config(peerlink_actors::fuzzing::Reachability {
+        allow_loopback: flags & 1 != 0,
+        allow_private: flags & 2 != 0,
+    });
+    let book = peerlink_actors::fuzzing::AddrBook::restore(config, &stored.book);
+    check_book(&book, &config);
+}
+
 /// The seed corpus of the node's targets: `(target, inputs)`. `node_msg` and `block` from
 /// PROTOCOL.md's section 11 vectors; `ban_record` from records the node would store (ban
 /// records are not a wire format and have no vector).
@@ -119,9 +141,29 @@ pub fn seeds(spec: &str) -> Vec<(&'static str, Vec<Vec<u8>>)> {
         let bytes = r.encode().unwrap_or_default();
         ban_seeds.push([vec![bytes.len() as u8], bytes].concat());
     }
+    // Address book records: the `addr_snapshot` seeds' books, stored with an anchor.
+    let mut addr_seeds = Vec::new();
+    for (_, inputs) in super::seeds(spec)
+        .into_iter()
+        .filter(|(n, _)| *n == "addr_snapshot")
+    {
+        for input in inputs {
+            let Some((&flags, bytes)) = input.split_first() else {
+                continue;
+            };
+            if let Ok(book) = rmp_serde::from_slice(bytes) {
+                let stored = peerlink_actors::StoredBook {
+                    book,
+                    anchors: vec![std::net::SocketAddr::from(([9, 1, 1, 2], 7001))],
+                };
+                addr_seeds.push([vec![flags], encode_record(&stored)].concat());
+            }
+        }
+    }
     vec![
         ("node_msg", msgs),
         ("block", block_seeds),
         ("ban_record", ban_seeds),
+        ("addr_record", addr_seeds),
     ]
 }
