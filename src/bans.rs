@@ -111,6 +111,20 @@ pub struct BanRecord {
     pub source: String,
 }
 
+impl BanRecord {
+    /// The stored form (MessagePack, fields as an array in declaration order), as the chain
+    /// store keeps it in its `bans` table.
+    pub fn encode(&self) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+        rmp_serde::to_vec(self)
+    }
+
+    /// Decodes a stored record (what [`BanRecord::encode`] wrote, or anything a damaged file
+    /// holds: junk is an error, never a panic).
+    pub fn decode(bytes: &[u8]) -> Result<Self, rmp_serde::decode::Error> {
+        rmp_serde::from_slice(bytes)
+    }
+}
+
 /// Why a ban was not set.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BanRefused {

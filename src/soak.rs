@@ -155,7 +155,18 @@ impl SoakTracker {
             pings_i,
             percent(self.pong_rate()),
         );
-        head + &lines
+        let heap = match heap_stats() {
+            Some(h) => format!(
+                "  heap: in use {:.1} MiB (of which mmapped {:.1} MiB), free in malloc's arenas \
+                 {:.1} MiB, arenas {:.1} MiB\n",
+                mib(h.in_use),
+                mib(h.mmapped),
+                mib(h.free_in_arenas),
+                mib(h.arenas)
+            ),
+            None => String::new(),
+        };
+        head + &heap + &lines
     }
 
     /// Pongs per answerable ping since the start: one ping per connection may be in flight
@@ -259,6 +270,42 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
+/// The C allocator's view of this process's heap (glibc `mallinfo2`, summed over all arenas):
+/// what tells a live-memory growth (`in_use` grows) from allocator retention (`in_use` flat,
+/// `free_in_arenas` and the RSS grow).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeapStats {
+    /// Bytes allocated and not freed: live objects (`uordblks + hblkhd`).
+    pub in_use: u64,
+    /// Of `in_use`, bytes in chunks served by their own `mmap` (large allocations).
+    pub mmapped: u64,
+    /// Bytes freed but kept in the arenas (`fordblks`): RSS as far as they were touched.
+    pub free_in_arenas: u64,
+    /// Bytes the arenas hold from the system, used and free (`arena`).
+    pub arenas: u64,
+}
+
+/// This process's [`HeapStats`]; `None` off glibc.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn heap_stats() -> Option<HeapStats> {
+    // SAFETY: mallinfo2 takes no argument and returns a plain struct; it only reads (under
+    // each arena's lock) the allocator's own counters.
+    let m = unsafe { libc::mallinfo2() };
+    let b = |v: usize| v as u64;
+    Some(HeapStats {
+        in_use: b(m.uordblks) + b(m.hblkhd),
+        mmapped: b(m.hblkhd),
+        free_in_arenas: b(m.fordblks),
+        arenas: b(m.arena),
+    })
+}
+
+/// This process's [`HeapStats`]; `None` off glibc.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn heap_stats() -> Option<HeapStats> {
+    None
+}
+
 /// This process's resident set size in bytes (Linux `/proc/self/status` `VmRSS`); 0 where
 /// that file does not exist.
 pub fn process_rss_bytes() -> u64 {
@@ -346,6 +393,29 @@ mod tests {
         t.verdict().unwrap();
         t.observe(Duration::from_secs(3), &[sample(2, 300, 300)], 200 << 20);
         assert!(t.verdict().unwrap_err().contains("RSS grew"));
+    }
+
+    #[test]
+    fn heap_stats_see_a_live_allocation() {
+        // Other tests allocate concurrently: the block is far larger than they ever hold, and
+        // zeroed (mmapped by calloc, never touched), so it costs no RSS.
+        const BLOCK: u64 = 256 << 20;
+        const SLACK: u64 = 32 << 20;
+        let Some(before) = heap_stats() else {
+            return;
+        };
+        let block = std::hint::black_box(vec![0u8; BLOCK as usize]);
+        let during = heap_stats().unwrap_or_default();
+        assert!(
+            during.in_use + SLACK >= before.in_use + BLOCK,
+            "{before:?} -> {during:?}"
+        );
+        drop(block);
+        let after = heap_stats().unwrap_or_default();
+        assert!(
+            after.in_use + BLOCK <= during.in_use + SLACK,
+            "{during:?} -> {after:?}"
+        );
     }
 
     #[test]

@@ -4,9 +4,18 @@
 //! test), and over a bounded number of seeded random mutations of the seeds. A panic is a
 //! failure: a target panics only when a decoder breaks a promise.
 
+// `fuzz/src/lib.rs` gates its `node` module on the fuzz crate's feature, which this package
+// does not have: the node targets come in as a module of their own below.
 #[path = "../fuzz/src/lib.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unexpected_cfgs)]
 mod targets;
+
+#[path = "../fuzz/src/node.rs"]
+#[allow(dead_code)]
+mod node_targets;
+
+// `node.rs` reaches the shared helpers through `super::`, as in the fuzz crate.
+use targets::{check_book, seeds, small_book_config, vectors};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -16,21 +25,59 @@ const SPEC: &str = include_str!("../PROTOCOL.md");
 /// Mutations per target: a few seconds in a debug build.
 const MUTATIONS: usize = 20_000;
 
+/// Every target, in the order of the seed lists (the libFuzzer binaries of `fuzz/Cargo.toml`,
+/// and `addr_record`, replayed only).
+const TARGETS: [&str; 11] = [
+    "frame_codec",
+    "handshake",
+    "noise_responder",
+    "noise_initiator",
+    "secure_record",
+    "addrs",
+    "addr_snapshot",
+    "node_msg",
+    "block",
+    "ban_record",
+    "addr_record",
+];
+
+fn all_seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
+    let mut all = targets::seeds(SPEC);
+    all.extend(node_targets::seeds(SPEC));
+    all
+}
+
+/// Mutations of `name`'s seeds: the secure channel targets run X25519 and AES-GCM per input
+/// (a debug build does a few hundred a second), so they get fewer.
+fn mutations(name: &str) -> usize {
+    match name {
+        "noise_responder" | "noise_initiator" | "secure_record" => MUTATIONS / 20,
+        _ => MUTATIONS,
+    }
+}
+
 fn target_fn(name: &str) -> fn(&[u8]) {
     match name {
         "frame_codec" => targets::frame_codec,
         "handshake" => targets::handshake,
-        "node_msg" => targets::node_msg,
-        "block" => targets::block,
+        "noise_responder" => targets::noise_responder,
+        "noise_initiator" => targets::noise_initiator,
+        "secure_record" => targets::secure_record,
+        "addrs" => targets::addrs,
+        "addr_snapshot" => targets::addr_snapshot,
+        "node_msg" => node_targets::node_msg,
+        "block" => node_targets::block,
+        "ban_record" => node_targets::ban_record,
+        "addr_record" => node_targets::addr_record,
         other => panic!("unknown fuzz target {other}"),
     }
 }
 
 #[test]
 fn every_target_has_seeds_from_the_spec() {
-    let seeds = targets::seeds(SPEC);
+    let seeds = all_seeds();
     let names: Vec<&str> = seeds.iter().map(|(n, _)| *n).collect();
-    assert_eq!(names, ["frame_codec", "handshake", "node_msg", "block"]);
+    assert_eq!(names, TARGETS);
     for (name, inputs) in &seeds {
         assert!(!inputs.is_empty(), "target {name} has no seed");
     }
@@ -49,7 +96,7 @@ fn every_target_has_seeds_from_the_spec() {
 #[test]
 fn seeds_and_regressions_replay_without_panic() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
-    for (name, inputs) in targets::seeds(SPEC) {
+    for (name, inputs) in all_seeds() {
         let run = target_fn(name);
         for input in &inputs {
             run(input);
@@ -66,9 +113,9 @@ fn seeds_and_regressions_replay_without_panic() {
 #[test]
 fn mutated_seeds_never_panic() {
     let mut rng = StdRng::seed_from_u64(0x5eed_f022);
-    for (name, inputs) in targets::seeds(SPEC) {
+    for (name, inputs) in all_seeds() {
         let run = target_fn(name);
-        for _ in 0..MUTATIONS {
+        for _ in 0..mutations(name) {
             let mut input = inputs[rng.random_range(0..inputs.len())].clone();
             for _ in 0..rng.random_range(1..8) {
                 let len = input.len();

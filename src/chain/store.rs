@@ -331,7 +331,9 @@ impl ChainStore {
 
     /// Stores (or replaces) a ban, durably, in one transaction.
     pub fn save_ban(&self, record: &crate::bans::BanRecord) -> Result<(), ChainError> {
-        let bytes = rmp_serde::to_vec(record).map_err(|e| ChainError::Decode(e.to_string()))?;
+        let bytes = record
+            .encode()
+            .map_err(|e| ChainError::Decode(e.to_string()))?;
         let tx = self.db.begin_write()?;
         tx.open_table(BANS)?
             .insert(record.ip.to_string().as_str(), bytes.as_slice())?;
@@ -366,7 +368,7 @@ impl ChainStore {
         let mut out = Vec::new();
         for entry in table.range::<&str>(..)? {
             let (k, v) = entry?;
-            match rmp_serde::from_slice(v.value()) {
+            match crate::bans::BanRecord::decode(v.value()) {
                 Ok(r) => out.push(r),
                 Err(e) => log::warn!("ban record {} undecodable ({e}); ignored", k.value()),
             }

@@ -170,7 +170,18 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     key: &NodeKey,
     initiator: bool,
 ) -> Result<Established, SecureError> {
-    let mut hs = build(key, initiator, None)?;
+    run(stream, key, initiator, None).await
+}
+
+/// [`handshake`] with the ephemeral key fixed by `ephemeral` (`None` draws one, as every real
+/// connection does): the fuzz entry points run this, with the keys of PROTOCOL.md's vectors.
+pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    key: &NodeKey,
+    initiator: bool,
+    ephemeral: Option<&[u8; 32]>,
+) -> Result<Established, SecureError> {
+    let mut hs = build(key, initiator, ephemeral)?;
     if initiator {
         send(stream, &mut hs).await?;
         receive(stream, &mut hs).await?;
