@@ -116,20 +116,27 @@ impl Connector {
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.stopped {
-            return;
-        }
         let target = self.env.config.target_outbound;
         let slots = target.saturating_sub(self.plan.busy_count());
-        if slots == 0 {
+        self.dial_due(ctx, slots, None);
+    }
+
+    /// Starts the dials due now: at most `slots`, or only `only` when given.
+    fn dial_due(&mut self, ctx: &mut Context<Self>, slots: usize, only: Option<SocketAddr>) {
+        if self.stopped || slots == 0 {
             return;
         }
         let now = Instant::now();
         let connected: HashSet<IpAddr> = self.connected.keys().copied().collect();
         let bans = self.bans.borrow();
-        let due = self.plan.due(now, slots, |ip| {
+        let mut due = self.plan.due(now, usize::MAX, |ip| {
             connected.contains(&canonical_ip(ip)) || bans.is_banned(canonical_ip(ip), now)
         });
+        drop(bans);
+        match only {
+            Some(addr) => due.retain(|a| *a == addr),
+            None => due.truncate(slots),
+        }
         for addr in due {
             self.plan.dial_started(addr);
             self.env.metrics.dials.inc();
@@ -166,8 +173,10 @@ impl Handler<DialOnce> for Connector {
     type Result = ();
 
     fn handle(&mut self, msg: DialOnce, ctx: &mut Context<Self>) {
+        // Discovery counts its dials against the target itself (and may add a feeler to a
+        // full set): a one-shot dial starts now, outside the slots of the configured peers.
         if self.plan.add_once(msg.0, Instant::now()) {
-            self.tick(ctx);
+            self.dial_due(ctx, 1, Some(msg.0));
         }
     }
 }

@@ -165,7 +165,10 @@ impl<M: AppMessage> Network<M> {
         let policy = DuplicatePolicy {
             local_nonce: node_nonce,
             max_inbound: config.max_inbound,
-            max_outbound: config.target_outbound,
+            // One more than the target for a feeler (discovery's short test connection while
+            // the outbound set is full, closed as soon as it registered), as Bitcoin Core keeps
+            // one feeler slot beside its outbound ones.
+            max_outbound: config.target_outbound + 1,
         };
         let owns_pool = threads.is_none();
         let pool = match threads {

@@ -149,3 +149,71 @@ async fn an_address_flood_stays_within_the_books_caps() {
     // The whole book (5,120 slots plus entries) stays well under 1 MiB.
     assert!(stats.book_heap_bytes < 1 << 20, "{stats:?}");
 }
+
+#[actix::test]
+async fn a_feeler_tests_a_new_address_and_closes_without_taking_an_outbound_slot() {
+    use peerlink_actors::discovery::DiscoveryConfig;
+    use peerlink_actors::{Direction, DisconnectReason, Network};
+
+    let seed = TestNode::start_discovery(test_config(170)).await;
+    let mut others = Vec::new();
+    // The others only dial the seed (discovery off): they would otherwise learn N's address and
+    // dial it, and a connected address is no feeler's target.
+    for last in [171u8, 172] {
+        others.push(
+            TestNode::start(NetworkConfig {
+                peers: vec![seed.addr().into()],
+                ..test_config(last)
+            })
+            .await,
+        );
+    }
+    // N keeps one outbound peer (the seed, configured) and learns the others from it; with its
+    // outbound set full, feelers (every 200 ms here) test the addresses it has not tried.
+    let config = NetworkConfig {
+        peers: vec![seed.addr().into()],
+        target_outbound: 1,
+        ..test_config(173)
+    };
+    let n = TestNode::start_from(Network::builder(config).discovery_config(DiscoveryConfig {
+        tick_ms: 50,
+        feeler_interval_ms: 200,
+        ..DiscoveryConfig::fast()
+    }))
+    .await;
+    let seed_ip = seed.ip();
+    let stats = eventually(
+        "two feelers done, the outbound set back to the seed alone",
+        || async {
+            let stats = n.net.discovery_stats().await?;
+            let outbound: Vec<_> = n
+                .net
+                .peers()
+                .await
+                .into_iter()
+                .filter(|p| p.conn.direction == Direction::Outbound)
+                .map(|p| p.ip)
+                .collect();
+            (stats.feelers_done >= 2 && outbound == vec![seed_ip]).then_some(stats)
+        },
+    )
+    .await;
+    // A feeler's address went to the tried table (its handshake completed) although the
+    // connection was closed at once.
+    assert!(stats.tried >= 1, "{stats:?}");
+    // The tested node saw the feeler leave on purpose: `requested`, said by the peer.
+    let other_ips: Vec<_> = others.iter().map(|o| o.ip()).collect();
+    let mut requested = 0;
+    for o in &others {
+        requested += o
+            .net
+            .stats()
+            .await
+            .expect("running")
+            .recent_disconnects
+            .iter()
+            .filter(|d| d.ip == n.ip() && d.reason == DisconnectReason::Requested && d.by_peer)
+            .count();
+    }
+    assert!(requested >= 1, "no feeler closed by N at {other_ips:?}");
+}

@@ -16,7 +16,11 @@
 //! configured `peers` connected, this actor decides everything else. After a restart it dials
 //! the anchors (the outbound peers of the previous run) first, then chooses from the book; while
 //! the book is short it dials a seed ([`SeedPlan`]), and closes the seed connection once the seed
-//! has answered. With an [`AddrStore`](super::AddrStore) it saves the book and the anchors
+//! has answered. With its outbound set full it makes a feeler now and then
+//! ([`DiscoveryConfig::feeler_interval_ms`]): a one-shot dial to an untried address, closed
+//! (`requested`) as soon as its handshake completed, which moves the address to the tried table
+//! and never takes an outbound slot (the registry allows one outbound connection beyond the
+//! target for it). With an [`AddrStore`](super::AddrStore) it saves the book and the anchors
 //! periodically and on [`FlushBook`] (shutdown), through the store thread.
 //!
 //! The connector tells it how every dial ended ([`DialOutcome`]): a failed dial (refused,
@@ -37,7 +41,7 @@ use super::addr_book::{AddrBook, AddrBookConfig, KnownAddr};
 use super::config::DiscoveryConfig;
 use super::gossip::AddrGossip;
 use super::seeds::{SeedConfig, SeedPlan};
-use super::selection::{OutboundSelector, SelectionConfig};
+use super::selection::{DialKind, OutboundSelector, SelectionConfig};
 use super::store::{SaveResult, StoreThread, StoredBook, FINAL_SAVE_TIMEOUT};
 use super::{canonical_addr, Reachability};
 use crate::connector::{Connector, DialOnce};
@@ -61,6 +65,11 @@ pub(crate) struct Discovery {
     asked: BTreeMap<SocketAddr, u64>,
     /// Interval of the tick (dials, advertisements, seeds).
     tick: Duration,
+    /// Addresses dialled as feelers (short test connections): closed once the handshake
+    /// completed (the address goes to the tried table), never counted as outbound peers.
+    feelers: BTreeSet<SocketAddr>,
+    /// Feeler connections that completed their handshake and were closed.
+    feelers_done: u64,
     dropped: u64,
     dials_failed: u64,
     dials_succeeded: u64,
@@ -172,6 +181,9 @@ pub struct DiscoveryStats {
     pub last_save_us: u64,
     /// Seed dials since start.
     pub seed_dials: u64,
+    /// Feelers (short test connections to new addresses, made while the outbound set is full)
+    /// that completed their handshake and were closed, since start.
+    pub feelers_done: u64,
 }
 
 /// How a dial the connector made ended, for the address book.
@@ -251,6 +263,8 @@ impl Discovery {
             peers: BTreeMap::new(),
             asked: BTreeMap::new(),
             tick: setup.config.tick(),
+            feelers: BTreeSet::new(),
+            feelers_done: 0,
             dropped: 0,
             dials_failed: 0,
             dials_succeeded: 0,
@@ -347,6 +361,7 @@ impl Handler<GetDiscoveryStats> for Discovery {
             saved_anchors: self.persist.saved_anchors.clone(),
             last_save_us: self.persist.last_save_us,
             seed_dials: self.persist.seed_dials,
+            feelers_done: self.feelers_done,
         })
     }
 }
@@ -361,6 +376,7 @@ impl Handler<DialOutcome> for Discovery {
                 self.book.mark_failed(addr, now);
                 // Free to choose another address at the next tick.
                 self.asked.remove(&addr);
+                self.feelers.remove(&addr);
                 self.dials_failed += 1;
             }
             // A seed is a one-shot bootstrap: it stays out of the tried table.
@@ -406,6 +422,19 @@ impl Handler<PeerEvent> for Discovery {
                     self.asked.remove(&listen);
                 }
                 self.asked.retain(|a, _| canonical_ip(a.ip()) != info.ip);
+                // A feeler has done its job once its handshake completed (the address went to
+                // the tried table above): it closes and never counts as an outbound peer.
+                let before = self.feelers.len();
+                self.feelers.retain(|a| canonical_ip(a.ip()) != info.ip);
+                if info.conn.direction == Direction::Outbound
+                    && self.feelers.len() < before
+                    && !self.configured.contains(&info.ip)
+                {
+                    self.feelers_done += 1;
+                    self.gossip.on_disconnect(info.conn.conn_id);
+                    handle.disconnect(DisconnectReason::Requested);
+                    return;
+                }
                 self.seq += 1;
                 // Both sides ask once on connect; the dialler also advertises itself, which
                 // the peer relays onwards as news.
@@ -550,6 +579,8 @@ impl Discovery {
         // early gossip state of connections whose event never came.
         let timeout = self.dial_timeout_ms;
         self.asked.retain(|_, at| now.saturating_sub(*at) < timeout);
+        let asked = &self.asked;
+        self.feelers.retain(|a| asked.contains_key(a));
         let gossip = &mut self.gossip;
         self.early.retain(|conn, at| {
             let keep = now.saturating_sub(*at) < timeout;
@@ -613,6 +644,9 @@ impl Discovery {
             .next_dials(&self.book, &outbound, busy, now, &mut self.rng);
         for choice in dials {
             log::debug!("dialling {} ({:?})", choice.addr, choice.kind);
+            if choice.kind == DialKind::Feeler {
+                self.feelers.insert(choice.addr);
+            }
             self.book.mark_attempt(choice.addr, now);
             self.asked.insert(choice.addr, now);
             connector.do_send(DialOnce(choice.addr));

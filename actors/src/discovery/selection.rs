@@ -130,9 +130,13 @@ impl OutboundSelector {
             return None;
         }
         self.next_feeler_ms = Some(now_ms + self.config.feeler_interval_ms);
+        // A feeler moves an address from the new table to the tried one (or ages it out): an
+        // unused group first, any untried address else (its connection closes at once, so
+        // it never makes two outbound peers of one group).
         book.select(rng, 0.0, true, now_ms, |a| {
             !busy(a) && !used.contains(&netgroup(a.ip()))
         })
+        .or_else(|| book.select(rng, 0.0, true, now_ms, |a| !busy(a)))
         .map(|addr| DialChoice {
             addr,
             kind: DialKind::Feeler,

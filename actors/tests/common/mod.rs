@@ -80,7 +80,7 @@ impl TestNode {
     }
 
     /// Starts a network from `builder` with a collector as its application.
-    async fn start_from(builder: peerlink_actors::NetworkBuilder<TestMsg>) -> TestNode {
+    pub async fn start_from(builder: peerlink_actors::NetworkBuilder<TestMsg>) -> TestNode {
         let (itx, inbound) = mpsc::unbounded_channel();
         let (etx, events) = mpsc::unbounded_channel();
         let app = Collector {
