@@ -135,7 +135,7 @@ struct Totals {
     stale_unregisters: u64,
 }
 
-/// A registered peer, as reported by [`GetPeers`] and [`PeerEvent::Connected`]: the
+/// A registered peer, as reported by [`Network::peers`](crate::Network::peers) and [`PeerEvent::Connected`]: the
 /// registry's record of the connection, composed of the same parts the registry keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerInfo {

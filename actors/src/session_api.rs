@@ -22,7 +22,7 @@ pub struct SessionStats {
     pub(crate) bytes_in: AtomicU64,
 }
 
-/// A peer's counters at one instant: the session's [`SessionStats`] and its writer's bytes.
+/// A peer's counters at one instant: the session's live counters and its writer's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerStats {
     /// Last round trip time.
