@@ -198,6 +198,21 @@ pub struct ProduceArgs {
     pub producers: Vec<String>,
 }
 
+/// Who dials whom in the devnet (`--topology`; its dials are `crate::devnet`'s `Topology::edges`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Topology {
+    /// Peer discovery: each node is told one of [`DEVNET_SEEDS`](crate::devnet::DEVNET_SEEDS) seeds and finds the others by
+    /// address gossip, keeping `target_outbound` outbound peers.
+    Discovery,
+    /// Node i dials node i + 1: blocks cross n - 1 hops (discovery off).
+    Line,
+    /// The line, closed: the last node also dials node 0 (two paths to every node; discovery
+    /// off).
+    Ring,
+    /// Every node dials node 0 (a star around the seed; discovery off).
+    Seed,
+}
+
 /// Arguments of `peerlink devnet`.
 #[derive(Debug, Clone, Args)]
 pub struct DevnetArgs {
@@ -222,8 +237,8 @@ pub struct DevnetArgs {
     /// address gossip), or with discovery off `line` (i dials i + 1, so blocks cross nodes - 1
     /// hops), `ring` (the line closed: the last dials node 0) or `seed` (every node dials node
     /// 0).
-    #[arg(long, value_enum, default_value_t = crate::devnet::Topology::Discovery)]
-    pub topology: crate::devnet::Topology,
+    #[arg(long, value_enum, default_value_t = Topology::Discovery)]
+    pub topology: Topology,
     /// Soak: after the sync, keep the nodes running this long (node 0 producing a block every
     /// 2 s), print reconnects, pong rate, one-entry-per-IP violations and RSS over time, and end
     /// with a verdict (exit status). `0s` (the default) skips the soak.
@@ -350,7 +365,7 @@ mod tests {
         assert_eq!((d.nodes, d.blocks, d.block_bytes), (8, 5000, 1024));
         assert_eq!(d.timeout, Duration::from_secs(120));
         assert!(d.base_ip.is_loopback());
-        assert_eq!(d.topology, crate::devnet::Topology::Discovery);
+        assert_eq!(d.topology, Topology::Discovery);
         assert_eq!(d.duration, Duration::ZERO);
         let cli = Cli::try_parse_from([
             "peerlink",
@@ -365,7 +380,7 @@ mod tests {
             panic!("not devnet")
         };
         assert_eq!(d.duration, Duration::from_secs(1800));
-        assert_eq!(d.topology, crate::devnet::Topology::Ring);
+        assert_eq!(d.topology, Topology::Ring);
     }
 
     #[test]

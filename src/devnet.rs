@@ -100,20 +100,7 @@ fn poll_every(base: Duration, nodes: usize) -> Duration {
 /// node is told one of them.
 pub const DEVNET_SEEDS: usize = 3;
 
-/// Who dials whom in the devnet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Topology {
-    /// Peer discovery: each node is told one of [`DEVNET_SEEDS`] seeds and finds the others by
-    /// address gossip, keeping `target_outbound` outbound peers.
-    Discovery,
-    /// Node i dials node i + 1: blocks cross n - 1 hops (discovery off).
-    Line,
-    /// The line, closed: the last node also dials node 0 (two paths to every node; discovery
-    /// off).
-    Ring,
-    /// Every node dials node 0 (a star around the seed; discovery off).
-    Seed,
-}
+pub use crate::cli::Topology;
 
 impl Topology {
     /// The dials `(from, to)` of a network of `n` nodes issued at the start. Under discovery,
