@@ -24,12 +24,12 @@ use std::time::Instant;
 use actix::prelude::*;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::admission::{Admission, AdmissionRefusal};
 use crate::bans::{BanList, BanPeer};
 use crate::constants::ACCEPT_ERROR_PAUSE;
-use crate::discovery::{Admission, AdmissionRefusal};
 use crate::env::SessionEnv;
 use crate::metrics::NetMetrics;
-use crate::permit::{PendingSlot, Permit};
+use crate::permit::{PendingEnded, PendingSlot, Permit};
 use crate::pool::SessionPool;
 use crate::protocol::Frame;
 use crate::reason::DisconnectReason;
@@ -54,14 +54,6 @@ pub(crate) struct Acceptor {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct StopAccepting;
-
-/// A handshake admitted by [`Admission`] ended (its session's [`PendingSlot`] was dropped).
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub(crate) struct PendingEnded {
-    /// The canonical IP it came from.
-    pub ip: std::net::IpAddr,
-}
 
 impl Acceptor {
     /// Must run on the thread the acceptor will run on (the control plane's): the listener is

@@ -113,7 +113,7 @@ impl Default for NetworkConfig {
             peers: Vec::new(),
             discovery: true,
             seeds: Vec::new(),
-            addr_book_save_interval_ms: ms(crate::discovery::DEFAULT_ADDR_BOOK_SAVE_INTERVAL),
+            addr_book_save_interval_ms: ms(crate::constants::DEFAULT_ADDR_BOOK_SAVE_INTERVAL),
             transport: Transport::Noise,
             allowed_keys: Vec::new(),
             magic: 0x706c_6e6b, // "plnk"
@@ -169,8 +169,8 @@ impl NetworkConfig {
     }
     /// The admission policy's settings: the pending-handshake limits and the per-group accept
     /// rate.
-    pub fn admission(&self) -> crate::discovery::AdmissionConfig {
-        crate::discovery::AdmissionConfig {
+    pub fn admission(&self) -> crate::admission::AdmissionConfig {
+        crate::admission::AdmissionConfig {
             max_pending_total: self.max_pending_handshakes,
             max_pending_per_ip: self.max_pending_per_ip,
             max_pending_per_subnet: self.max_pending_per_subnet,
@@ -181,10 +181,10 @@ impl NetworkConfig {
     }
 
     /// The eviction policy's settings: the policy's protections, with `eviction_min_age_ms`.
-    pub fn eviction(&self) -> crate::discovery::EvictionConfig {
-        crate::discovery::EvictionConfig {
+    pub fn eviction(&self) -> crate::eviction::EvictionConfig {
+        crate::eviction::EvictionConfig {
             min_age_ms: self.eviction_min_age_ms,
-            ..crate::discovery::EvictionConfig::default()
+            ..crate::eviction::EvictionConfig::default()
         }
     }
 

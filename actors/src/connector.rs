@@ -16,7 +16,6 @@ use actix::prelude::*;
 
 use crate::bans::BanList;
 use crate::dial_plan::{AddrStatus, Backoff, DialPlan};
-use crate::discovery::DialOutcome;
 use crate::env::SessionEnv;
 use crate::pool::SessionPool;
 use crate::reason::DisconnectReason;
@@ -265,6 +264,19 @@ fn failed_dial(reason: DisconnectReason) -> bool {
             | DisconnectReason::Shutdown
             | DisconnectReason::SelfConnection
     )
+}
+
+/// How a dial the connector made ended, for the address book.
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub(crate) enum DialOutcome {
+    /// The dial failed: TCP refused or timed out, or the connection ended before its
+    /// handshake completed (handshake failure, refusal by the peer).
+    Failed(SocketAddr),
+    /// The dialled connection completed its handshake and registered.
+    Connected(SocketAddr),
+    /// The address leads back to this node.
+    Own(SocketAddr),
 }
 
 #[cfg(test)]

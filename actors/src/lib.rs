@@ -126,6 +126,7 @@
 #![deny(missing_docs)]
 
 mod acceptor;
+mod admission;
 mod bans;
 mod clock;
 mod config;
@@ -137,6 +138,7 @@ mod dial_plan;
 pub mod discovery;
 mod env;
 mod error;
+mod eviction;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -144,6 +146,7 @@ mod handle;
 mod lanes;
 mod level;
 mod metrics;
+mod netgroup;
 mod network;
 mod permit;
 mod policy;

@@ -15,8 +15,6 @@ use std::sync::Arc;
 
 use actix::Recipient;
 
-use crate::acceptor::PendingEnded;
-
 /// One slot of a counted limit; the count drops when the permit does.
 #[derive(Debug)]
 pub(crate) struct Permit(Arc<AtomicUsize>);
@@ -65,6 +63,14 @@ impl Drop for PendingSlot {
         // runs; once it has stopped, its policy is gone with it.
         self.acceptor.do_send(PendingEnded { ip: self.ip });
     }
+}
+
+/// A handshake admitted by `Admission` ended (its session's [`PendingSlot`] was dropped).
+#[derive(actix::Message, Debug)]
+#[rtype(result = "()")]
+pub(crate) struct PendingEnded {
+    /// The canonical IP it came from.
+    pub ip: std::net::IpAddr,
 }
 
 #[cfg(test)]

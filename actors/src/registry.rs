@@ -36,7 +36,7 @@ use actix::prelude::*;
 use arc_swap::ArcSwap;
 
 use crate::constants::{MAX_PENDING_EVENTS, RECENT_DISCONNECTS};
-use crate::discovery::{select_to_evict, EvictionCandidate, EvictionConfig};
+use crate::eviction::{select_to_evict, EvictionCandidate, EvictionConfig};
 use crate::handle::PeerHandle;
 use crate::lanes::Lane;
 use crate::metrics::NetMetrics;

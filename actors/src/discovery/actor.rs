@@ -44,7 +44,7 @@ use super::seeds::{SeedConfig, SeedPlan};
 use super::selection::{DialKind, OutboundSelector, SelectionConfig};
 use super::store::{SaveResult, StoreThread, StoredBook, FINAL_SAVE_TIMEOUT};
 use super::{canonical_addr, Reachability};
-use crate::connector::{Connector, DialOnce};
+use crate::connector::{Connector, DialOnce, DialOutcome};
 use crate::env::GossipFrame;
 use crate::handle::PeerHandle;
 use crate::protocol::{Frame, WireAddr, MAX_ADDRS_PER_FRAME};
@@ -184,19 +184,6 @@ pub struct DiscoveryStats {
     /// Feelers (short test connections to new addresses, made while the outbound set is full)
     /// that completed their handshake and were closed, since start.
     pub feelers_done: u64,
-}
-
-/// How a dial the connector made ended, for the address book.
-#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
-#[rtype(result = "()")]
-pub(crate) enum DialOutcome {
-    /// The dial failed: TCP refused or timed out, or the connection ended before its
-    /// handshake completed (handshake failure, refusal by the peer).
-    Failed(SocketAddr),
-    /// The dialled connection completed its handshake and registered.
-    Connected(SocketAddr),
-    /// The address leads back to this node.
-    Own(SocketAddr),
 }
 
 /// The connector to hand addresses to (set once, after both actors exist).

@@ -22,9 +22,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::addr_book::{AddrBook, AddrBookConfig, KnownAddr};
-use super::eviction::{select_to_evict, EvictionCandidate, EvictionConfig};
 use super::gossip::{AddrGossip, GossipConfig};
 use super::selection::{DialKind, OutboundSelector, SelectionConfig};
+use crate::eviction::{select_to_evict, EvictionCandidate, EvictionConfig};
 use crate::ConnId;
 
 /// What to simulate.

@@ -16,10 +16,7 @@ use tokio::sync::oneshot;
 
 use super::addr_book::AddrBookSnapshot;
 
-/// Default interval between periodic saves of the address book: a kill -9 loses at most this
-/// much of what the node learned, and a save of 5,000 entries costs milliseconds of a thread
-/// that serves nobody.
-pub const DEFAULT_ADDR_BOOK_SAVE_INTERVAL: Duration = Duration::from_secs(60);
+pub use crate::constants::DEFAULT_ADDR_BOOK_SAVE_INTERVAL;
 
 /// Longest wait for the final save at shutdown: a save of 5,000 entries takes milliseconds, and
 /// this plus the close flush (2 s) and the shutdown grace (0.5 s) stays within the node's 3 s

@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use super::{netgroup, subnet, NetGroup, TokenBucket};
 use crate::canonical_ip;
+use crate::netgroup::{netgroup, subnet, NetGroup, TokenBucket};
 
 /// Admission tunables.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use super::{keyed_hash, netgroup, NetGroup};
+use crate::netgroup::{keyed_hash, netgroup, NetGroup};
 use crate::ConnId;
 
 /// What the policy knows about one inbound peer.
