@@ -80,10 +80,12 @@
 //! - `network` (entry point), `pool` (threads), `env` (what sessions share), `delivery`.
 //! - `session`, `handle`, `credit`, `level`: the session actor, its send side, its inbound
 //!   budget, the byte-count waiter both use.
-//! - `discovery`: address book, gossip rules, outbound selection, seeds, admission and eviction
-//!   as plain policy structs (public, with the seeded simulator `sim` that drives them), the
-//!   discovery actor on the control plane, and the [`AddrStore`] trait through which the
-//!   application persists the book and the anchors (loads and saves on a thread of their own).
+//! - `discovery`: address book, gossip rules, outbound selection and seeds as plain policy
+//!   structs (public, with the seeded simulator `sim` that drives them), the discovery actor on
+//!   the control plane, and the [`AddrStore`] trait through which the application persists the
+//!   book and the anchors (loads and saves on a thread of their own). It re-exports the
+//!   policies below it: `admission` and `eviction` (used by the acceptor and the registry) and
+//!   `netgroup` (network groups, subnets, reachability, the keyed hash, the token bucket).
 //! - `secure`: node keys, the Noise XX handshake and the AEAD record layer every connection runs
 //!   under the frame codec (by default), pinning and `allowed_keys`.
 //! - `lanes`: per-session-thread broadcast fan-out.
