@@ -51,7 +51,7 @@ pub(crate) fn build(
     let params = NOISE_PARAMS
         .parse()
         .map_err(|e: snow::Error| SecureError::Handshake(e.to_string()))?;
-    let mut builder = snow::Builder::new(params)
+    let mut builder = snow::Builder::with_resolver(params, Box::new(super::x25519::Resolver::new()))
         .local_private_key(key.secret())
         .map_err(noise_err)?
         .prologue(NOISE_PROLOGUE)

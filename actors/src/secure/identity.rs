@@ -89,10 +89,13 @@ impl NodeKey {
 
     /// The key pair of a given secret scalar (the public half is derived).
     pub fn from_secret(secret: [u8; 32]) -> Self {
-        let public = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(secret));
+        // X25519 clamps the scalar itself: every 32 bytes are a valid secret, and AWS-LC
+        // derives the public half of any of them.
+        let public = super::x25519::public_key(&secret)
+            .expect("AWS-LC derives the public key of any 32-byte X25519 scalar");
         Self {
             secret,
-            public: PublicKey(public.to_bytes()),
+            public: PublicKey(public),
         }
     }
 

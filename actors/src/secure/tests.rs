@@ -398,3 +398,26 @@ async fn idle_reader_frees_its_buffers() {
         assert_eq!(r.buffer_bytes(), 0, "after {size} bytes");
     }
 }
+
+/// Small-order X25519 points (RFC 7748 section 6.1): a peer whose ephemeral key is one of them
+/// would make `ee` a shared secret of all zeros, known to anyone. The handshake refuses it; an
+/// honest key is accepted in the same position.
+#[test]
+fn small_order_ephemeral_fails_the_handshake() {
+    // 0 and 1 (order 1 and 4 on the Montgomery curve) and the point of order 8.
+    let order8 = hex::decode("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800")
+        .unwrap();
+    let mut one = [0u8; 32];
+    one[0] = 1;
+    for bad in [vec![0u8; 32], one.to_vec(), order8] {
+        let mut r = build(&NodeKey::generate(), false, None).unwrap();
+        // Message 1 is the initiator's ephemeral key alone; reading it needs no DH.
+        read_step(&mut r, &bad).unwrap();
+        let mut out = Vec::new();
+        let err = write_step(&mut r, &mut out).expect_err("ee with a small-order point");
+        assert!(err.to_string().contains("diffie-hellman"), "{err}");
+    }
+    let mut r = build(&NodeKey::generate(), false, None).unwrap();
+    read_step(&mut r, &NodeKey::generate().public().0).unwrap();
+    write_step(&mut r, &mut Vec::new()).unwrap();
+}
