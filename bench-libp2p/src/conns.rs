@@ -1,7 +1,7 @@
 //! Scenarios (e) memory per idle connection and (f) handshakes per second, shaped like
 //! peerlink-bench's `conns` module: the server (one libp2p swarm listening on 127.0.0.1) runs in
 //! a child process of its own so that its RSS is its own; the clients run here, one swarm on a
-//! current-thread runtime dialing the server `n` times (a multiaddr without a peer id always
+//! two-worker runtime dialing the server `n` times (a multiaddr without a peer id always
 //! dials anew), at most 32 handshakes in flight. A connection counts once the server's swarm
 //! reports `ConnectionEstablished` (TCP, multistream-select, the security handshake and yamux
 //! done). The parent times from its first dial to the child's last such event, on
@@ -83,7 +83,11 @@ fn measure_with(child: &mut Child, sec: Sec, n: usize) -> Result<ConnsResult, St
         }
     };
     let addr: Multiaddr = line("addr ")?.parse().map_err(err)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // Two worker threads, as peerlink-bench's clients: the swarm runs each connection's
+    // upgrade (TCP, multistream-select, Noise, yamux) as a task of its own, so both cores serve
+    // the dialer's handshakes.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .map_err(err)?;

@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 use crate::common::{
-    client_ip, heap_in_use_bytes, monotonic_ns, raise_fd_limit, rss_bytes, CpuMeter, Tally,
+    client_ip, heap_in_use_bytes, monotonic_ns, raise_fd_limit, rss_bytes, CpuMeter, CpuUse, Tally,
 };
 use crate::peer::{in_actix, Sink};
 use crate::raw::{connect_from, in_tokio};
@@ -140,9 +140,8 @@ fn measure_with(child: &mut Child, n: usize, block: u8) -> Result<SessionsResult
         .map_err(|e| format!("bad addr: {e}"))?;
     let start_ns = monotonic_ns();
     let meter = CpuMeter::start();
-    let clients = run_clients(addr, n, block)?;
+    let (clients, client_cpu) = run_clients(addr, n, block, &meter)?;
     let result = line("result ");
-    let (_, client_cpu) = meter.stop();
     drop(clients);
     let fields: HashMap<String, f64> = result?
         .split_whitespace()
@@ -177,13 +176,23 @@ fn client_hello(nonce: u64) -> Bytes {
 }
 
 /// Opens `n` connections, each from its own source IP, sends a Hello and reads the server's.
-/// Returns the sockets, which stay open (and idle) until dropped.
-fn run_clients(addr: SocketAddr, n: usize, block: u8) -> Result<Vec<std::net::TcpStream>, String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// Returns the sockets, which stay open (and idle) until dropped, and the clients' CPU use since
+/// `meter` started (read while the client threads still exist).
+/// The clients run on two worker threads (one per core): on one thread their own handshake
+/// work (a Noise handshake costs the initiator as much as the responder) capped the figure
+/// below what the server can do.
+fn run_clients(
+    addr: SocketAddr,
+    n: usize,
+    block: u8,
+    meter: &CpuMeter,
+) -> Result<(Vec<std::net::TcpStream>, CpuUse), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    rt.block_on(async move {
+    let streams = rt.block_on(async move {
         let window = Arc::new(Semaphore::new(CLIENT_WINDOW));
         let mut set = tokio::task::JoinSet::new();
         for i in 0..n {
@@ -202,8 +211,10 @@ fn run_clients(addr: SocketAddr, n: usize, block: u8) -> Result<Vec<std::net::Tc
         while let Some(r) = set.join_next().await {
             streams.push(r.map_err(|e| e.to_string())??);
         }
-        Ok(streams)
-    })
+        Ok::<_, String>(streams)
+    })?;
+    let (_, cpu) = meter.stop();
+    Ok((streams, cpu))
 }
 
 async fn client(addr: SocketAddr, i: usize, block: u8) -> Result<std::net::TcpStream, String> {

@@ -51,11 +51,14 @@ pub(crate) fn build(
     let params = NOISE_PARAMS
         .parse()
         .map_err(|e: snow::Error| SecureError::Handshake(e.to_string()))?;
-    let mut builder = snow::Builder::with_resolver(params, Box::new(super::x25519::Resolver::new()))
-        .local_private_key(key.secret())
-        .map_err(noise_err)?
-        .prologue(NOISE_PROLOGUE)
-        .map_err(noise_err)?;
+    let mut builder = snow::Builder::with_resolver(
+        params,
+        Box::new(super::x25519::Resolver::new(Some(key.agreement().clone()))),
+    )
+    .local_private_key(key.secret())
+    .map_err(noise_err)?
+    .prologue(NOISE_PROLOGUE)
+    .map_err(noise_err)?;
     if let Some(e) = ephemeral {
         builder = builder.fixed_ephemeral_key_for_testing_only(e);
     }

@@ -64,11 +64,22 @@ impl<'de> Deserialize<'de> for PublicKey {
 
 /// A node's static X25519 key pair: its identity on the network. The secret never appears in
 /// `Debug` output or logs.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct NodeKey {
     secret: [u8; 32],
     public: PublicKey,
+    /// The secret as AWS-LC's key object, built once: every handshake's static DH uses it
+    /// without deriving the public key again.
+    agreement: std::sync::Arc<super::x25519::StaticKey>,
 }
+
+impl PartialEq for NodeKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.secret == other.secret
+    }
+}
+
+impl Eq for NodeKey {}
 
 impl fmt::Debug for NodeKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -91,11 +102,12 @@ impl NodeKey {
     pub fn from_secret(secret: [u8; 32]) -> Self {
         // X25519 clamps the scalar itself: every 32 bytes are a valid secret, and AWS-LC
         // derives the public half of any of them.
-        let public = super::x25519::public_key(&secret)
+        let agreement = super::x25519::StaticKey::new(&secret)
             .expect("AWS-LC derives the public key of any 32-byte X25519 scalar");
         Self {
             secret,
-            public: PublicKey(public),
+            public: PublicKey(agreement.public),
+            agreement: std::sync::Arc::new(agreement),
         }
     }
 
@@ -107,6 +119,11 @@ impl NodeKey {
     /// The secret scalar, for the handshake.
     pub(crate) fn secret(&self) -> &[u8; 32] {
         &self.secret
+    }
+
+    /// The secret as a ready DH key, for the handshake.
+    pub(crate) fn agreement(&self) -> &std::sync::Arc<super::x25519::StaticKey> {
+        &self.agreement
     }
 
     /// Loads the key from `path`, or creates it there (mode 0600) if the file does not exist.

@@ -41,7 +41,7 @@ pub mod cipher;
 pub mod handshake;
 pub mod identity;
 pub mod record;
-pub mod x25519;
+pub(crate) mod x25519;
 
 #[cfg(test)]
 mod tests;

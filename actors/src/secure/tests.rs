@@ -405,8 +405,8 @@ async fn idle_reader_frees_its_buffers() {
 #[test]
 fn small_order_ephemeral_fails_the_handshake() {
     // 0 and 1 (order 1 and 4 on the Montgomery curve) and the point of order 8.
-    let order8 = hex::decode("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800")
-        .unwrap();
+    let order8 =
+        hex::decode("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800").unwrap();
     let mut one = [0u8; 32];
     one[0] = 1;
     for bad in [vec![0u8; 32], one.to_vec(), order8] {

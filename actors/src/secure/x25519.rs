@@ -8,6 +8,8 @@
 //! peer sent a small-order point, which no honest X25519 key is) fails the handshake instead of
 //! keying the session with a value an attacker knows (RFC 7748 section 6.1).
 
+use std::sync::Arc;
+
 use aws_lc_rs::agreement::{agree, PrivateKey, UnparsedPublicKey, X25519};
 use snow::params::{CipherChoice, DHChoice, HashChoice};
 use snow::resolvers::{CryptoResolver, DefaultResolver, FallbackResolver, RingResolver};
@@ -17,24 +19,48 @@ use zeroize::Zeroize;
 /// Length of X25519 keys and shared secrets.
 pub const KEY_BYTES: usize = 32;
 
-/// The public key of an X25519 secret scalar (clamped by X25519 itself), or `None` if AWS-LC
-/// refuses the scalar (it does not for any 32 bytes).
-pub fn public_key(secret: &[u8; KEY_BYTES]) -> Option<[u8; KEY_BYTES]> {
-    let key = PrivateKey::from_private_key(&X25519, secret).ok()?;
-    let public = key.compute_public_key().ok()?;
-    public.as_ref().try_into().ok()
+/// A key pair built once and shared by every handshake of a node: AWS-LC's key object and its
+/// public half (deriving it is a scalar multiplication, 7.4 us here).
+pub struct StaticKey {
+    key: PrivateKey,
+    /// The public half.
+    pub public: [u8; KEY_BYTES],
+    /// Fingerprint of the secret (BLAKE3), to recognise it in [`Dh::set`] without keeping or
+    /// comparing the secret itself.
+    id: [u8; 32],
+}
+
+impl StaticKey {
+    /// The key pair of an X25519 secret scalar (clamped by X25519 itself), or `None` if AWS-LC
+    /// refuses the scalar (it does not for any 32 bytes).
+    pub fn new(secret: &[u8; KEY_BYTES]) -> Option<Self> {
+        let key = PrivateKey::from_private_key(&X25519, secret).ok()?;
+        let public = key.compute_public_key().ok()?.as_ref().try_into().ok()?;
+        Some(Self {
+            key,
+            public,
+            id: fingerprint(secret),
+        })
+    }
+}
+
+fn fingerprint(secret: &[u8]) -> [u8; 32] {
+    *blake3::keyed_hash(b"peerlink x25519 static key id..!", secret).as_bytes()
 }
 
 /// snow's resolver with X25519 replaced: [`AwsLcX25519`] for the DH, ring then snow's defaults
-/// for the rest (what `snow::Builder::new` uses with the `ring-accelerated` feature).
+/// for the rest (what `snow::Builder::new` uses with the `ring-accelerated` feature). Given the
+/// node's [`StaticKey`], the DH snow sets to that secret uses it as it is.
 pub(crate) struct Resolver {
     rest: FallbackResolver,
+    known: Option<Arc<StaticKey>>,
 }
 
 impl Resolver {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(known: Option<Arc<StaticKey>>) -> Self {
         Self {
             rest: FallbackResolver::new(Box::new(RingResolver), Box::new(DefaultResolver)),
+            known,
         }
     }
 }
@@ -46,7 +72,12 @@ impl CryptoResolver for Resolver {
 
     fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
         match choice {
-            DHChoice::Curve25519 => Some(Box::new(AwsLcX25519::default())),
+            DHChoice::Curve25519 => Some(Box::new(AwsLcX25519 {
+                key: None,
+                privkey: [0; KEY_BYTES],
+                pubkey: [0; KEY_BYTES],
+                known: self.known.clone(),
+            })),
             _ => self.rest.resolve_dh(choice),
         }
     }
@@ -61,12 +92,28 @@ impl CryptoResolver for Resolver {
 }
 
 /// One X25519 key pair of a handshake (the static or the ephemeral), for snow.
-#[derive(Default)]
 pub(crate) struct AwsLcX25519 {
-    /// AWS-LC's key, built once per `set`/`generate` (it derives the public half).
-    key: Option<PrivateKey>,
+    /// The key set: built by `set`/`generate` (which derives the public half), or the node's
+    /// static key.
+    key: Option<Key>,
     privkey: [u8; KEY_BYTES],
     pubkey: [u8; KEY_BYTES],
+    /// The node's static key, used as it is when `set` is given its secret.
+    known: Option<Arc<StaticKey>>,
+}
+
+enum Key {
+    Own(PrivateKey),
+    Static(Arc<StaticKey>),
+}
+
+impl Key {
+    fn private(&self) -> &PrivateKey {
+        match self {
+            Key::Own(k) => k,
+            Key::Static(s) => &s.key,
+        }
+    }
 }
 
 impl Drop for AwsLcX25519 {
@@ -97,6 +144,11 @@ impl Dh for AwsLcX25519 {
             return;
         };
         self.privkey = bytes;
+        if let Some(known) = self.known.as_ref().filter(|k| k.id == fingerprint(&bytes)) {
+            self.pubkey = known.public;
+            self.key = Some(Key::Static(known.clone()));
+            return;
+        }
         let Ok(key) = PrivateKey::from_private_key(&X25519, &bytes) else {
             return;
         };
@@ -106,7 +158,7 @@ impl Dh for AwsLcX25519 {
             .and_then(|p| <[u8; KEY_BYTES]>::try_from(p.as_ref()).ok())
         {
             self.pubkey = public;
-            self.key = Some(key);
+            self.key = Some(Key::Own(key));
         }
     }
 
@@ -130,7 +182,7 @@ impl Dh for AwsLcX25519 {
     }
 
     fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
-        let key = self.key.as_ref().ok_or(snow::Error::Dh)?;
+        let key = self.key.as_ref().ok_or(snow::Error::Dh)?.private();
         // snow may hand over a longer buffer holding the key at its head.
         let (Some(pubkey), true) = (pubkey.get(..KEY_BYTES), out.len() >= KEY_BYTES) else {
             return Err(snow::Error::Dh);
