@@ -20,7 +20,7 @@ use crate::constants::{LARGE_FRAME_BYTES, WRITE_BUFFER_KEEP_BYTES, WRITE_BUFFER_
 use crate::lanes::LaneLink;
 use crate::level::Level;
 use crate::metrics::NetMetrics;
-use crate::protocol::{encode_apps, with_encoded_apps, LENGTH_PREFIX_BYTES};
+use crate::protocol::{encode_apps, scratch_into_bytes, with_encoded_apps, LENGTH_PREFIX_BYTES};
 use crate::reason::DisconnectReason;
 use crate::session_api::{Close, WriterFailed};
 use crate::ConnId;
@@ -313,6 +313,11 @@ impl PeerHandle {
         }
         with_encoded_apps(msgs, |frames| match self.too_large(frames) {
             Some(outcome) => outcome,
+            // Large frames go to the outbox as the scratch buffer itself, not copied.
+            None if frames.len() >= LARGE_FRAME_BYTES => {
+                let frames = scratch_into_bytes(frames);
+                self.outcome(self.inner.state.enqueue_frame(&frames))
+            }
             None => self.outcome(self.inner.state.enqueue_slice(frames)),
         })
     }

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::codec::Decoder;
 
 use crate::constants::{
-    ENCODE_SCRATCH_MAX_BYTES, MAX_DECODE_DEPTH, MAX_USER_AGENT_BYTES, PROTOCOL_VERSION,
-    READ_BUFFER_INITIAL_BYTES, READ_BUFFER_MAX_BYTES,
+    ENCODE_SCRATCH_MAX_BYTES, LARGE_FRAME_BYTES, MAX_DECODE_DEPTH, MAX_USER_AGENT_BYTES,
+    PROTOCOL_VERSION, READ_BUFFER_INITIAL_BYTES, READ_BUFFER_MAX_BYTES,
 };
 use crate::error::CodecError;
 pub use crate::reason::DisconnectReason;
@@ -131,7 +131,7 @@ const APP_PREFIX: [u8; 5] = [0x81, 0xa3, b'A', b'p', b'p'];
 /// `bin 32` marker.
 const BIN32: u8 = 0xc6;
 /// Header size of an App body as peerlink writes it: prefix plus `bin 32` marker and length.
-const APP_HEADER_BYTES: usize = APP_PREFIX.len() + 5;
+pub(crate) const APP_HEADER_BYTES: usize = APP_PREFIX.len() + 5;
 /// The value given to rmp-serde's `set_max_depth` so that exactly [`MAX_DECODE_DEPTH`] nested
 /// arrays/maps are accepted: rmp-serde fails when its counter reaches zero, i.e. it allows one
 /// level less than the number it is given.
@@ -257,19 +257,34 @@ pub fn encode_app<M: Serialize>(msg: &M) -> Result<Bytes, rmp_serde::encode::Err
 pub fn encode_apps<'a, M: Serialize + 'a>(
     msgs: impl IntoIterator<Item = &'a M>,
 ) -> Result<Bytes, rmp_serde::encode::Error> {
-    with_encoded_apps(msgs, Bytes::copy_from_slice)
+    with_encoded_apps(msgs, |frames| scratch_into_bytes(frames))
+}
+
+/// The encoded frames in `scratch` as shared bytes: large ones (at least
+/// [`LARGE_FRAME_BYTES`], which the outbox keeps as they are) take the scratch buffer itself,
+/// so a 64 KiB message is not copied again on its way to the writer; small ones are copied
+/// and the scratch stays for the next message.
+pub(crate) fn scratch_into_bytes(scratch: &mut Vec<u8>) -> Bytes {
+    if scratch.len() >= LARGE_FRAME_BYTES {
+        // The next message is likely as large: room for it at once, not regrown by doubling.
+        let next = Vec::with_capacity(scratch.len());
+        Bytes::from(std::mem::replace(scratch, next))
+    } else {
+        Bytes::copy_from_slice(scratch)
+    }
 }
 
 /// Encodes the messages as consecutive App frames into this thread's scratch buffer and passes
-/// them to `f` (which copies them where they go): no allocation once the scratch has grown.
+/// them to `f` (which copies them where they go, or takes the buffer, see
+/// [`scratch_into_bytes`]): no allocation once the scratch has grown.
 pub(crate) fn with_encoded_apps<'a, M: Serialize + 'a, R>(
     msgs: impl IntoIterator<Item = &'a M>,
-    f: impl FnOnce(&[u8]) -> R,
+    f: impl FnOnce(&mut Vec<u8>) -> R,
 ) -> Result<R, rmp_serde::encode::Error> {
     ENCODE_SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut scratch) => {
             scratch.clear();
-            let result = append_apps(&mut scratch, msgs).map(|_| f(&scratch));
+            let result = append_apps(&mut scratch, msgs).map(|_| f(&mut scratch));
             if scratch.capacity() > ENCODE_SCRATCH_MAX_BYTES {
                 *scratch = Vec::new();
             }
@@ -278,7 +293,7 @@ pub(crate) fn with_encoded_apps<'a, M: Serialize + 'a, R>(
         // Only if a Serialize impl itself encodes a message: use a fresh buffer.
         Err(_) => {
             let mut fresh = Vec::new();
-            append_apps(&mut fresh, msgs).map(|_| f(&fresh))
+            append_apps(&mut fresh, msgs).map(|_| f(&mut fresh))
         }
     })
 }

@@ -169,7 +169,9 @@ impl PeerSession {
         let peer_addr = stream.peer_addr()?;
         let _ = stream.set_nodelay(true);
         let credit = InboundCredit::new(env.config.inbound_budget_bytes);
-        let inbox = env.delivery.inbox();
+        let inbox = env
+            .delivery
+            .inbox(env.config.transport == secure::Transport::Noise);
         let task = env.tasks.token();
         Ok(Self {
             env,

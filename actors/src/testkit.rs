@@ -144,6 +144,7 @@ impl<M: AppMessage> FakePeer<M> {
             from: self.handle.clone(),
             payloads,
             ends,
+            large: Vec::new(),
             credit,
         }));
     }

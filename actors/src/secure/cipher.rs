@@ -4,7 +4,10 @@
 //! direction outright: no lock shared between them, no boxed cipher objects, and nothing kept
 //! from the handshake once the keys are split.
 //!
-//! The primitive is ring's AEAD (`AES_256_GCM`); this file only composes it the way Noise
+//! The primitive is AWS-LC's AEAD (`aws-lc-rs`, `AES_256_GCM`: its VAES AVX-512 code runs
+//! 64 KiB records 1.2-1.3x faster than ring on this machine, and it seals out of place, so the
+//! record writer encrypts straight from the queued frames into its output buffer); this file
+//! only composes it the way Noise
 //! specifies (revision 34, section 5.1 and 11.3), byte for byte what `snow`'s transport state
 //! did, so the records of PROTOCOL.md section 1.1 are unchanged:
 //!
@@ -15,7 +18,7 @@
 //! - `REKEY(k)`: the new key is the first 32 bytes of `ENCRYPT(k, 2^64 - 1, empty, 32 zero
 //!   bytes)`; the counter continues.
 
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use zeroize::Zeroize;
 
 use super::{SecureError, TAG_BYTES};
@@ -47,7 +50,7 @@ impl std::fmt::Debug for RecordCipher {
 }
 
 fn aead_key(raw: &[u8; KEY_BYTES]) -> LessSafeKey {
-    // ring refuses a key only if its length is wrong, and KEY_BYTES is AES-256's length.
+    // AWS-LC refuses a key only if its length is wrong, and KEY_BYTES is AES-256's length.
     match UnboundKey::new(&AES_256_GCM, raw) {
         Ok(k) => LessSafeKey::new(k),
         Err(_) => unreachable!("AES-256-GCM takes a 32-byte key"),
@@ -88,7 +91,8 @@ impl RecordCipher {
     }
 
     /// Encrypts `record[..len - TAG_BYTES]` in place under the next nonce and writes the tag
-    /// into the last [`TAG_BYTES`].
+    /// into the last [`TAG_BYTES`] (the tests' reference for [`RecordCipher::seal_from`]).
+    #[cfg(test)]
     pub(crate) fn seal(&mut self, record: &mut [u8]) -> Result<(), SecureError> {
         if self.n == u64::MAX || record.len() < TAG_BYTES {
             return Err(SecureError::Exhausted);
@@ -99,6 +103,21 @@ impl RecordCipher {
             .seal_in_place_separate_tag(nonce(self.n), Aad::empty(), plain)
             .map_err(|_| SecureError::Exhausted)?;
         tag_out.copy_from_slice(tag.as_ref());
+        self.advance();
+        Ok(())
+    }
+
+    /// Encrypts `plain` under the next nonce into `record`, which must be `plain.len() +
+    /// TAG_BYTES` long: the ciphertext, then the tag. The plaintext is read once, not copied
+    /// first.
+    pub(crate) fn seal_from(&mut self, plain: &[u8], record: &mut [u8]) -> Result<(), SecureError> {
+        if self.n == u64::MAX || record.len() != plain.len() + TAG_BYTES {
+            return Err(SecureError::Exhausted);
+        }
+        let (out, tag) = record.split_at_mut(plain.len());
+        self.key
+            .seal_out_of_place_scatter(nonce(self.n), Aad::empty(), plain, out, &[], tag)
+            .map_err(|_| SecureError::Exhausted)?;
         self.advance();
         Ok(())
     }
@@ -135,7 +154,7 @@ impl RecordCipher {
     /// under nonce 2^64 - 1.
     fn rekey(&mut self) {
         let mut next = [0u8; KEY_BYTES];
-        // Sealing 32 bytes cannot exceed ring's input limit; the tag is not used.
+        // Sealing 32 bytes cannot exceed the AEAD's input limit; the tag is not used.
         let _ = self
             .key
             .seal_in_place_separate_tag(nonce(u64::MAX), Aad::empty(), &mut next);
@@ -202,6 +221,24 @@ mod tests {
                 snow_r.rekey_outgoing();
             }
         }
+    }
+
+    /// Sealing out of place gives the very record sealing in place gives, nonce for nonce.
+    #[test]
+    fn seal_from_matches_seal_in_place() {
+        let (mut a, mut b) = ([9u8; 32], [9u8; 32]);
+        let (mut in_place, mut from) = (RecordCipher::new(&mut a, 2), RecordCipher::new(&mut b, 2));
+        for len in [0usize, 1, 15, 16, 17, 1000, 65_519] {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 31 + len) as u8).collect();
+            let mut rec1 = plain.clone();
+            rec1.resize(len + TAG_BYTES, 0);
+            in_place.seal(&mut rec1).unwrap();
+            let mut rec2 = vec![0xAA; len + TAG_BYTES];
+            from.seal_from(&plain, &mut rec2).unwrap();
+            assert_eq!(rec1, rec2, "{len} bytes");
+        }
+        let mut short = vec![0u8; 4 + TAG_BYTES - 1];
+        assert!(from.seal_from(&[1, 2, 3, 4], &mut short).is_err());
     }
 
     #[test]

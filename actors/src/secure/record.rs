@@ -225,8 +225,8 @@ impl<W> SecureWrite<W> {
         }
     }
 
-    /// Encrypts `plain` (at most one record's worth) as the next record at `out[end..]`: the
-    /// plaintext is copied once, next to its length, and sealed in place.
+    /// Encrypts `plain` (at most one record's worth) as the next record at `out[end..]`, next
+    /// to its length: sealed out of place, so the plaintext is read once and never copied.
     fn seal(&mut self, plain: &[u8]) -> io::Result<()> {
         let Some(cipher) = self.cipher.as_mut() else {
             return Ok(());
@@ -239,8 +239,7 @@ impl<W> SecureWrite<W> {
             self.out.resize(need, 0);
         }
         self.out[self.end..at].copy_from_slice(&(len as u16).to_be_bytes());
-        self.out[at..at + plain.len()].copy_from_slice(plain);
-        cipher.seal(&mut self.out[at..need])?;
+        cipher.seal_from(plain, &mut self.out[at..need])?;
         self.end = need;
         Ok(())
     }
