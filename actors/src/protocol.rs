@@ -257,7 +257,7 @@ pub fn encode_app<M: Serialize>(msg: &M) -> Result<Bytes, rmp_serde::encode::Err
 pub fn encode_apps<'a, M: Serialize + 'a>(
     msgs: impl IntoIterator<Item = &'a M>,
 ) -> Result<Bytes, rmp_serde::encode::Error> {
-    with_encoded_apps(msgs, |frames| scratch_into_bytes(frames))
+    with_encoded_apps(msgs, scratch_into_bytes)
 }
 
 /// The encoded frames in `scratch` as shared bytes: large ones (at least
