@@ -28,6 +28,9 @@ pub(crate) struct SessionPool {
     /// decision or an accept.
     control: ArbiterHandle,
     next: AtomicUsize,
+    /// The session arbiters were started here (and are stopped with the pool), not given by
+    /// the application.
+    owns_arbiters: bool,
 }
 
 impl SessionPool {
@@ -39,6 +42,18 @@ impl SessionPool {
             arbiters,
             control: Arbiter::new().handle(),
             next: AtomicUsize::new(0),
+            owns_arbiters: true,
+        }
+    }
+
+    /// Sessions on arbiters the application owns (they outlive the pool); a control thread of
+    /// its own.
+    pub(crate) fn on(arbiters: Vec<ArbiterHandle>) -> Self {
+        Self {
+            arbiters,
+            control: Arbiter::new().handle(),
+            next: AtomicUsize::new(0),
+            owns_arbiters: false,
         }
     }
 
@@ -155,8 +170,10 @@ impl SessionPool {
     }
 
     pub(crate) fn stop(&self) {
-        for a in &self.arbiters {
-            a.stop();
+        if self.owns_arbiters {
+            for a in &self.arbiters {
+                a.stop();
+            }
         }
         self.control.stop();
     }
@@ -193,6 +210,24 @@ impl SessionThreads {
     pub fn new(threads: usize) -> Self {
         Self {
             pool: Arc::new(SessionPool::new(threads)),
+        }
+    }
+
+    /// Sessions on the given arbiters, round robin (at least one; an empty slice gives one
+    /// thread of their own), for instance the application actor's own: a message and the
+    /// reply its handler sends then never change threads (a request/response round trip over
+    /// one connection pays no thread hop in this node, BENCHMARKS.md scenario d). The
+    /// arbiters are the caller's: they are not stopped when the networks stop. The networks'
+    /// registries, acceptors and connectors still get a control thread of their own.
+    ///
+    /// Right for a node whose per-message work is light; a node that decodes or verifies much
+    /// per message keeps the sessions on threads apart from the application ([`Self::new`]).
+    pub fn on(arbiters: &[ArbiterHandle]) -> Self {
+        if arbiters.is_empty() {
+            return Self::new(1);
+        }
+        Self {
+            pool: Arc::new(SessionPool::on(arbiters.to_vec())),
         }
     }
 

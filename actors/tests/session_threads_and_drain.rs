@@ -25,6 +25,10 @@
 //!   shared threads still run new networks (even after the `SessionThreads` handle itself is
 //!   dropped); once every network is shut down and dropped, the two threads exit and the test
 //!   ends without hanging.
+//! - `sessions_on_the_applications_arbiter_leave_it_running_after_shutdown`:
+//!   `SessionThreads::on(&[the test's Arbiter])` starts only a control thread; two networks on
+//!   it exchange 50 messages each way; after shutdown the control thread exits and the given
+//!   Arbiter still runs tasks.
 //! - `a_broadcast_right_after_connected_reaches_the_new_peer`: a hub with two session threads;
 //!   six peers join one by one and, on each `Connected` event, the hub broadcasts at once: the
 //!   count is exactly the number of peers connected so far, and every peer receives exactly the
@@ -562,6 +566,54 @@ async fn shared_session_threads_outlive_shutdowns_and_stop_when_the_last_user_is
         async move { alive.is_empty().then_some(()) }
     })
     .await;
+}
+
+/// `SessionThreads::on` puts the sessions on the application's own Arbiter (here the test's,
+/// where the collectors run): it starts only the control thread, the networks on it exchange
+/// traffic, and shutting them down and dropping everything stops the control thread but never
+/// the application's Arbiter (the test goes on running on it).
+#[actix::test]
+async fn sessions_on_the_applications_arbiter_leave_it_running_after_shutdown() {
+    let _threads = THREADS.write().await;
+    let before = actix_threads();
+    let threads = SessionThreads::on(&[actix::Arbiter::current()]);
+    assert_eq!(threads.len(), 1);
+    let started: HashSet<u32> = actix_threads().difference(&before).copied().collect();
+    assert_eq!(started.len(), 1, "only the control thread: {started:?}");
+
+    let mut nodes = Vec::new();
+    for last in [215, 216] {
+        nodes.push(TestNode::start_on(test_config(last), &threads).await);
+    }
+    nodes[0].net.connect(nodes[1].addr());
+    all_connected(&mut nodes).await;
+    exchange_all(&mut nodes, 0, 50).await;
+    let extra: Vec<u32> = actix_threads()
+        .difference(&before)
+        .filter(|t| !started.contains(t))
+        .copied()
+        .collect();
+    assert!(extra.is_empty(), "the networks started {extra:?}");
+
+    for node in &nodes {
+        node.net.shutdown().await;
+    }
+    for node in &nodes {
+        sockets_settle(&node.net, 0, "sockets closed at shutdown").await;
+    }
+    drop(nodes);
+    drop(threads);
+    eventually("the control thread exits", || {
+        let alive = actix_threads().intersection(&started).count();
+        async move { (alive == 0).then_some(()) }
+    })
+    .await;
+    // The application's Arbiter still runs tasks.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    assert!(actix::Arbiter::current().spawn(async move {
+        let _ = tx.send(7);
+    }));
+    assert_eq!(timeout(WAIT, rx).await.expect("still running"), Ok(7));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -294,6 +294,11 @@ fn run_transport(sizes: Sizes, only: &str) -> RunOutput {
             for (kind, what, paced) in [
                 (Rtt::SessionPing, "session ping (1 ms cadence)", true),
                 (Rtt::AppEcho, "app echo (back to back)", false),
+                (
+                    Rtt::AppEchoOneThread,
+                    "app echo, node on one thread (back to back)",
+                    false,
+                ),
             ] {
                 let b = raw::ping(sizes, load, true, paced);
                 let p = peer::ping(sizes, load, kind);

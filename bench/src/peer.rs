@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_rt::Arbiter;
+use actix_rt::{Arbiter, ArbiterHandle};
 use peerlink_actors::{Inbound, Network, NetworkConfig, PeerHandle, SendOutcome, SessionThreads};
 use tokio::sync::mpsc;
 
@@ -123,6 +123,9 @@ struct Cluster {
     /// (one thread per node would put 32 threads on two cores).
     load_sessions: SessionThreads,
     nodes: Vec<Node>,
+    /// Threads of the nodes that run on one thread each ([`Cluster::add_on_one_thread`]):
+    /// the application actor's Arbiter, which is also the node's session thread.
+    own_threads: Vec<Arbiter>,
     /// Ping interval of the nodes added from now on.
     ping_interval_ms: u64,
 }
@@ -134,7 +137,50 @@ impl Cluster {
             load_apps: [Arbiter::new(), Arbiter::new()],
             load_sessions: SessionThreads::new(2),
             nodes: Vec::new(),
+            own_threads: Vec::new(),
             ping_interval_ms: DEFAULT_BENCH_PING_MS,
+        }
+    }
+
+    /// Starts a node that runs on one thread of its own: its application actor and its
+    /// sessions share one Arbiter (`SessionThreads::on`), as each raw baseline node is one
+    /// runtime on one thread. Returns the node's index and its thread.
+    async fn add_on_one_thread(
+        &mut self,
+        ip: Ipv4Addr,
+        tally: Arc<Tally>,
+        pongs: Option<mpsc::UnboundedSender<u64>>,
+    ) -> Result<(usize, ArbiterHandle), String> {
+        let thread = Arbiter::new();
+        let handle = thread.handle();
+        let sink = Sink::start_in_arbiter(&handle, move |_| Sink { tally, pongs });
+        let net = Network::builder(self.node_config(ip, 0))
+            .session_threads(&SessionThreads::on(std::slice::from_ref(&handle)))
+            .start(sink.recipient())
+            .await
+            .map_err(|e| format!("node {ip}: {e}"))?;
+        self.own_threads.push(thread);
+        self.nodes.push(Node {
+            net,
+            ip: IpAddr::V4(ip),
+        });
+        Ok((self.nodes.len() - 1, handle))
+    }
+
+    /// The configuration of every bench node on `ip`.
+    fn node_config(&self, ip: Ipv4Addr, session_threads: usize) -> NetworkConfig {
+        NetworkConfig {
+            listen: SocketAddr::new(IpAddr::V4(ip), 0),
+            session_threads,
+            max_inbound: 1024,
+            target_outbound: 64,
+            ping_interval_ms: self.ping_interval_ms,
+            ping_timeout_ms: 360_000,
+            handshake_timeout_ms: 10_000,
+            transport: crate::common::transport(),
+            // The benchmark's topology is what it dials; no address gossip or extra dials.
+            discovery: false,
+            ..NetworkConfig::default()
         }
     }
 
@@ -164,20 +210,7 @@ impl Cluster {
             &self.app
         };
         let sink = Sink::start_in_arbiter(&app.handle(), move |_| Sink { tally, pongs });
-        let config = NetworkConfig {
-            listen: SocketAddr::new(IpAddr::V4(ip), 0),
-            session_threads,
-            max_inbound: 1024,
-            target_outbound: 64,
-            ping_interval_ms: self.ping_interval_ms,
-            ping_timeout_ms: 360_000,
-            handshake_timeout_ms: 10_000,
-            transport: crate::common::transport(),
-            // The benchmark's topology is what it dials; no address gossip or extra dials.
-            discovery: false,
-            ..NetworkConfig::default()
-        };
-        let mut builder = Network::builder(config);
+        let mut builder = Network::builder(self.node_config(ip, session_threads));
         if load {
             builder = builder.session_threads(&self.load_sessions);
         }
@@ -213,7 +246,7 @@ impl Cluster {
             n.net.shutdown().await;
         }
         self.app.stop();
-        for a in &self.load_apps {
+        for a in self.load_apps.iter().chain(&self.own_threads) {
             a.stop();
         }
     }
@@ -377,7 +410,7 @@ pub fn broadcast(peers: usize, count: u64, size: usize) -> Result<(f64, CpuUse),
 /// Round trip samples in microseconds of `pings` application-level echoes through a
 /// `PeerHandle`, measured on a dedicated application thread.
 async fn ping_loop(
-    app: &Arbiter,
+    app: &ArbiterHandle,
     to: PeerHandle,
     mut pongs: mpsc::UnboundedReceiver<u64>,
     pings: u64,
@@ -437,6 +470,9 @@ async fn session_ping_loop(
 pub enum Rtt {
     /// Application echo: Ping through a `PeerHandle`, the peer's application answers Pong.
     AppEcho,
+    /// [`Rtt::AppEcho`] with each node on one thread (application and sessions on one Arbiter,
+    /// the pings sent from the pinging node's thread), the shape of the raw baseline.
+    AppEchoOneThread,
     /// The session's own Ping/Pong, measured by the session.
     SessionPing,
 }
@@ -451,20 +487,25 @@ pub fn ping(sizes: Sizes, load: bool, kind: Rtt) -> Result<(f64, f64), String> {
         if kind == Rtt::SessionPing {
             c.ping_interval_ms = 1;
         }
-        let p = c
-            .add(
-                Ipv4Addr::new(127, 0, 3, 1),
-                0,
-                tally.clone(),
-                Some(ptx.clone()),
-            )
-            .await?;
-        let q = c
-            .add(Ipv4Addr::new(127, 0, 3, 2), 0, tally.clone(), None)
-            .await?;
+        let (pip, qip) = (Ipv4Addr::new(127, 0, 3, 1), Ipv4Addr::new(127, 0, 3, 2));
+        // The thread the pings are sent from: one of its own, or the pinging node's.
+        let mut pinger = None;
+        let (p, q, ping_thread) = if kind == Rtt::AppEchoOneThread {
+            let (p, p_thread) = c
+                .add_on_one_thread(pip, tally.clone(), Some(ptx.clone()))
+                .await?;
+            let (q, _) = c.add_on_one_thread(qip, tally.clone(), None).await?;
+            (p, q, p_thread)
+        } else {
+            let p = c.add(pip, 0, tally.clone(), Some(ptx.clone())).await?;
+            let q = c.add(qip, 0, tally.clone(), None).await?;
+            let own = Arbiter::new();
+            let handle = own.handle();
+            pinger = Some(own);
+            (p, q, handle)
+        };
         c.ping_interval_ms = DEFAULT_BENCH_PING_MS;
         let (pq, _) = c.connect(p, q).await?;
-        let pinger = Arbiter::new();
         let done = Arc::new(AtomicBool::new(false));
         let bcast = if load {
             let btally = Arc::new(Tally::default());
@@ -488,7 +529,9 @@ pub fn ping(sizes: Sizes, load: bool, kind: Rtt) -> Result<(f64, f64), String> {
             None
         };
         let samples = match kind {
-            Rtt::AppEcho => ping_loop(&pinger, pq, prx, sizes.d_pings).await,
+            Rtt::AppEcho | Rtt::AppEchoOneThread => {
+                ping_loop(&ping_thread, pq, prx, sizes.d_pings).await
+            }
             Rtt::SessionPing => {
                 let net = c.nodes[p].net.clone();
                 session_ping_loop(&net, c.nodes[q].ip, sizes.d_pings).await
@@ -500,7 +543,9 @@ pub fn ping(sizes: Sizes, load: bool, kind: Rtt) -> Result<(f64, f64), String> {
         }
         let samples = samples?;
         drop(ptx);
-        pinger.stop();
+        if let Some(pinger) = pinger {
+            pinger.stop();
+        }
         c.shutdown().await;
         if samples.len() < 20 {
             return Err(format!("only {} ping samples", samples.len()));
