@@ -176,7 +176,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     run(stream, key, initiator, None).await
 }
 
-/// [`handshake`] with the ephemeral key fixed by `ephemeral` (`None` draws one, as every real
+/// [`handshake()`] with the ephemeral key fixed by `ephemeral` (`None` draws one, as every real
 /// connection does): the fuzz entry points run this, with the keys of PROTOCOL.md's vectors.
 pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,

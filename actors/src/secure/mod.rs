@@ -7,7 +7,7 @@
 //!
 //! - [`identity`]: [`NodeKey`] (static X25519 key pair, the node's identity), [`PublicKey`]
 //!   (hex on every human surface), [`PeerAddr`] (`KEYHEX@IP:PORT` pinning) and [`Transport`].
-//! - [`handshake`]: the Noise `XX` handshake over a fresh TCP stream (three length-prefixed
+//! - [`handshake`](mod@handshake): the Noise `XX` handshake over a fresh TCP stream (three length-prefixed
 //!   messages with a small cap), returning the transport cipher states and the peer's key.
 //! - [`cipher`]: [`RecordCipher`], one direction's AES-256-GCM key (a half of the Noise split),
 //!   counter nonce and rekey schedule, on AWS-LC's AEAD (`aws-lc-rs`).
