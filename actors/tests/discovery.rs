@@ -168,6 +168,12 @@ async fn a_feeler_tests_a_new_address_and_closes_without_taking_an_outbound_slot
             .await,
         );
     }
+    // The seed knows both (from their Hellos) before N asks it: N asks once, on connect, and
+    // the others (discovery off) never advertise themselves.
+    eventually("the others registered at the seed", || async {
+        (seed.net.peers().await.len() == 2).then_some(())
+    })
+    .await;
     // N keeps one outbound peer (the seed, configured) and learns the others from it; with its
     // outbound set full, feelers (every 200 ms here) test the addresses it has not tried.
     let config = NetworkConfig {
