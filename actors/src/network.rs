@@ -246,16 +246,32 @@ impl<M: AppMessage> Network<M> {
         // The acceptor and the connector are built on the control plane's thread (the listener
         // joins that thread's reactor) and share one ban list there: the acceptor refuses banned
         // IPs, the connector never dials them.
+        //
+        // The connector and discovery subscribe to the registry's events before anything can
+        // connect: the Subscribe messages are queued in the same step that starts the
+        // connector, before the acceptor starts and before the connector's first dial (its
+        // `started` runs once this step yields). Subscribing after `start` returned lost the
+        // `Connected` of a configured peer that registered first (seen under load: discovery
+        // never asked that peer for addresses).
         let (acceptor, connector) = {
             let (env, pool) = (env.clone(), pool.clone());
-            let feedback = discovery.as_ref().map(|d| d.clone().recipient());
+            let discovery = discovery.clone();
+            let registry = registry.clone();
             let (tx, rx) = tokio::sync::oneshot::channel();
             pool.clone().control().spawn(async move {
                 let bans = Rc::new(RefCell::new(BanList::new(env.config.max_bans)));
                 let started = Acceptor::new(listener, env.clone(), pool.clone(), bans.clone()).map(
                     |acceptor| {
-                        let connector = Connector::new(env, pool, bans).with_discovery(feedback);
-                        (acceptor.start(), connector.start())
+                        let feedback = discovery.as_ref().map(|d| d.clone().recipient());
+                        let connector = Connector::new(env, pool, bans)
+                            .with_discovery(feedback)
+                            .start();
+                        registry.do_send(Subscribe(connector.clone().recipient()));
+                        if let Some(d) = &discovery {
+                            d.do_send(crate::discovery::SetConnector(connector.clone()));
+                            registry.do_send(Subscribe(d.clone().recipient()));
+                        }
+                        (acceptor.start(), connector)
                     },
                 );
                 let _ = tx.send(started);
@@ -264,11 +280,6 @@ impl<M: AppMessage> Network<M> {
                 .map_err(|_| NetworkError::Stopped)?
                 .map_err(bind_error)?
         };
-        registry.do_send(Subscribe(connector.clone().recipient()));
-        if let Some(d) = &discovery {
-            d.do_send(crate::discovery::SetConnector(connector.clone()));
-            registry.do_send(Subscribe(d.clone().recipient()));
-        }
         log::info!("listening on {listen_addr} (node nonce {node_nonce:016x})");
         Ok(Self {
             inner: Arc::new(Inner {

@@ -100,8 +100,21 @@ async fn get_addrs_is_answered_once_without_the_askers_address() {
 
 #[actix::test]
 async fn an_address_flood_stays_within_the_books_caps() {
-    let config = test_config(154);
-    let node = TestNode::start_discovery(config.clone()).await;
+    // The node must never dial what it is told (public addresses, off this machine): no
+    // outbound target and no feeler within the test.
+    let config = NetworkConfig {
+        target_outbound: 0,
+        ..test_config(154)
+    };
+    let node = TestNode::start_from(
+        peerlink_actors::Network::builder(config.clone())
+            .discovery(true)
+            .discovery_config(peerlink_actors::discovery::DiscoveryConfig {
+                feeler_interval_ms: 24 * 3600 * 1000,
+                ..Default::default()
+            }),
+    )
+    .await;
     let mut raw = RawPeer::connect(159, node.addr()).await;
     raw.handshake(&config).await;
     assert_eq!(next_non_ping(&mut raw).await, Frame::GetAddrs {});
@@ -159,7 +172,10 @@ async fn a_feeler_tests_a_new_address_and_closes_without_taking_an_outbound_slot
     let mut others = Vec::new();
     // The others only dial the seed (discovery off): they would otherwise learn N's address and
     // dial it, and a connected address is no feeler's target.
-    for last in [171u8, 172] {
+    // Four of them: all loopback addresses fall into one bucket of an address book, where two
+    // can land on the same slot (1 in 64 per pair, in the seed's book and again in N's) and
+    // one of them is not kept; with two, N knew only one 3-5 % of the time.
+    for last in [171u8, 172, 174, 175] {
         others.push(
             TestNode::start(NetworkConfig {
                 peers: vec![seed.addr().into()],
@@ -171,7 +187,7 @@ async fn a_feeler_tests_a_new_address_and_closes_without_taking_an_outbound_slot
     // The seed knows both (from their Hellos) before N asks it: N asks once, on connect, and
     // the others (discovery off) never advertise themselves.
     eventually("the others registered at the seed", || async {
-        (seed.net.peers().await.len() == 2).then_some(())
+        (seed.net.peers().await.len() == 4).then_some(())
     })
     .await;
     // N keeps one outbound peer (the seed, configured) and learns the others from it; with its
