@@ -426,7 +426,9 @@ impl<M> Network<M> {
             .unwrap_or_default()
     }
 
-    /// Receive peer lifecycle events.
+    /// Receive peer lifecycle events: first one `Connected` for each peer already registered
+    /// (so subscribing after [`Network::start`] misses no configured peer that connected
+    /// meanwhile), then every `Connected` and `Disconnected`, in the registry's order.
     pub fn subscribe(&self, recipient: Recipient<PeerEvent>) {
         self.registry().do_send(Subscribe(recipient));
     }

@@ -524,11 +524,23 @@ impl Handler<GetStats> for PeerRegistry {
 impl Handler<Subscribe> for PeerRegistry {
     type Result = ();
 
-    fn handle(&mut self, msg: Subscribe, _ctx: &mut Context<Self>) {
-        self.subscribers.push(Subscriber {
+    /// A subscriber sees every peer: one `Connected` for each peer registered before it
+    /// subscribed comes first (an application subscribing after `Network::start` would
+    /// otherwise never hear of the configured peers that connected meanwhile), then every
+    /// change, in order.
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) {
+        let subscriber = Subscriber {
             recipient: msg.0,
             queue: Rc::default(),
-        });
+        };
+        for (ip, entry) in &self.entries {
+            let event = PeerEvent::Connected {
+                info: info_of(*ip, entry),
+                handle: entry.handle.clone(),
+            };
+            self.queue_event(&subscriber, event, ctx);
+        }
+        self.subscribers.push(subscriber);
     }
 }
 
@@ -683,37 +695,42 @@ impl PeerRegistry {
     fn publish(&mut self, event: PeerEvent, ctx: &mut Context<Self>) {
         self.subscribers.retain(|s| s.recipient.connected());
         for s in &self.subscribers {
-            let mut queue = s.queue.borrow_mut();
-            if queue.len() >= self.max_pending_events {
-                self.metrics.events_dropped.inc();
-                log::warn!(
-                    "a peer event subscriber is {} events behind: event dropped",
-                    self.max_pending_events
-                );
-                continue;
-            }
-            queue.push_back(event.clone());
-            if queue.len() > 1 {
-                continue; // a drain is running and will get to it
-            }
-            drop(queue);
-            let (recipient, queue) = (s.recipient.clone(), s.queue.clone());
-            ctx.spawn(
-                async move {
-                    loop {
-                        let Some(next) = queue.borrow().front().cloned() else {
-                            break;
-                        };
-                        if recipient.send(next).await.is_err() {
-                            queue.borrow_mut().clear();
-                            break;
-                        }
-                        queue.borrow_mut().pop_front();
-                    }
-                }
-                .into_actor(self),
-            );
+            self.queue_event(s, event.clone(), ctx);
         }
+    }
+
+    /// Queues `event` for one subscriber (see [`Self::publish`]).
+    fn queue_event(&self, s: &Subscriber, event: PeerEvent, ctx: &mut Context<Self>) {
+        let mut queue = s.queue.borrow_mut();
+        if queue.len() >= self.max_pending_events {
+            self.metrics.events_dropped.inc();
+            log::warn!(
+                "a peer event subscriber is {} events behind: event dropped",
+                self.max_pending_events
+            );
+            return;
+        }
+        queue.push_back(event);
+        if queue.len() > 1 {
+            return; // a drain is running and will get to it
+        }
+        drop(queue);
+        let (recipient, queue) = (s.recipient.clone(), s.queue.clone());
+        ctx.spawn(
+            async move {
+                loop {
+                    let Some(next) = queue.borrow().front().cloned() else {
+                        break;
+                    };
+                    if recipient.send(next).await.is_err() {
+                        queue.borrow_mut().clear();
+                        break;
+                    }
+                    queue.borrow_mut().pop_front();
+                }
+            }
+            .into_actor(self),
+        );
     }
 }
 

@@ -302,6 +302,45 @@ async fn broadcasts_reach_exactly_the_registered_set_and_events_come_in_order() 
     assert_eq!(*events.lock().unwrap(), expected);
 }
 
+/// A late subscriber hears first of the peers registered before it subscribed (one
+/// `Connected` each, with its connection id), then of every change, in order.
+#[actix::test]
+async fn a_late_subscriber_hears_of_the_peers_already_registered() {
+    let (registry, _published) = start_registry();
+    let a = TestSession::new([127, 0, 0, 8], Direction::Inbound, 1, 1);
+    let b = TestSession::new([127, 0, 0, 9], Direction::Outbound, 2, 2);
+    let c = TestSession::new([127, 0, 0, 10], Direction::Inbound, 3, 3);
+    for s in [&a, &b] {
+        registry.send(s.register()).await.unwrap();
+    }
+    let events = Arc::new(Mutex::new(Vec::new()));
+    registry
+        .send(Subscribe(Recorder(events.clone()).start().recipient()))
+        .await
+        .unwrap();
+    registry.send(c.register()).await.unwrap();
+    registry.send(a.unregister()).await.unwrap();
+    let mut expected = vec![
+        format!("+{} {}", a.ip, a.facts.conn_id),
+        format!("+{} {}", b.ip, b.facts.conn_id),
+    ];
+    // The replay follows the registry's map order; the changes after it, their own order.
+    expected.sort();
+    expected.push(format!("+{} {}", c.ip, c.facts.conn_id));
+    expected.push(format!("-{} {}", a.ip, a.facts.conn_id));
+    for _ in 0..1000 {
+        if events.lock().unwrap().len() >= expected.len() {
+            break;
+        }
+        registry.send(GetStats).await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    let mut got = events.lock().unwrap().clone();
+    assert_eq!(got.len(), expected.len(), "{got:?}");
+    got[..2].sort();
+    assert_eq!(got, expected);
+}
+
 /// A subscriber whose thread is blocked until released.
 struct Blocked {
     release: std::sync::mpsc::Receiver<()>,
