@@ -239,3 +239,68 @@ async fn a_feeler_tests_a_new_address_and_closes_without_taking_an_outbound_slot
     }
     assert!(requested >= 1, "no feeler closed by N at {other_ips:?}");
 }
+
+/// A node below its outbound target whose book has nothing left to dial asks its peers for
+/// addresses again (once per answer interval per peer). N is told only of H and wants three
+/// outbound peers; H knows nobody else when N first asks. A and B then connect to H: they run
+/// without discovery, so nobody announces them, and the only way N can learn them is asking
+/// H again. N ends with outbound connections to A and B.
+#[actix::test]
+async fn a_node_with_nothing_left_to_dial_asks_its_peers_again() {
+    use peerlink_actors::discovery::{DiscoveryConfig, GossipConfig};
+    use peerlink_actors::{Direction, Network};
+
+    let fast = DiscoveryConfig {
+        tick_ms: 50,
+        gossip: GossipConfig {
+            answer_interval_ms: 300,
+            ..DiscoveryConfig::fast().gossip
+        },
+        ..DiscoveryConfig::fast()
+    };
+    let hub = TestNode::start_from(
+        Network::builder(test_config(176))
+            .discovery(true)
+            .discovery_config(fast),
+    )
+    .await;
+    let n = TestNode::start_from(
+        Network::builder(NetworkConfig {
+            peers: vec![hub.addr().into()],
+            target_outbound: 3,
+            ..test_config(179)
+        })
+        .discovery(true)
+        .discovery_config(fast),
+    )
+    .await;
+    // N asked again: its first answer left it nothing to dial.
+    eventually("N asked H a second time", || async {
+        let stats = n.net.discovery_stats().await?;
+        (stats.reasks >= 1).then_some(())
+    })
+    .await;
+    let mut others = Vec::new();
+    for last in [177u8, 178] {
+        others.push(
+            TestNode::start(NetworkConfig {
+                peers: vec![hub.addr().into()],
+                ..test_config(last)
+            })
+            .await,
+        );
+    }
+    let want: Vec<std::net::IpAddr> = others.iter().map(|o| o.ip()).collect();
+    eventually("N dialled A and B, learnt by asking H again", || async {
+        let outbound: Vec<_> = n
+            .net
+            .peers()
+            .await
+            .into_iter()
+            .filter(|p| p.conn.direction == Direction::Outbound)
+            .map(|p| p.ip)
+            .collect();
+        want.iter().all(|ip| outbound.contains(ip)).then_some(())
+    })
+    .await;
+}

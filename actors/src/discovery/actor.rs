@@ -72,6 +72,8 @@ pub(crate) struct Discovery {
     feelers_done: u64,
     dropped: u64,
     dials_failed: u64,
+    /// See [`DiscoveryStats::reasks`].
+    reasks: u64,
     dials_succeeded: u64,
     seeds: SeedPlan,
     /// Configured peers (kept by the connector): never anchors.
@@ -101,6 +103,8 @@ struct Peer {
     /// An outbound connection to a seed: closed once the seed answered, never an anchor.
     seed: bool,
     opened_ms: u64,
+    /// When this node last sent it `GetAddrs` (on connect, then [`Discovery::reask`]).
+    asked_ms: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -184,6 +188,9 @@ pub struct DiscoveryStats {
     /// Feelers (short test connections to new addresses, made while the outbound set is full)
     /// that completed their handshake and were closed, since start.
     pub feelers_done: u64,
+    /// `GetAddrs` sent again to a connected peer because the node was below its outbound
+    /// target with nothing left to dial, since start.
+    pub reasks: u64,
 }
 
 /// The connector to hand addresses to (set once, after both actors exist).
@@ -254,6 +261,7 @@ impl Discovery {
             feelers_done: 0,
             dropped: 0,
             dials_failed: 0,
+            reasks: 0,
             dials_succeeded: 0,
             seeds,
             configured: setup.peers.iter().map(|a| canonical_ip(a.ip())).collect(),
@@ -349,6 +357,7 @@ impl Handler<GetDiscoveryStats> for Discovery {
             last_save_us: self.persist.last_save_us,
             seed_dials: self.persist.seed_dials,
             feelers_done: self.feelers_done,
+            reasks: self.reasks,
         })
     }
 }
@@ -443,6 +452,7 @@ impl Handler<PeerEvent> for Discovery {
                         seq: self.seq,
                         seed,
                         opened_ms: now,
+                        asked_ms: now,
                     },
                 );
             }
@@ -629,6 +639,7 @@ impl Discovery {
         let dials = self
             .selector
             .next_dials(&self.book, &outbound, busy, now, &mut self.rng);
+        let dry = dials.is_empty() && outbound.len() < target;
         for choice in dials {
             log::debug!("dialling {} ({:?})", choice.addr, choice.kind);
             if choice.kind == DialKind::Feeler {
@@ -638,6 +649,32 @@ impl Discovery {
             self.asked.insert(choice.addr, now);
             connector.do_send(DialOnce(choice.addr));
         }
+        if dry {
+            self.reask(now);
+        }
+    }
+
+    /// Below the outbound target with nothing left to dial: asks one connected peer for
+    /// addresses again, the one asked longest ago, if that was at least an answer interval
+    /// ago (peers answer a connection at most that often; PROTOCOL.md section 3.2). Without
+    /// it a node whose book ran dry waited for announcements that a quiet network never makes.
+    fn reask(&mut self, now: u64) {
+        let interval = self.gossip.config().answer_interval_ms;
+        let Some(peer) = self
+            .peers
+            .values_mut()
+            .filter(|p| !p.seed && now.saturating_sub(p.asked_ms) >= interval)
+            .min_by_key(|p| p.asked_ms)
+        else {
+            return;
+        };
+        peer.asked_ms = now;
+        let _ = peer.handle.send_control(Frame::GetAddrs {}.encode());
+        self.reasks += 1;
+        log::debug!(
+            "outbound below target with nothing to dial: asking {} for addresses again",
+            peer.handle.ip()
+        );
     }
 
     /// The outbound peers to dial first next time: the longest-connected ones, neither seeds
