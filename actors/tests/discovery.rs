@@ -10,6 +10,17 @@ use peerlink_actors::wire::Frame;
 use peerlink_actors::wire::WireAddr;
 use peerlink_actors::NetworkConfig;
 
+/// The IPs of `node`'s outbound peers.
+async fn outbound_ips(node: &TestNode) -> Vec<std::net::IpAddr> {
+    node.net
+        .peers()
+        .await
+        .into_iter()
+        .filter(|p| p.conn.direction == peerlink_actors::Direction::Outbound)
+        .map(|p| p.ip)
+        .collect()
+}
+
 /// The next frame that is not a Ping (Pings are answered, so the node keeps the connection).
 async fn next_non_ping(raw: &mut RawPeer) -> Frame {
     loop {
@@ -166,7 +177,7 @@ async fn an_address_flood_stays_within_the_books_caps() {
 #[actix::test]
 async fn a_feeler_tests_a_new_address_and_closes_without_taking_an_outbound_slot() {
     use peerlink_actors::discovery::DiscoveryConfig;
-    use peerlink_actors::{Direction, DisconnectReason, Network};
+    use peerlink_actors::{DisconnectReason, Network};
 
     let seed = TestNode::start_discovery(test_config(170)).await;
     let mut others = Vec::new();
@@ -208,14 +219,7 @@ async fn a_feeler_tests_a_new_address_and_closes_without_taking_an_outbound_slot
         "two feelers done, the outbound set back to the seed alone",
         || async {
             let stats = n.net.discovery_stats().await?;
-            let outbound: Vec<_> = n
-                .net
-                .peers()
-                .await
-                .into_iter()
-                .filter(|p| p.conn.direction == Direction::Outbound)
-                .map(|p| p.ip)
-                .collect();
+            let outbound = outbound_ips(&n).await;
             (stats.feelers_done >= 2 && outbound == vec![seed_ip]).then_some(stats)
         },
     )
@@ -248,7 +252,7 @@ async fn a_feeler_tests_a_new_address_and_closes_without_taking_an_outbound_slot
 #[actix::test]
 async fn a_node_with_nothing_left_to_dial_asks_its_peers_again() {
     use peerlink_actors::discovery::{DiscoveryConfig, GossipConfig};
-    use peerlink_actors::{Direction, Network};
+    use peerlink_actors::Network;
 
     let fast = DiscoveryConfig {
         tick_ms: 50,
@@ -292,14 +296,7 @@ async fn a_node_with_nothing_left_to_dial_asks_its_peers_again() {
     }
     let want: Vec<std::net::IpAddr> = others.iter().map(|o| o.ip()).collect();
     eventually("N dialled A and B, learnt by asking H again", || async {
-        let outbound: Vec<_> = n
-            .net
-            .peers()
-            .await
-            .into_iter()
-            .filter(|p| p.conn.direction == Direction::Outbound)
-            .map(|p| p.ip)
-            .collect();
+        let outbound = outbound_ips(&n).await;
         want.iter().all(|ip| outbound.contains(ip)).then_some(())
     })
     .await;
