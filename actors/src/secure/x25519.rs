@@ -34,14 +34,20 @@ impl StaticKey {
     /// The key pair of an X25519 secret scalar (clamped by X25519 itself), or `None` if AWS-LC
     /// refuses the scalar (it does not for any 32 bytes).
     pub fn new(secret: &[u8; KEY_BYTES]) -> Option<Self> {
-        let key = PrivateKey::from_private_key(&X25519, secret).ok()?;
-        let public = key.compute_public_key().ok()?.as_ref().try_into().ok()?;
+        let (key, public) = key_pair(secret)?;
         Some(Self {
             key,
             public,
             id: fingerprint(secret),
         })
     }
+}
+
+/// AWS-LC's key object for `secret` and the public half it derives.
+fn key_pair(secret: &[u8; KEY_BYTES]) -> Option<(PrivateKey, [u8; KEY_BYTES])> {
+    let key = PrivateKey::from_private_key(&X25519, secret).ok()?;
+    let public = key.compute_public_key().ok()?.as_ref().try_into().ok()?;
+    Some((key, public))
 }
 
 fn fingerprint(secret: &[u8]) -> [u8; 32] {
@@ -149,14 +155,7 @@ impl Dh for AwsLcX25519 {
             self.key = Some(Key::Static(known.clone()));
             return;
         }
-        let Ok(key) = PrivateKey::from_private_key(&X25519, &bytes) else {
-            return;
-        };
-        if let Some(public) = key
-            .compute_public_key()
-            .ok()
-            .and_then(|p| <[u8; KEY_BYTES]>::try_from(p.as_ref()).ok())
-        {
+        if let Some((key, public)) = key_pair(&bytes) {
             self.pubkey = public;
             self.key = Some(Key::Own(key));
         }
