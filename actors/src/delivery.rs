@@ -2,7 +2,7 @@
 //!
 //! There is one delivery mode. A session hands over each burst of messages read from one peer
 //! (the frames of the reads it handled before giving way, at most 16 reads, or fewer when they
-//! reach the inbound budget) as one [`Inbound`]: one mailbox hop per burst, not per message. The
+//! reach the inbound budget or about 256 KiB) as one [`Inbound`]: one mailbox hop per burst, not per message. The
 //! application walks the burst with [`Inbound::msgs`], writing per-message code and paying
 //! per-burst costs. The session checks that each payload is one well-formed MessagePack value
 //! and hands the payloads over still encoded; `msgs()` decodes them on the application's
@@ -12,7 +12,7 @@
 //! which is how a slow application pushes back on the peer instead of growing a mailbox.
 
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -62,7 +62,20 @@ pub struct Inbound<M> {
     large: Vec<Bytes>,
     /// Returned to the session's inbound budget when this burst is dropped.
     _credit: Credit,
+    /// Where the burst's buffers go back for the session to reuse when it is dropped.
+    spare: Option<Arc<SpareBurst>>,
     _msg: PhantomData<fn() -> M>,
+}
+
+impl<M> Drop for Inbound<M> {
+    fn drop(&mut self) {
+        if let Some(spare) = self.spare.take() {
+            spare.give(
+                std::mem::take(&mut self.payloads),
+                std::mem::take(&mut self.ends),
+            );
+        }
+    }
 }
 
 impl<M: 'static> Message for Inbound<M> {
@@ -124,8 +137,83 @@ impl<M: DeserializeOwned> Inbound<M> {
 /// The `ends` entry of a large payload.
 const LARGE: usize = usize::MAX;
 
-/// Most payload bytes an [`Inbox`] preallocates for the next burst.
+/// Inbound credit of a burst at which the session hands it over without waiting for the end of
+/// its reads; also the most payload bytes an [`Inbox`] preallocates for the next burst.
 const BURST_BYTES_KEPT: usize = 256 * 1024;
+
+/// Largest payload buffer a session keeps as its spare ([`SpareBurst`]); larger ones (a burst
+/// that reached a large inbound budget) are freed.
+const SPARE_BYTES_MAX: usize = 1024 * 1024;
+
+/// A session's spare burst buffers. The application's thread gives a delivered burst's buffers
+/// back when it drops the burst, and the session takes them for a later burst: a busy
+/// connection allocates no new buffer per burst (no fresh pages to fault in, no reallocation
+/// as the burst grows) and frees none on another thread than the one that allocated it. At
+/// most [`SPARES`] buffers of at most [`SPARE_BYTES_MAX`] each are kept, and only while the
+/// connection is busy: [`SpareBurst::idle`] (a ping interval without a burst) frees them and
+/// refuses returns until the next burst.
+#[derive(Debug, Default)]
+pub(crate) struct SpareBurst {
+    slot: Mutex<Spare>,
+}
+
+/// Spare buffers kept per session: one burst with the application and one being filled leave
+/// one more to come back while the next is filled.
+const SPARES: usize = 2;
+
+#[derive(Debug, Default)]
+struct Spare {
+    /// A burst was delivered since the connection was last found idle.
+    busy: bool,
+    /// Payload and message-end buffers, empty, with their capacity.
+    bufs: Vec<(Vec<u8>, Vec<usize>)>,
+}
+
+impl SpareBurst {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Spare> {
+        // Nothing done under the lock can panic; a poisoned slot is still a valid one.
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A spare pair of buffers (empty, perhaps with capacity), marking the connection busy.
+    fn take(&self) -> (Vec<u8>, Vec<usize>) {
+        let mut slot = self.slot();
+        slot.busy = true;
+        slot.bufs.pop().unwrap_or_default()
+    }
+
+    /// Keeps a delivered burst's buffers if the connection is busy and fewer than [`SPARES`]
+    /// are kept; otherwise they are freed here.
+    fn give(&self, mut payloads: Vec<u8>, mut ends: Vec<usize>) {
+        if payloads.capacity() > SPARE_BYTES_MAX || payloads.capacity() == 0 {
+            return;
+        }
+        payloads.clear();
+        ends.clear();
+        let mut slot = self.slot();
+        if slot.busy && slot.bufs.len() < SPARES {
+            if slot.bufs.capacity() < SPARES {
+                slot.bufs.reserve_exact(SPARES);
+            }
+            slot.bufs.push((payloads, ends));
+        }
+    }
+
+    /// The connection has been idle: free the spares and keep none until the next burst.
+    pub(crate) fn idle(&self) {
+        let mut slot = self.slot();
+        slot.busy = false;
+        let old = std::mem::take(&mut slot.bufs);
+        drop(slot);
+        drop(old);
+    }
+
+    /// Capacity of the spare payload buffers held.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.slot().bufs.iter().map(|b| b.0.capacity()).sum()
+    }
+}
 
 /// Extra bytes of inbound credit a delivered message costs beyond its payload: its offset in
 /// the burst and its share of the burst's envelope. A peer sending empty messages still uses
@@ -144,6 +232,10 @@ pub(crate) struct Inbox {
     large_bytes: usize,
     /// Payloads of at least this size are kept as they came (`usize::MAX`: none).
     keep_from: usize,
+    /// Buffers of delivered bursts, back for reuse.
+    spare: Arc<SpareBurst>,
+    /// A burst was handed over since the last [`Inbox::idle_check`].
+    flushed: bool,
 }
 
 /// A burst on its way to the application, before it is typed.
@@ -153,6 +245,7 @@ pub(crate) struct PayloadBurst {
     pub(crate) ends: Vec<usize>,
     pub(crate) large: Vec<Bytes>,
     pub(crate) credit: Credit,
+    pub(crate) spare: Option<Arc<SpareBurst>>,
 }
 
 impl<M> From<PayloadBurst> for Inbound<M> {
@@ -163,6 +256,7 @@ impl<M> From<PayloadBurst> for Inbound<M> {
             ends: b.ends,
             large: b.large,
             _credit: b.credit,
+            spare: b.spare,
             _msg: PhantomData,
         }
     }
@@ -200,6 +294,8 @@ impl Delivery {
             } else {
                 usize::MAX
             },
+            spare: Arc::default(),
+            flushed: false,
         }
     }
 }
@@ -212,11 +308,15 @@ impl Inbox {
     /// kept as the shared bytes it came in (no copy of a 64 KiB message on the session's
     /// thread); small ones are copied into one buffer per burst, so that they do not pin the
     /// read buffer.
-    pub(crate) fn push(&mut self, payload: &Bytes) -> Result<(), CodecError> {
+    pub(crate) fn push(
+        &mut self,
+        payload: &[u8],
+        share: impl FnOnce() -> Bytes,
+    ) -> Result<(), CodecError> {
         check_app_payload(payload)?;
         if payload.len() >= self.keep_from {
             self.large_bytes += payload.len();
-            self.large.push(payload.clone());
+            self.large.push(share());
             self.ends.push(LARGE);
         } else {
             self.payloads.extend_from_slice(payload);
@@ -235,19 +335,29 @@ impl Inbox {
         self.ends.is_empty()
     }
 
+    /// Whether the burst is long enough to hand over now: bursts stay below about
+    /// [`BURST_BYTES_KEPT`] (plus one message), so that their buffers are reused whole instead
+    /// of regrown (a burst of 16 full reads of small messages would be 1 MiB).
+    pub(crate) fn is_full(&self) -> bool {
+        self.cost() >= BURST_BYTES_KEPT
+    }
+
     /// Hands the kept payloads to the application, in order, holding inbound credit for them.
     pub(crate) fn flush(&mut self, from: &PeerHandle, credit: &Arc<InboundCredit>) {
         if self.ends.is_empty() {
             return;
         }
-        // The next burst is likely about as long as this one: room for it in one allocation.
-        let payloads = Vec::with_capacity(self.payloads.len().min(BURST_BYTES_KEPT));
-        let ends = Vec::with_capacity(self.ends.len().min(BURST_BYTES_KEPT / 64));
+        // The next burst is likely about as long as this one: room for it in one allocation,
+        // usually the buffers of an earlier burst the application is done with.
+        let (mut payloads, mut ends) = self.spare.take();
+        payloads.reserve(self.payloads.len().min(BURST_BYTES_KEPT));
+        ends.reserve(self.ends.len().min(BURST_BYTES_KEPT / 64));
         let cost = self.cost();
         let payloads = std::mem::replace(&mut self.payloads, payloads);
         let ends = std::mem::replace(&mut self.ends, ends);
         let large = std::mem::take(&mut self.large);
         self.large_bytes = 0;
+        self.flushed = true;
         let credit = credit.take(cost);
         (self.deliver)(PayloadBurst {
             from: from.clone(),
@@ -255,7 +365,19 @@ impl Inbox {
             ends,
             large,
             credit,
+            spare: Some(self.spare.clone()),
         });
+    }
+
+    /// Called once per ping interval: after an interval without a burst, the connection is
+    /// idle and keeps no buffers for bursts (neither the spare nor its own empty ones).
+    pub(crate) fn idle_check(&mut self) {
+        if std::mem::take(&mut self.flushed) || !self.ends.is_empty() {
+            return;
+        }
+        self.spare.idle();
+        self.payloads = Vec::new();
+        self.ends = Vec::new();
     }
 }
 
@@ -268,6 +390,84 @@ pub(crate) fn cost_of(bytes: usize, n: usize) -> usize {
 mod tests {
     use super::*;
 
+    /// A handle to a session that does nothing, for bursts to come from.
+    fn test_handle() -> PeerHandle {
+        let session = crate::testkit::FakeSession {
+            closed: Arc::new(std::sync::OnceLock::new()),
+        }
+        .start();
+        crate::testkit::fake_handle(
+            "127.0.0.1".parse().unwrap(),
+            1 << 20,
+            1 << 20,
+            session.clone().recipient(),
+            session.recipient(),
+        )
+        .0
+    }
+
+    /// The buffers of bursts the application dropped carry the next bursts (the same
+    /// allocations: a busy connection allocates none per burst); a connection idle for an
+    /// interval keeps no buffer, and a burst dropped after that is not kept.
+    #[actix_rt::test]
+    async fn dropped_bursts_buffers_carry_the_next_bursts_until_the_connection_is_idle() {
+        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = got.clone();
+        let delivery = Delivery {
+            deliver: Arc::new(move |b| sink.lock().unwrap().push(b)),
+        };
+        let mut inbox = delivery.inbox(false);
+        let credit = Arc::new(InboundCredit::new(1 << 20));
+        let handle = test_handle();
+        let nil = Bytes::from_static(&[0xc0]);
+        let burst = |inbox: &mut Inbox, n: usize| {
+            for _ in 0..n {
+                inbox.push(&nil, || nil.clone()).unwrap();
+            }
+            inbox.flush(&handle, &credit);
+            let b = got.lock().unwrap().pop().expect("a burst");
+            Inbound::<()>::from(b)
+        };
+        let first = burst(&mut inbox, 1_000);
+        assert_eq!(first.msgs().count(), 1_000);
+        // Each burst is collected in a buffer of its own while the earlier ones are held.
+        let second = burst(&mut inbox, 1_000);
+        let third = burst(&mut inbox, 1_000);
+        let bufs = [&first, &second, &third].map(|b| b.payloads.as_ptr());
+        assert!(bufs[0] != bufs[1] && bufs[1] != bufs[2] && bufs[0] != bufs[2]);
+        drop(first);
+        drop(second);
+        assert!(
+            inbox.spare.held() >= 2_000,
+            "the dropped bursts' buffers are kept"
+        );
+        // The fourth was already being collected in a new buffer; the fifth and sixth reuse.
+        let fourth = burst(&mut inbox, 10);
+        let fifth = burst(&mut inbox, 10);
+        let sixth = burst(&mut inbox, 10);
+        assert!(![bufs[0], bufs[1]].contains(&fourth.payloads.as_ptr()));
+        assert_eq!(fifth.payloads.as_ptr(), bufs[1], "reused, not allocated");
+        assert_eq!(sixth.payloads.as_ptr(), bufs[0], "reused, not allocated");
+        assert_eq!(sixth.len(), 10);
+        drop(third);
+        assert!(inbox.spare.held() > 0);
+        // One interval with bursts, one without: idle.
+        inbox.idle_check();
+        assert!(inbox.spare.held() > 0);
+        inbox.idle_check();
+        assert_eq!(inbox.spare.held(), 0);
+        assert_eq!(inbox.payloads.capacity(), 0);
+        drop((fourth, fifth, sixth));
+        assert_eq!(
+            inbox.spare.held(),
+            0,
+            "an idle connection keeps no returned buffer"
+        );
+        // The next burst makes it busy again.
+        drop(burst(&mut inbox, 5));
+        assert!(inbox.spare.held() > 0);
+    }
+
     /// Tiny messages cost their overhead: a peer cannot queue many empty messages for free.
     #[test]
     fn inbound_cost_counts_a_per_message_overhead() {
@@ -277,15 +477,15 @@ mod tests {
         let mut inbox = delivery.inbox(true);
         assert!(inbox.is_empty());
         for _ in 0..1_000 {
-            inbox.push(&Bytes::from_static(&[0xc0])).unwrap(); // nil: one byte
+            inbox.push(&[0xc0], Bytes::new).unwrap(); // nil: one byte
         }
         assert_eq!(inbox.cost(), 1_000 * (1 + MESSAGE_OVERHEAD_BYTES));
         assert!(
-            inbox.push(&Bytes::from_static(&[0x92, 0x01])).is_err(),
+            inbox.push(&[0x92, 0x01], Bytes::new).is_err(),
             "truncated array refused"
         );
         assert!(
-            inbox.push(&Bytes::from_static(&[0x01, 0x02])).is_err(),
+            inbox.push(&[0x01, 0x02], Bytes::new).is_err(),
             "trailing bytes refused"
         );
         assert_eq!(inbox.cost(), 1_000 * (1 + MESSAGE_OVERHEAD_BYTES));
@@ -315,22 +515,12 @@ mod tests {
             bin(100_000, 4),
         ];
         for m in &msgs {
-            inbox.push(m).unwrap();
+            inbox.push(m, || m.clone()).unwrap();
         }
         let total: usize = msgs.iter().map(Bytes::len).sum();
         assert_eq!(inbox.cost(), cost_of(total, 4));
         let credit = Arc::new(InboundCredit::new(1 << 20));
-        let session = crate::testkit::FakeSession {
-            closed: Arc::new(std::sync::OnceLock::new()),
-        }
-        .start();
-        let (handle, _writer, _pipe) = crate::testkit::fake_handle(
-            "127.0.0.1".parse().unwrap(),
-            1 << 20,
-            1 << 20,
-            session.clone().recipient(),
-            session.recipient(),
-        );
+        let handle = test_handle();
         inbox.flush(&handle, &credit);
         let burst = got.lock().unwrap().take().expect("one burst");
         assert_eq!(burst.large.len(), 2);

@@ -67,21 +67,31 @@ pub fn session_read_path(
         buf.extend_from_slice(piece);
         loop {
             let cap_now = cap.load(Ordering::Relaxed);
-            let bodies = match codec.decode(&mut buf) {
-                Ok(Some(bodies)) => bodies,
+            let batch = match codec.decode(&mut buf) {
+                Ok(Some(batch)) => batch,
                 Ok(None) => break,
                 Err(e) => {
                     out.closed = Some(e.disconnect_reason());
                     return out;
                 }
             };
-            for body in bodies {
+            for body in batch.bodies() {
                 assert!(
                     body.len() <= cap_now,
                     "codec yielded {} bytes under a cap of {cap_now}",
                     body.len()
                 );
-                let frame = match Frame::decode(body) {
+                // The session takes App payloads of an active connection straight from the
+                // read buffer (`app_payload`): it must agree with the full decoder.
+                let fast = crate::protocol::app_payload(body);
+                let decoded = Frame::decode(batch.share(body));
+                match (&fast, &decoded) {
+                    (Some(Ok(p)), Ok(Frame::App(q))) => assert_eq!(p, &&q[..]),
+                    (Some(Err(_)) | None, Err(_)) => {}
+                    (None, Ok(f)) if !matches!(f, Frame::App(_)) => {}
+                    _ => panic!("app_payload {fast:?} disagrees with Frame::decode {decoded:?}"),
+                }
+                let frame = match decoded {
                     Ok(f) => f,
                     Err(e) => {
                         out.closed = Some(e.disconnect_reason());

@@ -97,6 +97,8 @@ pub(crate) struct SendState {
     /// Largest frame body the peer accepts (`max_frame_bytes`).
     max_frame_bytes: usize,
     outbox: Mutex<Outbox>,
+    /// Liveness frames wait in the outbox: the writer takes them at its next frame boundary.
+    control_pending: AtomicBool,
     /// Wakes the writer when the outbox stops being empty.
     wake: Notify,
 }
@@ -400,8 +402,10 @@ impl PeerHandle {
     /// A ping or pong: same budget, but written ahead of queued data (between whole frames),
     /// so that liveness does not wait behind megabytes of application data.
     pub(crate) fn send_liveness(&self, frame: &[u8]) -> bool {
-        self.inner.state.enqueue(frame.len(), |outbox| {
-            outbox.control.extend_from_slice(frame)
+        let state = &self.inner.state;
+        state.enqueue(frame.len(), |outbox| {
+            outbox.control.extend_from_slice(frame);
+            state.control_pending.store(true, Ordering::Release);
         }) == Enqueued::Queued
     }
 
@@ -471,6 +475,7 @@ pub(crate) fn spawn_writer<W: WriteSink + 'static>(
         budget: parts.budget,
         max_frame_bytes: parts.max_frame_bytes,
         outbox: Mutex::new(Outbox::default()),
+        control_pending: AtomicBool::new(false),
         wake: Notify::new(),
     });
     let handle = PeerHandle {
@@ -521,7 +526,15 @@ fn take(state: &SendState, taken: &mut Taken) -> bool {
     std::mem::swap(&mut taken.sealed, &mut outbox.sealed);
     std::mem::swap(&mut taken.open, &mut outbox.open);
     std::mem::swap(&mut taken.control, &mut outbox.control);
+    state.control_pending.store(false, Ordering::Relaxed);
     true
+}
+
+/// Takes the liveness frames queued since the last take.
+fn take_control(state: &SendState, control: &mut Vec<u8>) {
+    let mut outbox = state.outbox();
+    std::mem::swap(control, &mut outbox.control);
+    state.control_pending.store(false, Ordering::Relaxed);
 }
 
 /// Frees the write buffers of a writer that stayed idle.
@@ -669,11 +682,13 @@ async fn write_taken<W: WriteSink>(
     wr.flush().await
 }
 
-/// Bytes of whole frames written between two looks at the liveness queue.
+/// Bytes written between two looks at the liveness queue.
 const WRITE_ROUND_BYTES: usize = 64 * 1024;
 
-/// Writes `frames` (whole frames, back to back) in rounds of whole frames, writing the liveness
-/// frames queued meanwhile between rounds.
+/// Writes `frames` (whole frames, back to back) in rounds of about [`WRITE_ROUND_BYTES`]; when
+/// liveness frames were queued meanwhile, finishes the frame in progress and writes them
+/// before going on. Frame boundaries are looked for only then (walking the length prefixes
+/// from the last boundary found), so a busy connection without pings reads no prefix.
 async fn write_rounds<W: WriteSink>(
     wr: &mut W,
     frames: &[u8],
@@ -681,38 +696,40 @@ async fn write_rounds<W: WriteSink>(
     state: &SendState,
     metrics: &NetMetrics,
 ) -> std::io::Result<()> {
-    let mut rest = frames;
-    while !rest.is_empty() {
-        let round = round_len(rest);
-        wr.write_all(&rest[..round]).await?;
-        account(state, metrics, round);
-        rest = &rest[round..];
-        if !rest.is_empty() {
-            std::mem::swap(control, &mut state.outbox().control);
+    let mut written = 0;
+    // A frame boundary at or before `written`.
+    let mut boundary = 0;
+    while written < frames.len() {
+        let end = (written + WRITE_ROUND_BYTES).min(frames.len());
+        wr.write_all(&frames[written..end]).await?;
+        account(state, metrics, end - written);
+        written = end;
+        if written < frames.len() && state.control_pending.load(Ordering::Acquire) {
+            boundary = frame_boundary(frames, boundary, written);
+            if boundary > written {
+                wr.write_all(&frames[written..boundary]).await?;
+                account(state, metrics, boundary - written);
+                written = boundary;
+            }
+            take_control(state, control);
             write_control(wr, control, state, metrics).await?;
         }
     }
     Ok(())
 }
 
-/// Length of the next round: whole frames up to [`WRITE_ROUND_BYTES`] (at least one frame).
+/// The first frame boundary at or after `at`, walking whole frames from `from` (a boundary).
 /// The frames were encoded by this crate, so their prefixes are trusted; a short tail (never
-/// produced) is written whole.
-fn round_len(frames: &[u8]) -> usize {
-    let mut end = 0;
-    while end + LENGTH_PREFIX_BYTES <= frames.len() {
-        let p = &frames[end..end + LENGTH_PREFIX_BYTES];
-        let next =
-            end + LENGTH_PREFIX_BYTES + u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as usize;
-        if next > frames.len() {
+/// produced) ends at the end of the buffer.
+fn frame_boundary(frames: &[u8], mut from: usize, at: usize) -> usize {
+    while from < at {
+        let Some(p) = frames.get(from..from + LENGTH_PREFIX_BYTES) else {
             return frames.len();
-        }
-        end = next;
-        if end >= WRITE_ROUND_BYTES {
-            return end;
-        }
+        };
+        let len = u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as usize;
+        from = (from + LENGTH_PREFIX_BYTES + len).min(frames.len());
     }
-    frames.len()
+    from
 }
 
 /// Writes the liveness frames taken, if any, and clears the buffer (keeping its allocation).
@@ -746,29 +763,36 @@ mod round_tests {
         f
     }
 
-    /// Rounds end on frame boundaries: liveness frames are never written inside a frame.
+    /// Liveness frames go in at frame boundaries only: the boundary found is the end of the
+    /// frame in progress (or the position itself when a frame ends there), for frames smaller
+    /// and larger than a round.
     #[test]
-    fn write_rounds_end_on_whole_frames() {
+    fn liveness_frames_go_in_between_whole_frames() {
         let mut buf = Vec::new();
-        for _ in 0..40 {
-            buf.extend(frame(3_000));
+        let mut ends = Vec::new();
+        for len in [3_000, 10, 0, WRITE_ROUND_BYTES * 2, 3_000, 1] {
+            buf.extend(frame(len));
+            ends.push(buf.len());
         }
-        let mut rest = &buf[..];
-        let mut rounds = 0;
-        while !rest.is_empty() {
-            let n = round_len(rest);
-            assert_eq!(
-                n % (LENGTH_PREFIX_BYTES + 3_000),
-                0,
-                "a round ends on a frame end"
-            );
-            assert!(n >= WRITE_ROUND_BYTES || n == rest.len());
-            rest = &rest[n..];
-            rounds += 1;
+        let mut from = 0;
+        for at in (0..=buf.len())
+            .step_by(997)
+            .chain([ends[0], ends[3], buf.len()])
+        {
+            let want = if at == 0 {
+                0
+            } else {
+                *ends.iter().find(|&&e| e >= at).unwrap()
+            };
+            // From the start and from the last boundary found, as the writer does.
+            assert_eq!(frame_boundary(&buf, 0, at), want, "at {at}");
+            if from <= at {
+                from = frame_boundary(&buf, from, at);
+                assert_eq!(from, want, "at {at}, walking on");
+            }
         }
-        assert!(rounds >= 2);
-        // One frame larger than a round is a round of its own.
-        let big = frame(WRITE_ROUND_BYTES * 2);
-        assert_eq!(round_len(&big), big.len());
+        // A truncated tail (never produced) ends at the end of the buffer.
+        let cut = &buf[..ends[3] - 5];
+        assert_eq!(frame_boundary(cut, ends[2], ends[2] + 1), cut.len());
     }
 }

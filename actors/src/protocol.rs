@@ -166,8 +166,8 @@ impl Frame {
         if body.is_empty() {
             return Err(CodecError::Empty);
         }
-        if body.len() > APP_PREFIX.len() && body[..APP_PREFIX.len()] == APP_PREFIX {
-            return decode_app_body(body);
+        if let Some(payload) = app_payload(&body) {
+            return payload.map(|p| Frame::App(body.slice_ref(p)));
         }
         let mut cursor = Cursor::new(&body[..]);
         let mut de = rmp_serde::Deserializer::new(&mut cursor);
@@ -196,31 +196,27 @@ impl Frame {
     }
 }
 
-fn decode_app_body(mut body: Bytes) -> Result<Frame, CodecError> {
-    body.advance(APP_PREFIX.len());
-    let malformed = |what: &str| CodecError::Malformed(format!("app frame: {what}"));
-    if body.is_empty() {
-        return Err(malformed("missing payload"));
-    }
-    let marker = body.get_u8();
+/// The payload of an App frame body, without copying; `None` if the body is not an App frame.
+/// The App frame's header is checked as [`Frame::decode`] does (the payload itself is not).
+pub(crate) fn app_payload(body: &[u8]) -> Option<Result<&[u8], CodecError>> {
+    // Exactly the prefix is decoded as a map like the other frames (and refused there).
+    let (&marker, rest) = body.strip_prefix(&APP_PREFIX[..])?.split_first()?;
+    let malformed = |what: &str| Some(Err(CodecError::Malformed(format!("app frame: {what}"))));
     let header = match marker {
         0xc4 => 1,
         0xc5 => 2,
         BIN32 => 4,
-        _ => return Err(malformed("payload is not bin")),
+        _ => return malformed("payload is not bin"),
     };
-    if body.len() < header {
-        return Err(malformed("truncated bin header"));
+    if rest.len() < header {
+        return malformed("truncated bin header");
     }
-    let len = match header {
-        1 => body.get_u8() as usize,
-        2 => body.get_u16() as usize,
-        _ => body.get_u32() as usize,
-    };
-    if len != body.len() {
-        return Err(malformed("bin length does not match the frame"));
+    let (len, payload) = rest.split_at(header);
+    let len = len.iter().fold(0usize, |n, &b| n << 8 | usize::from(b));
+    if len != payload.len() {
+        return malformed("bin length does not match the frame");
     }
-    Ok(Frame::App(body))
+    Some(Ok(payload))
 }
 
 /// Writes the length placeholder and App header into `buf`; the payload follows.
@@ -461,77 +457,140 @@ impl Decoder for FrameCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, CodecError> {
-        // A read filled the whole buffer: the peer sends faster than one buffer per read.
-        // Double it (up to READ_BUFFER_MAX_BYTES) so that a busy connection needs fewer, larger
-        // reads while idle ones keep the small initial buffer. Growth follows bytes actually
-        // received (at most twice what is buffered), never a length prefix.
-        if src.len() == src.capacity()
-            && src.len() >= READ_BUFFER_INITIAL_BYTES
-            && src.len() < READ_BUFFER_MAX_BYTES
-        {
-            src.reserve(src.len());
-        }
-        if src.len() < LENGTH_PREFIX_BYTES {
-            return Ok(None);
-        }
-        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+        grow_if_full(src);
         let max = self.max_body.load(Ordering::Relaxed);
-        if len > max {
-            return Err(CodecError::FrameTooLarge { len, max });
-        }
-        if len == 0 {
-            return Err(CodecError::Empty);
-        }
-        if src.len() < LENGTH_PREFIX_BYTES + len {
+        let Some(len) = next_frame(src, max)? else {
             return Ok(None);
-        }
+        };
         src.advance(LENGTH_PREFIX_BYTES);
         Ok(Some(src.split_to(len).freeze()))
     }
 }
 
-/// [`FrameCodec`] yielding every complete frame in the buffer at once: one stream item per read
-/// instead of per frame. Until the session sets the shared `batching` flag (when the handshake
-/// is done) it yields one frame at a time: the session handles the Hello and then waits for
-/// the registry before it may handle anything else, so frames behind the Hello must stay in the
-/// buffer, not in a batch being handled. A frame that fails after good ones stays in the buffer
-/// and is examined again on the next call.
+/// A read filled the whole buffer: the peer sends faster than one buffer per read. Double it
+/// (up to READ_BUFFER_MAX_BYTES) so that a busy connection needs fewer, larger reads while idle
+/// ones keep the small initial buffer. Growth follows bytes actually received (at most twice
+/// what is buffered), never a length prefix.
+fn grow_if_full(src: &mut BytesMut) {
+    if src.len() == src.capacity()
+        && src.len() >= READ_BUFFER_INITIAL_BYTES
+        && src.len() < READ_BUFFER_MAX_BYTES
+    {
+        src.reserve(src.len());
+    }
+}
+
+/// Body length of the frame at the head of `buf` if it is complete; an error if its prefix
+/// breaks the rules (over `max`, or empty).
+fn next_frame(buf: &[u8], max: usize) -> Result<Option<usize>, CodecError> {
+    let Some(prefix) = buf.first_chunk::<LENGTH_PREFIX_BYTES>() else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes(*prefix) as usize;
+    if len > max {
+        return Err(CodecError::FrameTooLarge { len, max });
+    }
+    if len == 0 {
+        return Err(CodecError::Empty);
+    }
+    Ok((buf.len() - LENGTH_PREFIX_BYTES >= len).then_some(len))
+}
+
+/// [`FrameCodec`] yielding every complete frame in the buffer at once, as one [`FrameBatch`]:
+/// one stream item per read instead of per frame, and one split of the read buffer for all of
+/// them. Until the session sets the shared `batching` flag (when the handshake is done) it
+/// yields one frame at a time: the session handles the Hello and then waits for the registry
+/// before it may handle anything else, so frames behind the Hello must stay in the buffer, not
+/// in a batch being handled. A frame that fails after good ones stays in the buffer and is
+/// examined again on the next call.
 #[derive(Debug, Clone)]
 pub struct FrameBatchCodec {
-    inner: FrameCodec,
+    max_body: Arc<AtomicUsize>,
     batching: Arc<AtomicBool>,
 }
 
 impl FrameBatchCodec {
     /// A batching codec with the given shared cap and handshake flag.
     pub fn new(max_body: Arc<AtomicUsize>, batching: Arc<AtomicBool>) -> Self {
-        Self {
-            inner: FrameCodec::new(max_body),
-            batching,
-        }
+        Self { max_body, batching }
     }
 }
 
 impl Decoder for FrameBatchCodec {
-    type Item = Vec<Bytes>;
+    type Item = FrameBatch;
     type Error = CodecError;
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Vec<Bytes>>, CodecError> {
-        let mut frames = Vec::new();
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<FrameBatch>, CodecError> {
+        grow_if_full(src);
+        let max = self.max_body.load(Ordering::Relaxed);
+        let batching = self.batching.load(Ordering::Relaxed);
+        let mut end = 0;
+        let mut count = 0;
         loop {
-            match self.inner.decode(src) {
-                Ok(Some(frame)) => {
-                    frames.push(frame);
-                    if !self.batching.load(Ordering::Relaxed) {
+            match next_frame(&src[end..], max) {
+                Ok(Some(len)) => {
+                    end += LENGTH_PREFIX_BYTES + len;
+                    count += 1;
+                    if !batching {
                         break;
                     }
                 }
                 Ok(None) => break,
-                Err(e) if frames.is_empty() => return Err(e),
+                Err(e) if count == 0 => return Err(e),
                 Err(_) => break,
             }
         }
-        Ok((!frames.is_empty()).then_some(frames))
+        Ok((count > 0).then(|| FrameBatch {
+            frames: src.split_to(end).freeze(),
+        }))
+    }
+}
+
+/// Complete frames of one read, back to back with their length prefixes (each one checked by
+/// [`FrameBatchCodec`] against the cap in force).
+#[derive(Debug, Clone)]
+pub struct FrameBatch {
+    frames: Bytes,
+}
+
+impl FrameBatch {
+    /// Number of frames.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn len(&self) -> usize {
+        self.bodies().count()
+    }
+
+    /// Whether there are none (never true for a batch the codec yields).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Bytes on the wire: the frames with their length prefixes.
+    pub fn wire_len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// The frame bodies in order, borrowed (no reference count per frame).
+    pub fn bodies(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let mut rest = &self.frames[..];
+        std::iter::from_fn(move || {
+            let (prefix, after) = rest.split_first_chunk::<LENGTH_PREFIX_BYTES>()?;
+            let (body, next) = after.split_at(u32::from_be_bytes(*prefix) as usize);
+            rest = next;
+            Some(body)
+        })
+    }
+
+    /// A body (or part of one) from [`FrameBatch::bodies`] as shared bytes of the batch.
+    pub fn share(&self, part: &[u8]) -> Bytes {
+        self.frames.slice_ref(part)
+    }
+
+    /// The bodies as shared bytes, in order.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn to_bodies(&self) -> Vec<Bytes> {
+        self.bodies().map(|b| self.share(b)).collect()
     }
 }
 

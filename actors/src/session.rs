@@ -47,7 +47,7 @@ use crate::handle::{spawn_writer, PeerHandle, WriterClose, WriterParts};
 use crate::metrics::NetMetrics;
 use crate::permit::{PendingSlot, Permit};
 use crate::policy::ConnFacts;
-use crate::protocol::{Frame, FrameBatchCodec, Hello};
+use crate::protocol::{app_payload, Frame, FrameBatch, FrameBatchCodec, Hello};
 use crate::reason::DisconnectReason;
 use crate::registry::{PeerMeta, Register, RegisterOutcome, Unregister};
 use crate::secure::{
@@ -414,23 +414,27 @@ impl Actor for PeerSession {
     }
 }
 
-impl StreamHandler<Result<Vec<Bytes>, CodecError>> for PeerSession {
-    fn handle(&mut self, item: Result<Vec<Bytes>, CodecError>, ctx: &mut Context<Self>) {
+impl StreamHandler<Result<FrameBatch, CodecError>> for PeerSession {
+    fn handle(&mut self, item: Result<FrameBatch, CodecError>, ctx: &mut Context<Self>) {
         match item {
-            Ok(bodies) => {
+            Ok(batch) => {
                 // Counted once per read, not per frame (the node-wide counter is shared by
                 // every session thread).
-                let n: usize = bodies
-                    .iter()
-                    .map(|b| b.len() + crate::protocol::LENGTH_PREFIX_BYTES)
-                    .sum();
-                self.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-                self.env.metrics.bytes_in.inc_by(n as u64);
-                for body in bodies {
-                    if self.phase == Phase::Closing {
-                        return;
+                let n = batch.wire_len() as u64;
+                self.stats.bytes_in.fetch_add(n, Ordering::Relaxed);
+                self.env.metrics.bytes_in.inc_by(n);
+                for body in batch.bodies() {
+                    match self.phase {
+                        Phase::Closing => return,
+                        // Application messages, the bulk of the traffic, straight from the
+                        // read buffer into the inbox: no frame value, no shared bytes.
+                        Phase::Active => match app_payload(body) {
+                            Some(Ok(payload)) => self.on_app(payload, || batch.share(payload), ctx),
+                            Some(Err(e)) => self.on_body(Err(e), ctx),
+                            None => self.on_body(Frame::decode(batch.share(body)), ctx),
+                        },
+                        _ => self.on_body(Frame::decode(batch.share(body)), ctx),
                     }
-                    self.on_body(Frame::decode(body), ctx);
                 }
             }
             Err(e) => self.on_body(Err(e), ctx),
@@ -546,35 +550,9 @@ impl PeerSession {
                     }
                 }
             }
-            (Phase::Active, Frame::App(payload)) => {
-                // Decoded now, so the read buffer is free again for the next read; handed over
-                // once the stream yields (after at most 16 reads): one hand-over per burst.
-                let first = self.inbox.is_empty();
-                if let Err(e) = self.inbox.push(&payload) {
-                    log::debug!(
-                        "peer {} conn {}: bad application message: {e}",
-                        self.ip,
-                        self.conn_id
-                    );
-                    self.env
-                        .metrics
-                        .frames_rejected
-                        .get_or_create(&NetMetrics::reason(DisconnectReason::BadFrame))
-                        .inc();
-                    return self.close(DisconnectReason::BadFrame, false, ctx);
-                }
-                if first {
-                    ctx.notify(FlushInbound);
-                }
-                if self.credit.outstanding() + self.inbox.cost()
-                    >= self.env.config.inbound_budget_bytes
-                {
-                    // The application would hold the budget with this burst: hand it over now
-                    // (and stop reading), so it never holds more than budget + one frame.
-                    self.deliver_burst(ctx);
-                }
-            }
+            (Phase::Active, Frame::App(payload)) => self.on_app(&payload, || payload.clone(), ctx),
             (Phase::Active, Frame::Hello(_)) => self.close(DisconnectReason::BadHello, false, ctx),
+
             // Address gossip (PROTOCOL.md section 3.2): handed to the discovery actor, which
             // applies the rate limits; ignored when discovery is off.
             (Phase::Active, frame @ (Frame::GetAddrs {} | Frame::Addrs { .. })) => {
@@ -587,6 +565,38 @@ impl PeerSession {
                 }
             }
             (Phase::Registering | Phase::Closing, _) => {}
+        }
+    }
+
+    /// An App payload of an active session (`share` makes it shared bytes, for a large one the
+    /// inbox keeps as it is). Checked now and copied into the burst, so that the read buffer is
+    /// free again for the next read; the burst is handed over once the stream yields (after at
+    /// most 16 reads) or when it is full: one hand-over per burst.
+    fn on_app(&mut self, payload: &[u8], share: impl FnOnce() -> Bytes, ctx: &mut Context<Self>) {
+        let first = self.inbox.is_empty();
+        if let Err(e) = self.inbox.push(payload, share) {
+            log::debug!(
+                "peer {} conn {}: bad application message: {e}",
+                self.ip,
+                self.conn_id
+            );
+            self.env
+                .metrics
+                .frames_rejected
+                .get_or_create(&NetMetrics::reason(DisconnectReason::BadFrame))
+                .inc();
+            return self.close(DisconnectReason::BadFrame, false, ctx);
+        }
+        if first {
+            ctx.notify(FlushInbound);
+        }
+        if self.credit.outstanding() + self.inbox.cost() >= self.env.config.inbound_budget_bytes
+            || self.inbox.is_full()
+        {
+            // The application would hold the budget with this burst: hand it over now
+            // (and stop reading), so it never holds more than budget + one frame. A
+            // burst that reached its size is handed over too (its buffer is reused).
+            self.deliver_burst(ctx);
         }
     }
 
@@ -680,6 +690,7 @@ impl PeerSession {
                 .do_send(DialEvent::Registered { addr: origin.addr });
         }
         ctx.run_interval(self.env.config.ping_interval(), |act, ctx| {
+            act.inbox.idle_check();
             act.send_ping(ctx)
         });
     }

@@ -146,6 +146,7 @@ impl<M: AppMessage> FakePeer<M> {
             ends,
             large: Vec::new(),
             credit,
+            spare: None,
         }));
     }
 

@@ -83,7 +83,7 @@ pub fn frame_codec(data: &[u8]) {
             b.extend_from_slice(piece);
             loop {
                 match batch.decode(&mut b) {
-                    Ok(Some(bodies)) => from_batch.extend(bodies),
+                    Ok(Some(batch)) => from_batch.extend(batch.to_bodies()),
                     Ok(None) => break,
                     Err(_) => {
                         batch_failed = true;

@@ -1198,8 +1198,9 @@ fn frame_batch_codec_batches_after_the_handshake_and_rechecks_a_failing_frame() 
     buf.extend_from_slice(&u32::MAX.to_be_bytes());
     let good = codec.decode(&mut buf).unwrap().unwrap();
     assert_eq!(good.len(), 2);
+    assert_eq!(good.wire_len(), 2 * ping.len());
     assert_eq!(
-        Frame::decode(good[1].clone()).unwrap(),
+        Frame::decode(good.to_bodies()[1].clone()).unwrap(),
         Frame::Ping { nonce: 1 }
     );
     assert!(matches!(
