@@ -142,6 +142,10 @@ const LARGE: usize = usize::MAX;
 /// [`Inbox`] preallocates for the next burst.
 const BURST_BYTES_KEPT: usize = 256 * 1024;
 
+/// Messages in a burst of [`BURST_BYTES_KEPT`] from which it counts as one of small messages
+/// (1 KiB on average or less), handed over at that size.
+const SMALL_BURST_MESSAGES: usize = BURST_BYTES_KEPT / 1024;
+
 /// Largest payload buffer a session keeps as a spare ([`SpareBurst`]): a burst of 16 full reads
 /// is about 1 MiB; larger ones (a burst of very large messages on the plaintext transport) are
 /// freed.
@@ -337,14 +341,16 @@ impl Inbox {
         self.ends.is_empty()
     }
 
-    /// Whether the burst should be handed over now rather than grow its buffer: it holds at
-    /// least [`BURST_BYTES_KEPT`] of copied payloads and its buffer has less than a full read's
-    /// room left. A burst in a reused buffer ([`SpareBurst`]) fills it and is handed over
-    /// instead of reallocating (fresh pages to fault in, a copy); long bursts stay long (a cap
-    /// at 256 KiB made 64 KiB messages 10-15 % slower: four times the hand-overs).
+    /// Whether the burst should be handed over now: it holds at least [`BURST_BYTES_KEPT`] of
+    /// copied payloads, and either they are many small messages (at least
+    /// [`SMALL_BURST_MESSAGES`]: their buffers stay small and are reused whole) or its buffer
+    /// has less than a full read's room left (a burst in a reused buffer fills it instead of
+    /// reallocating it: fresh pages to fault in, a copy). Bursts of large messages stay long: a
+    /// cap at 256 KiB for them made 64 KiB messages 10-15 % slower (four times the hand-overs).
     pub(crate) fn is_full(&self) -> bool {
         self.payloads.len() >= BURST_BYTES_KEPT
-            && self.payloads.capacity() - self.payloads.len() < READ_BUFFER_MAX_BYTES
+            && (self.ends.len() >= SMALL_BURST_MESSAGES
+                || self.payloads.capacity() - self.payloads.len() < READ_BUFFER_MAX_BYTES)
     }
 
     /// Hands the kept payloads to the application, in order, holding inbound credit for them.
@@ -482,22 +488,32 @@ mod tests {
         assert!(inbox.spare.held() > 0);
     }
 
-    /// A burst is handed over early only when it holds 256 KiB of copied payloads and its
-    /// buffer has no room for another full read: it fills a reused buffer instead of growing it.
+    /// A burst of small messages is handed over at 256 KiB; one of larger copied messages
+    /// when its buffer has no room for another full read (it fills its buffer instead of
+    /// growing it); large payloads kept as they came fill no buffer.
     #[test]
-    fn a_burst_is_full_when_its_buffer_has_no_room_for_another_read() {
+    fn a_burst_is_full_at_256_kib_of_small_messages_or_when_its_buffer_is() {
         let delivery = Delivery {
             deliver: Arc::new(|_| {}),
         };
+        let fill = |inbox: &mut Inbox, payload: &Bytes| {
+            let mut pushed = 0;
+            while !inbox.is_full() {
+                inbox.push(payload, || payload.clone()).unwrap();
+                pushed += payload.len();
+                assert!(pushed < 8 * BURST_BYTES_KEPT, "never full");
+            }
+            pushed
+        };
+        let small = bin(100, 1);
         let mut inbox = delivery.inbox(true);
-        let small = bin(1_000, 1);
-        let mut pushed = 0;
-        while !inbox.is_full() {
-            inbox.push(&small, || small.clone()).unwrap();
-            pushed += small.len();
-            assert!(pushed < 4 * BURST_BYTES_KEPT, "never full");
-        }
+        let pushed = fill(&mut inbox, &small);
+        assert!((BURST_BYTES_KEPT..BURST_BYTES_KEPT + small.len()).contains(&pushed));
+        let larger = bin(16 * 1024, 1);
+        let mut inbox = delivery.inbox(true);
+        let pushed = fill(&mut inbox, &larger);
         assert!(pushed >= BURST_BYTES_KEPT);
+        assert!(inbox.ends.len() < SMALL_BURST_MESSAGES);
         assert!(inbox.payloads.capacity() - inbox.payloads.len() < READ_BUFFER_MAX_BYTES);
         // Large payloads kept as they came fill no buffer.
         let mut inbox = delivery.inbox(true);
