@@ -552,7 +552,6 @@ impl PeerSession {
             }
             (Phase::Active, Frame::App(payload)) => self.on_app(&payload, || payload.clone(), ctx),
             (Phase::Active, Frame::Hello(_)) => self.close(DisconnectReason::BadHello, false, ctx),
-
             // Address gossip (PROTOCOL.md section 3.2): handed to the discovery actor, which
             // applies the rate limits; ignored when discovery is off.
             (Phase::Active, frame @ (Frame::GetAddrs {} | Frame::Addrs { .. })) => {
