@@ -774,6 +774,86 @@ mod round_tests {
         f
     }
 
+    /// A pong queued while the writer is busy with a long buffer of small frames goes out
+    /// between two whole frames, before the rest of the buffer (not after it); the data frames
+    /// all arrive, in order. The same with whole-frame rounds.
+    #[actix_rt::test]
+    async fn a_pong_queued_mid_buffer_goes_out_between_whole_frames_before_the_rest() {
+        use tokio::io::AsyncReadExt;
+        for whole_frames in [false, true] {
+            let mut frames = Vec::new();
+            for i in 0..400u32 {
+                let mut f = frame(1_000 + (i as usize % 7) * 100);
+                f[LENGTH_PREFIX_BYTES..LENGTH_PREFIX_BYTES + 4].copy_from_slice(&i.to_be_bytes());
+                frames.extend(f);
+            }
+            let pong = frame(9);
+            let state = SendState {
+                queued: Level::default(),
+                bytes_out: AtomicU64::new(0),
+                closed: AtomicBool::new(false),
+                budget: usize::MAX,
+                max_frame_bytes: usize::MAX,
+                outbox: Mutex::new(Outbox::default()),
+                control_pending: AtomicBool::new(false),
+                wake: Notify::new(),
+            };
+            state.queued.add(frames.len() + pong.len());
+            let metrics = NetMetrics::default();
+            // Room for one round: the writer waits in its second round until the reader reads.
+            let (mut wr, mut rd) = tokio::io::duplex(WRITE_ROUND_BYTES + 100);
+            let mut control = Vec::new();
+            let writer = async {
+                write_rounds(
+                    &mut wr,
+                    &frames,
+                    whole_frames,
+                    &mut control,
+                    &state,
+                    &metrics,
+                )
+                .await
+                .unwrap();
+                drop(wr);
+            };
+            let reader = async {
+                let mut out = vec![0u8; WRITE_ROUND_BYTES];
+                rd.read_exact(&mut out).await.unwrap();
+                // The session queues a pong while the writer is in the middle of the buffer.
+                state.outbox().control.extend_from_slice(&pong);
+                state.control_pending.store(true, Ordering::Release);
+                rd.read_to_end(&mut out).await.unwrap();
+                out
+            };
+            let ((), out) = tokio::join!(writer, reader);
+            assert_eq!(out.len(), frames.len() + pong.len());
+            // Parse the output as whole frames: the pong is one of them, not inside another.
+            let (mut at, mut data, mut pong_at) = (0, Vec::new(), None);
+            while at < out.len() {
+                let len = u32::from_be_bytes(out[at..at + 4].try_into().unwrap()) as usize;
+                let body = &out[at + LENGTH_PREFIX_BYTES..at + LENGTH_PREFIX_BYTES + len];
+                if len == 9 {
+                    assert!(pong_at.is_none(), "one pong");
+                    pong_at = Some(data.len());
+                } else {
+                    data.push(u32::from_be_bytes(body[..4].try_into().unwrap()));
+                }
+                at += LENGTH_PREFIX_BYTES + len;
+            }
+            assert_eq!(
+                data,
+                (0..400).collect::<Vec<u32>>(),
+                "every frame, in order"
+            );
+            let pong_at = pong_at.expect("the pong was written");
+            assert!(
+                pong_at < 300,
+                "the pong waited behind the buffer (after frame {pong_at}, whole frames {whole_frames})"
+            );
+            assert_eq!(state.bytes_out.load(Ordering::Relaxed), out.len() as u64);
+        }
+    }
+
     /// Liveness frames go in at frame boundaries only: the boundary found is the end of the
     /// frame in progress (or the position itself when a frame ends there), for frames smaller
     /// and larger than a round.
