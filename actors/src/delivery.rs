@@ -2,9 +2,10 @@
 //!
 //! There is one delivery mode. A session hands over each burst of messages read from one peer
 //! (the frames of the reads it handled before giving way, at most 16 reads, or fewer when they
-//! reach the inbound budget, or 256 KiB of small messages) as one [`Inbound`]: one mailbox hop per burst, not per message. The
-//! application walks the burst with [`Inbound::msgs`], writing per-message code and paying
-//! per-burst costs. The session checks that each payload is one well-formed MessagePack value
+//! reach the inbound budget or 256 KiB of small messages) as one [`Inbound`]: one mailbox hop
+//! per burst, not per message. The application walks the burst with [`Inbound::msgs`], writing
+//! per-message code and paying per-burst costs. A burst's buffers go back to its session when
+//! the application drops it, for a later burst. The session checks that each payload is one well-formed MessagePack value
 //! and hands the payloads over still encoded; `msgs()` decodes them on the application's
 //! thread, so each message is allocated and freed by the same thread.
 //!
@@ -137,9 +138,9 @@ impl<M: DeserializeOwned> Inbound<M> {
 /// The `ends` entry of a large payload.
 const LARGE: usize = usize::MAX;
 
-/// Copied payload bytes from which a burst whose buffer is nearly full is handed over without
-/// waiting for the end of its reads ([`Inbox::is_full`]); also the most payload bytes an
-/// [`Inbox`] preallocates for the next burst.
+/// Copied payload bytes at which a burst of small messages is handed over without waiting for
+/// the end of its reads ([`Inbox::is_full`]); also the most payload bytes an [`Inbox`]
+/// preallocates for the next burst.
 const BURST_BYTES_KEPT: usize = 256 * 1024;
 
 /// Messages in a burst of [`BURST_BYTES_KEPT`] from which it counts as one of small messages
