@@ -1,6 +1,7 @@
 //! `PeerHandle`: the send side of one session, and the writer task that owns the socket's write
 //! half. A handle can be cloned and used from any thread; it queues encoded frames without going
-//! through any actor mailbox, and it enforces the per-peer outbound byte budget: the bytes queued
+//! through any actor mailbox (or, with nothing in flight, writes a message itself: see
+//! [`SendState`]), and it enforces the per-peer outbound byte budget: the bytes queued
 //! but not yet written are counted, and a send that would exceed the budget is refused with
 //! [`SendOutcome::PeerSlow`] and closes the session with `SlowPeer`. Nothing here is unbounded.
 
@@ -40,10 +41,13 @@ pub enum SendOutcome {
     TooLarge,
 }
 
-/// Frames waiting for the writer, in order: sealed segments first, then the open buffer that
-/// small frames are copied into.
-#[derive(Debug, Default)]
+/// Frames waiting for the writer, in order: the rest of a frame a sender began writing itself,
+/// sealed segments, then the open buffer that small frames are copied into.
+#[derive(Default)]
 struct Outbox {
+    /// What the socket did not take of a sender's own write ([`SendState::write_now`]): the
+    /// rest of a frame, written before anything else (liveness frames included).
+    partial: Vec<u8>,
     /// Large frames (kept as the caller's shared bytes, not copied) and the small-frame buffers
     /// sealed in front of them.
     sealed: Vec<Bytes>,
@@ -52,15 +56,40 @@ struct Outbox {
     /// Pings and pongs: written before queued data, between whole frames of it, so that a
     /// busy but healthy connection still answers and measures liveness in time.
     control: Vec<u8>,
+    /// The socket's write half while the writer is idle: a sender may take it for one write
+    /// that does not wait and put it back. `None` while the writer or such a sender has it.
+    sink: Option<Box<dyn WriteSink>>,
+    /// A sender's own write left bytes in the sink (a record not yet sent): the writer flushes.
+    unflushed: bool,
     /// The writer found the outbox empty and waits to be notified.
     writer_idle: bool,
+    /// The writer is closing and waits for the sink to be put back.
+    closing: bool,
     /// The writer has finished; nothing more is accepted.
     closed: bool,
 }
 
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("partial", &self.partial.len())
+            .field("sealed", &self.sealed.len())
+            .field("open", &self.open.len())
+            .field("control", &self.control.len())
+            .field("sink_parked", &self.sink.is_some())
+            .field("writer_idle", &self.writer_idle)
+            .field("closed", &self.closed)
+            .finish()
+    }
+}
+
 impl Outbox {
     fn is_empty(&self) -> bool {
-        self.sealed.is_empty() && self.open.is_empty() && self.control.is_empty()
+        self.partial.is_empty()
+            && self.sealed.is_empty()
+            && self.open.is_empty()
+            && self.control.is_empty()
+            && !self.unflushed
     }
 
     /// Appends a frame that is already encoded: a large one as the shared bytes (one reference
@@ -85,6 +114,12 @@ impl Outbox {
 /// never across user code, an await or a write to the socket. Senders encode into a per-thread
 /// scratch buffer and copy the frames in, so a message costs no allocation and no hand-over of
 /// its own: the writer takes everything queued at once.
+///
+/// A message sent to a connection with nothing in flight is written by the sender itself
+/// ([`SendState::write_now`]): it takes the idle writer's socket half out of the outbox, writes
+/// without waiting and puts it back, so a request or a reply does not wait for the writer's
+/// thread to wake (BENCHMARKS.md, scenario d). Whatever the socket does not take goes to the
+/// writer, ahead of anything queued meanwhile.
 #[derive(Debug)]
 pub(crate) struct SendState {
     /// Bytes queued but not yet written; senders can wait for it to fall.
@@ -101,6 +136,11 @@ pub(crate) struct SendState {
     control_pending: AtomicBool,
     /// Wakes the writer when the outbox stops being empty.
     wake: Notify,
+    /// A sender may write the next message itself: set when the writer goes idle and when the
+    /// session reads from the peer, cleared by such a write. A sender in a loop thus writes at
+    /// most once per idle period of the writer, not once per message.
+    direct_armed: AtomicBool,
+    metrics: Arc<NetMetrics>,
 }
 
 impl SendState {
@@ -149,17 +189,85 @@ impl SendState {
         push: impl FnOnce(&mut Outbox),
     ) -> Enqueued {
         push(&mut outbox);
-        let wake = std::mem::take(&mut outbox.writer_idle);
+        self.wake_idle_writer(outbox);
+        Enqueued::Queued
+    }
+
+    /// Wakes the writer if it is idle with its sink parked. While a sender has the sink, that
+    /// sender wakes the writer when it puts the sink back.
+    fn wake_idle_writer(&self, mut outbox: MutexGuard<'_, Outbox>) {
+        let wake = outbox.writer_idle && outbox.sink.is_some();
+        if wake {
+            outbox.writer_idle = false;
+        }
         drop(outbox);
         if wake {
             self.wake.notify_one();
         }
-        Enqueued::Queued
     }
 
-    /// Queues encoded frames by copying them into the open buffer.
+    /// Queues encoded frames by copying them into the open buffer, or writes them at once
+    /// when nothing is in flight ([`SendState::write_now`]).
     fn enqueue_slice(&self, frames: &[u8]) -> Enqueued {
-        self.enqueue(frames.len(), |outbox| outbox.open.extend_from_slice(frames))
+        let mut outbox = self.outbox();
+        if outbox.closed {
+            return Enqueued::Closed;
+        }
+        if !self.reserve(frames.len()) {
+            return Enqueued::OverBudget;
+        }
+        if outbox.writer_idle
+            && !outbox.closing
+            && outbox.is_empty()
+            && outbox.sink.is_some()
+            && self.direct_armed.swap(false, Ordering::Relaxed)
+        {
+            if let Some(sink) = outbox.sink.take() {
+                drop(outbox);
+                self.write_now(sink, frames);
+                return Enqueued::Queued;
+            }
+        }
+        self.push_and_wake(outbox, |outbox| outbox.open.extend_from_slice(frames))
+    }
+
+    /// Writes `frames` (reserved, nothing queued before them) through the idle writer's sink
+    /// on the caller's thread, without waiting: what the socket takes now is written, the rest
+    /// (and a record the sink still holds) goes to the writer, which is woken for it and for
+    /// whatever was queued meanwhile. An error is left for the writer to meet and report.
+    fn write_now(&self, mut sink: Box<dyn WriteSink>, frames: &[u8]) {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut written = 0;
+        while written < frames.len() {
+            match std::pin::Pin::new(&mut *sink).poll_write(&mut cx, &frames[written..]) {
+                std::task::Poll::Ready(Ok(n)) if n > 0 => written += n,
+                _ => break,
+            }
+        }
+        let flushed = written > 0
+            && matches!(
+                std::pin::Pin::new(&mut *sink).poll_flush(&mut cx),
+                std::task::Poll::Ready(Ok(()))
+            );
+        if written > 0 {
+            account(self, &self.metrics, written);
+        }
+        let mut outbox = self.outbox();
+        if outbox.closed {
+            // The writer has finished: the sink goes with it.
+            drop(outbox);
+            drop(sink);
+            return;
+        }
+        outbox.sink = Some(sink);
+        // Ahead of anything other senders queued while the sink was out.
+        outbox.partial.extend_from_slice(&frames[written..]);
+        outbox.unflushed |= written > 0 && !flushed;
+        if !outbox.is_empty() || outbox.closing {
+            outbox.writer_idle = false;
+            drop(outbox);
+            self.wake.notify_one();
+        }
     }
 
     /// Queues a frame held as shared bytes (copied only if small).
@@ -409,6 +517,13 @@ impl PeerHandle {
         }) == Enqueued::Queued
     }
 
+    /// Lets the next message sent while nothing is in flight be written by its sender
+    /// ([`SendState::write_now`]): called when the peer has sent something, so that a
+    /// request's reply goes out without waiting for the writer's thread.
+    pub(crate) fn arm_write_now(&self) {
+        self.inner.state.direct_armed.store(true, Ordering::Relaxed);
+    }
+
     /// Marks the handle closed so that later sends report `NotConnected`.
     pub(crate) fn mark_closed(&self) {
         self.inner.state.closed.store(true, Ordering::Release);
@@ -422,7 +537,7 @@ impl PeerHandle {
 
 /// What a writer task writes to: the socket's write half behind the record layer, or an
 /// in-memory pipe for the test kit. Its own buffers count towards what an idle writer frees.
-pub(crate) trait WriteSink: AsyncWrite + Unpin {
+pub(crate) trait WriteSink: AsyncWrite + Unpin + Send {
     /// Bytes of scratch buffers the sink holds (encryption buffers).
     fn scratch_bytes(&self) -> usize {
         0
@@ -431,7 +546,7 @@ pub(crate) trait WriteSink: AsyncWrite + Unpin {
     fn release_buffers(&mut self) {}
 }
 
-impl<T: AsyncWrite + Unpin> WriteSink for crate::secure::SecureWrite<T> {
+impl<T: AsyncWrite + Unpin + Send> WriteSink for crate::secure::SecureWrite<T> {
     fn scratch_bytes(&self) -> usize {
         crate::secure::SecureWrite::scratch_bytes(self)
     }
@@ -477,6 +592,8 @@ pub(crate) fn spawn_writer<W: WriteSink + 'static>(
         outbox: Mutex::new(Outbox::default()),
         control_pending: AtomicBool::new(false),
         wake: Notify::new(),
+        direct_armed: AtomicBool::new(false),
+        metrics: parts.metrics.clone(),
     });
     let handle = PeerHandle {
         inner: Arc::new(HandleInner {
@@ -491,7 +608,7 @@ pub(crate) fn spawn_writer<W: WriteSink + 'static>(
     // The writer's future is built here and spawned as it is: wrapping the call in another
     // `async` block would keep a second copy of the socket half (and its cipher) in the task.
     actix_rt::spawn(run_writer(
-        write_half,
+        Box::new(write_half),
         close_rx,
         state,
         parts.failed,
@@ -504,6 +621,7 @@ pub(crate) fn spawn_writer<W: WriteSink + 'static>(
 /// What the writer took from the outbox in one go.
 #[derive(Default)]
 struct Taken {
+    partial: Vec<u8>,
     sealed: Vec<Bytes>,
     open: Vec<u8>,
     control: Vec<u8>,
@@ -511,23 +629,58 @@ struct Taken {
 
 impl Taken {
     fn is_empty(&self) -> bool {
-        self.sealed.is_empty() && self.open.is_empty() && self.control.is_empty()
+        self.partial.is_empty()
+            && self.sealed.is_empty()
+            && self.open.is_empty()
+            && self.control.is_empty()
     }
 }
 
-/// Takes everything queued, swapping buffers so that the open buffer's allocation is reused.
-/// With nothing queued, marks the writer idle (so the next sender wakes it) and returns false.
-fn take(state: &SendState, taken: &mut Taken) -> bool {
+/// The writer's socket half: in its hands while it writes, parked in the outbox while idle.
+type Sink = Option<Box<dyn WriteSink>>;
+
+/// Takes everything queued, swapping buffers so that the open buffer's allocation is reused,
+/// and the sink if it is parked. With nothing queued, parks the sink, marks the writer idle (so
+/// the next sender wakes it or writes itself) and returns false; also false while a sender has
+/// the sink (it wakes the writer when it puts it back).
+fn take(state: &SendState, taken: &mut Taken, wr: &mut Sink) -> bool {
     let mut outbox = state.outbox();
+    if wr.is_none() {
+        *wr = outbox.sink.take();
+        if wr.is_none() {
+            outbox.writer_idle = true;
+            return false;
+        }
+    }
     if outbox.is_empty() {
         outbox.writer_idle = true;
+        outbox.sink = wr.take();
+        state.direct_armed.store(true, Ordering::Relaxed);
         return false;
     }
+    std::mem::swap(&mut taken.partial, &mut outbox.partial);
     std::mem::swap(&mut taken.sealed, &mut outbox.sealed);
     std::mem::swap(&mut taken.open, &mut outbox.open);
     std::mem::swap(&mut taken.control, &mut outbox.control);
+    // A flush is part of every batch written.
+    outbox.unflushed = false;
     state.control_pending.store(false, Ordering::Relaxed);
     true
+}
+
+/// Gets the sink back for closing: from the outbox, or from the sender that has it, which
+/// wakes the writer when it puts it back because `closing` is set.
+async fn reclaim(state: &SendState, wr: &mut Sink) {
+    while wr.is_none() {
+        {
+            let mut outbox = state.outbox();
+            outbox.closing = true;
+            *wr = outbox.sink.take();
+        }
+        if wr.is_none() {
+            state.wake.notified().await;
+        }
+    }
 }
 
 /// Takes the liveness frames queued since the last take.
@@ -537,13 +690,27 @@ fn take_control(state: &SendState, control: &mut Vec<u8>) {
     state.control_pending.store(false, Ordering::Relaxed);
 }
 
-/// Frees the write buffers of a writer that stayed idle.
+/// Frees the write buffers of a writer that stayed idle (the sink's too, if it is parked).
 fn release_buffers(state: &SendState, taken: &mut Taken) {
     taken.open = Vec::new();
+    taken.partial = Vec::new();
     let mut outbox = state.outbox();
     if outbox.open.is_empty() {
         outbox.open = Vec::new();
     }
+    if outbox.partial.is_empty() {
+        outbox.partial = Vec::new();
+    }
+    if let Some(sink) = outbox.sink.as_mut() {
+        sink.release_buffers();
+    }
+}
+
+/// Bytes of write buffers an idle writer holds (its sink is parked in the outbox).
+fn held_bytes(state: &SendState, taken: &Taken) -> usize {
+    let outbox = state.outbox();
+    let sink = outbox.sink.as_ref().map_or(0, |s| s.scratch_bytes());
+    taken.open.capacity().max(sink)
 }
 
 /// Drains the outbox into the socket until told to close.
@@ -557,8 +724,8 @@ fn release_buffers(state: &SendState, taken: &mut Taken) {
 /// arguments and the locals they are moved into side by side in the future, twice the socket
 /// half and its cipher (about 1.2 KB) for every session.
 #[allow(clippy::manual_async_fn)] // deliberately not an `async fn`: see above
-fn run_writer<W: WriteSink>(
-    mut wr: W,
+fn run_writer(
+    wr: Box<dyn WriteSink>,
     mut close: oneshot::Receiver<WriterClose>,
     state: Arc<SendState>,
     failed: Recipient<WriterFailed>,
@@ -567,27 +734,36 @@ fn run_writer<W: WriteSink>(
 ) -> impl std::future::Future<Output = ()> {
     async move {
         metrics.writers_alive.inc();
+        // Closes the outbox and drops a parked sink however the task ends (a stopped runtime
+        // drops it without running the rest).
+        let _closed = CloseOnDrop(&state);
+        let mut wr: Sink = Some(wr);
         let mut taken = Taken::default();
         let how = loop {
-            if !take(&state, &mut taken) {
+            if !take(&state, &mut taken, &mut wr) {
                 // Idle. Large buffers left by a burst are kept for the next burst (freeing and
                 // regrowing them on every pause cost page faults), but not by a connection that
                 // stays idle.
-                let holding = taken.open.capacity() > WRITE_BUFFER_KEEP_BYTES
-                    || wr.scratch_bytes() > WRITE_BUFFER_KEEP_BYTES;
+                let holding = held_bytes(&state, &taken) > WRITE_BUFFER_KEEP_BYTES;
                 tokio::select! {
                     biased;
                     how = &mut close => break how.unwrap_or(WriterClose::Abort),
                     () = state.wake.notified() => continue,
                     () = tokio::time::sleep(WRITE_BUFFER_RELEASE_AFTER), if holding => {
                         release_buffers(&state, &mut taken);
-                        wr.release_buffers();
                         continue;
                     }
                 }
             }
+            let Some(sink) = wr.as_mut() else {
+                continue;
+            };
             let step = Box::pin(write_or_close(
-                &mut wr, &mut taken, &state, &metrics, &mut close,
+                &mut **sink,
+                &mut taken,
+                &state,
+                &metrics,
+                &mut close,
             ))
             .await;
             match step {
@@ -603,23 +779,46 @@ fn run_writer<W: WriteSink>(
         };
         if let WriterClose::Flush(deadline) = how {
             let flush = async {
-                while take(&state, &mut taken) {
-                    write_taken(&mut wr, &mut taken, &state, &metrics).await?;
+                reclaim(&state, &mut wr).await;
+                while take(&state, &mut taken, &mut wr) {
+                    if let Some(sink) = wr.as_mut() {
+                        write_taken(&mut **sink, &mut taken, &state, &metrics).await?;
+                    }
                 }
-                wr.shutdown().await
+                // `take` parked the sink: nobody takes it once `closing` is set.
+                reclaim(&state, &mut wr).await;
+                match wr.as_mut() {
+                    Some(sink) => sink.shutdown().await,
+                    None => Ok(()),
+                }
             };
             let _ = Box::pin(tokio::time::timeout(deadline, flush)).await;
         }
+        drop(_closed);
+        metrics.writers_alive.dec();
+        drop(task);
+    }
+}
+
+/// Marks the outbox closed and frees what it holds, the parked sink included: later sends
+/// report `NotConnected`, and a sender holding the sink drops it when it sees `closed`.
+struct CloseOnDrop<'a>(&'a SendState);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        let state = self.0;
         let mut outbox = state.outbox();
         outbox.closed = true;
+        outbox.closing = true;
+        outbox.partial = Vec::new();
         outbox.sealed = Vec::new();
         outbox.open = Vec::new();
         outbox.control = Vec::new();
+        let sink = outbox.sink.take();
         drop(outbox);
+        drop(sink);
         state.closed.store(true, Ordering::Release);
         state.queued.wake_all();
-        metrics.writers_alive.dec();
-        drop(task);
     }
 }
 
@@ -632,7 +831,7 @@ enum Step {
 }
 
 /// Writes the batch taken, unless the session closes meanwhile.
-async fn write_or_close<W: WriteSink>(
+async fn write_or_close<W: AsyncWrite + Unpin + ?Sized>(
     wr: &mut W,
     taken: &mut Taken,
     state: &SendState,
@@ -656,16 +855,22 @@ async fn write_or_close<W: WriteSink>(
     }
 }
 
-/// Writes what was taken: liveness frames first, then the sealed segments and the open buffer
-/// in order (the open buffer is kept, cleared, for the next swap). Data goes out in rounds of
-/// whole frames of about [`WRITE_ROUND_BYTES`]; pings and pongs queued meanwhile are written
-/// between rounds, never inside a frame.
-async fn write_taken<W: WriteSink>(
+/// Writes what was taken: the rest of a sender's own write, liveness frames, then the sealed
+/// segments and the open buffer in order (the open buffer is kept, cleared, for the next swap).
+/// Data goes out in rounds of whole frames of about [`WRITE_ROUND_BYTES`]; pings and pongs
+/// queued meanwhile are written between rounds, never inside a frame.
+async fn write_taken<W: AsyncWrite + Unpin + ?Sized>(
     wr: &mut W,
     taken: &mut Taken,
     state: &SendState,
     metrics: &NetMetrics,
 ) -> std::io::Result<()> {
+    // The rest of a frame a sender began: nothing may come between its two parts.
+    if !taken.partial.is_empty() {
+        wr.write_all(&taken.partial).await?;
+        account(state, metrics, taken.partial.len());
+        taken.partial.clear();
+    }
     write_control(wr, &mut taken.control, state, metrics).await?;
     for segment in std::mem::take(&mut taken.sealed) {
         write_rounds(wr, &segment, true, &mut taken.control, state, metrics).await?;
@@ -695,7 +900,7 @@ const WRITE_ROUND_BYTES: usize = 64 * 1024;
 /// whose frames are all smaller than [`LARGE_FRAME_BYTES`]) rounds are cut anywhere and
 /// boundaries are looked for only when liveness frames wait (walking the length prefixes from
 /// the last boundary found), so a busy connection of small messages reads no prefix.
-async fn write_rounds<W: WriteSink>(
+async fn write_rounds<W: AsyncWrite + Unpin + ?Sized>(
     wr: &mut W,
     frames: &[u8],
     whole_frames: bool,
@@ -744,7 +949,7 @@ fn frame_boundary(frames: &[u8], mut from: usize, at: usize) -> usize {
 }
 
 /// Writes the liveness frames taken, if any, and clears the buffer (keeping its allocation).
-async fn write_control<W: WriteSink>(
+async fn write_control<W: AsyncWrite + Unpin + ?Sized>(
     wr: &mut W,
     control: &mut Vec<u8>,
     state: &SendState,
@@ -797,6 +1002,8 @@ mod round_tests {
                 outbox: Mutex::new(Outbox::default()),
                 control_pending: AtomicBool::new(false),
                 wake: Notify::new(),
+                direct_armed: AtomicBool::new(false),
+                metrics: Arc::new(NetMetrics::default()),
             };
             state.queued.add(frames.len() + pong.len());
             let metrics = NetMetrics::default();
@@ -885,5 +1092,183 @@ mod round_tests {
         // A truncated tail (never produced) ends at the end of the buffer.
         let cut = &buf[..ends[3] - 5];
         assert_eq!(frame_boundary(cut, ends[2], ends[2] + 1), cut.len());
+    }
+}
+
+#[cfg(test)]
+mod write_now_tests {
+    //! A sender writes a message itself when nothing is in flight: the bytes are on the wire
+    //! before the writer task runs, what the socket does not take goes out first and whole,
+    //! and a sender in a loop does it once per idle period.
+
+    use std::task::{Context, Poll, Waker};
+
+    use actix::Actor;
+    use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+
+    use super::*;
+    use crate::lanes::Lane;
+    use crate::testkit::FakeSession;
+
+    /// A handle whose writer writes into `sink`, and the metrics it counts into.
+    fn writer_on<W: WriteSink + 'static>(
+        sink: W,
+    ) -> (PeerHandle, oneshot::Sender<WriterClose>, Arc<NetMetrics>) {
+        let session = FakeSession {
+            closed: Arc::new(std::sync::OnceLock::new()),
+        }
+        .start();
+        let lane = Lane::spawn_here();
+        let metrics = Arc::new(NetMetrics::default());
+        let (handle, close) = spawn_writer(
+            WriterParts {
+                ip: "127.0.0.1".parse().unwrap(),
+                conn_id: ConnId::next(),
+                link: lane.link(0),
+                budget: 1 << 20,
+                max_frame_bytes: 1 << 20,
+                session: session.clone().recipient(),
+                failed: session.recipient(),
+                metrics: metrics.clone(),
+                task: tokio_util::task::TaskTracker::new().token(),
+            },
+            sink,
+        );
+        (handle, close, metrics)
+    }
+
+    /// Lets the writer task run until it is idle with its sink parked (an event, bounded).
+    async fn until_idle(handle: &PeerHandle) {
+        for _ in 0..1_000 {
+            {
+                let outbox = handle.inner.state.outbox();
+                if outbox.writer_idle && outbox.sink.is_some() && outbox.is_empty() {
+                    return;
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the writer never went idle");
+    }
+
+    /// Reads what the pipe holds right now, without yielding to the runtime (so without
+    /// letting the writer task run).
+    fn read_now(rd: &mut tokio::io::DuplexStream) -> Vec<u8> {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut space = vec![0; 1 << 16];
+        let mut buf = ReadBuf::new(&mut space);
+        match std::pin::Pin::new(rd).poll_read(&mut cx, &mut buf) {
+            Poll::Ready(Ok(())) => buf.filled().to_vec(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The frame `send` writes for `msg`.
+    fn frame_of(msg: &Vec<u8>) -> Vec<u8> {
+        crate::protocol::encode_apps(std::iter::once(msg))
+            .unwrap()
+            .to_vec()
+    }
+
+    #[actix_rt::test]
+    async fn a_message_to_an_idle_connection_is_on_the_wire_before_the_writer_runs() {
+        let (wr, mut rd) = tokio::io::duplex(1 << 16);
+        let (h, _close, metrics) = writer_on(wr);
+        until_idle(&h).await;
+        let (a, b, c) = (vec![1u8; 10], vec![2u8; 20], vec![3u8; 30]);
+        let (fa, fb, fc) = (frame_of(&a), frame_of(&b), frame_of(&c));
+
+        // Written by the sender: in the pipe before this task yields, nothing left queued.
+        assert_eq!(h.send(&a).unwrap(), SendOutcome::Queued);
+        assert_eq!(read_now(&mut rd), fa);
+        assert_eq!(h.queued_bytes(), 0);
+        assert_eq!(h.bytes_out(), fa.len() as u64);
+        assert_eq!(metrics.bytes_out.get(), fa.len() as u64);
+
+        // The next message, with no word from the peer in between, is the writer's to write:
+        // a sender in a loop does not make one system call per message.
+        assert_eq!(h.send(&b).unwrap(), SendOutcome::Queued);
+        assert!(read_now(&mut rd).is_empty());
+        assert_eq!(h.queued_bytes(), fb.len());
+        let mut got = vec![0; fb.len()];
+        rd.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, fb);
+
+        // The peer spoke (the session arms the handle on each read): the reply is written by
+        // its sender again.
+        until_idle(&h).await;
+        assert_eq!(h.send(&a).unwrap(), SendOutcome::Queued);
+        h.arm_write_now();
+        assert_eq!(h.send(&c).unwrap(), SendOutcome::Queued);
+        assert_eq!(read_now(&mut rd), [fa.clone(), fc.clone()].concat());
+        assert_eq!(h.queued_bytes(), 0);
+        assert_eq!(h.bytes_out(), (2 * fa.len() + fb.len() + fc.len()) as u64);
+    }
+
+    #[actix_rt::test]
+    async fn what_the_socket_does_not_take_goes_out_first_and_whole_before_a_pong() {
+        // The pipe takes 100 bytes at a time: the sender writes the start of the frame, the
+        // writer the rest, then the pong, then a message queued after.
+        let (wr, mut rd) = tokio::io::duplex(100);
+        let (h, _close, _) = writer_on(wr);
+        until_idle(&h).await;
+        let (a, c) = (vec![4u8; 1_000], vec![5u8; 50]);
+        let (fa, fc) = (frame_of(&a), frame_of(&c));
+        let pong = crate::protocol::Frame::Pong { nonce: 7 }.encode();
+
+        assert_eq!(h.send(&a).unwrap(), SendOutcome::Queued);
+        let first = read_now(&mut rd);
+        assert_eq!(first, fa[..100]);
+        assert!(h.send_liveness(&pong));
+        assert_eq!(h.send(&c).unwrap(), SendOutcome::Queued);
+
+        let total = fa.len() + pong.len() + fc.len();
+        let mut rest = vec![0; total - first.len()];
+        rd.read_exact(&mut rest).await.unwrap();
+        let wire = [first, rest].concat();
+        assert_eq!(wire, [fa, pong.to_vec(), fc].concat());
+        until_idle(&h).await;
+        assert_eq!(h.queued_bytes(), 0);
+        assert_eq!(h.bytes_out(), total as u64);
+    }
+
+    #[actix_rt::test]
+    async fn an_encrypted_record_the_socket_did_not_take_is_sent_by_the_writer() {
+        use crate::secure::{handshake, NodeKey, SecureRead, SecureWrite};
+        let (mut a, mut b) = tokio::io::duplex(300);
+        let (ka, kb) = (NodeKey::generate(), NodeKey::generate());
+        let (ea, eb) = tokio::join!(handshake(&mut a, &ka, true), handshake(&mut b, &kb, false));
+        let (ea, eb) = (ea.unwrap(), eb.unwrap());
+        let (_, wa) = tokio::io::split(a);
+        let (rb, _) = tokio::io::split(b);
+        let (h, _close, _) = writer_on(SecureWrite::new(wa, Some(ea.send)));
+        let mut rd = SecureRead::new(rb, Some(eb.recv));
+        until_idle(&h).await;
+        let (m1, m2) = (vec![6u8; 2_000], vec![7u8; 3_000]);
+        let (f1, f2) = (frame_of(&m1), frame_of(&m2));
+
+        // The whole frame is sealed into a record by the sender (nothing left queued), but
+        // the pipe takes only part of the record: the writer sends the rest.
+        assert_eq!(h.send(&m1).unwrap(), SendOutcome::Queued);
+        assert_eq!(h.queued_bytes(), 0);
+        assert_eq!(h.send(&m2).unwrap(), SendOutcome::Queued);
+        let mut got = vec![0; f1.len() + f2.len()];
+        rd.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, [f1, f2].concat());
+    }
+
+    #[actix_rt::test]
+    async fn a_closed_writer_lets_go_of_the_socket_while_handles_live_on() {
+        let (wr, mut rd) = tokio::io::duplex(1 << 16);
+        let (h, close, _) = writer_on(wr);
+        until_idle(&h).await;
+        // The sink is parked in the outbox, which the handle keeps alive; closing the writer
+        // must still drop it, so the peer sees the end of the stream.
+        close.send(WriterClose::Abort).unwrap();
+        let mut buf = [0u8; 16];
+        let end = tokio::time::timeout(Duration::from_secs(5), rd.read(&mut buf)).await;
+        assert_eq!(end.expect("the socket stays open").unwrap(), 0);
+        assert!(h.is_closed());
+        assert_eq!(h.send(&vec![1u8]).unwrap(), SendOutcome::NotConnected);
     }
 }

@@ -18,8 +18,11 @@
 //!   frame stream, the handshake, ping/pong and the close path. Its **writer task** owns the
 //!   write half: senders copy encoded frames into the peer's outbox, a byte buffer behind the
 //!   send path's one short lock (held for a copy or a buffer swap, never across user code or
-//!   I/O), and the writer writes all that is queued at once, within a per-peer byte budget. The
-//!   session hands bursts of application messages to the application as [`Inbound`].
+//!   I/O), and the writer writes all that is queued at once, within a per-peer byte budget. A
+//!   message sent while nothing is in flight (a request, a reply) is written by its sender
+//!   itself, with the write half borrowed from the idle writer for one write that never waits:
+//!   it does not wait for the writer's thread to wake. The session hands bursts of application
+//!   messages to the application as [`Inbound`].
 //! - A **lane** (one per session thread and network) copies each broadcast into the outboxes of
 //!   its thread's sessions, in the order the registry handled broadcasts and membership changes.
 //! - The **acceptor** owns the listener: limits, bans, one session per accepted socket. Every

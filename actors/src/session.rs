@@ -423,6 +423,10 @@ impl StreamHandler<Result<FrameBatch, CodecError>> for PeerSession {
                 let n = batch.wire_len() as u64;
                 self.stats.bytes_in.fetch_add(n, Ordering::Relaxed);
                 self.env.metrics.bytes_in.inc_by(n);
+                // The peer spoke: the next reply may be written by its sender at once.
+                if let Some(handle) = &self.handle {
+                    handle.arm_write_now();
+                }
                 for body in batch.bodies() {
                     match self.phase {
                         Phase::Closing => return,
