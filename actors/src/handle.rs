@@ -141,6 +141,9 @@ pub(crate) struct SendState {
     /// most once per idle period of the writer, not once per message.
     direct_armed: AtomicBool,
     metrics: Arc<NetMetrics>,
+    /// Senders' own writes, and those the socket did not take whole (for tests).
+    #[cfg(test)]
+    own_writes: [AtomicU64; 2],
 }
 
 impl SendState {
@@ -251,6 +254,13 @@ impl SendState {
             );
         if written > 0 {
             account(self, &self.metrics, written);
+        }
+        #[cfg(test)]
+        {
+            self.own_writes[0].fetch_add(1, Ordering::Relaxed);
+            if written < frames.len() || !flushed {
+                self.own_writes[1].fetch_add(1, Ordering::Relaxed);
+            }
         }
         let mut outbox = self.outbox();
         if outbox.closed {
@@ -594,6 +604,8 @@ pub(crate) fn spawn_writer<W: WriteSink + 'static>(
         wake: Notify::new(),
         direct_armed: AtomicBool::new(false),
         metrics: parts.metrics.clone(),
+        #[cfg(test)]
+        own_writes: Default::default(),
     });
     let handle = PeerHandle {
         inner: Arc::new(HandleInner {
@@ -1004,6 +1016,7 @@ mod round_tests {
                 wake: Notify::new(),
                 direct_armed: AtomicBool::new(false),
                 metrics: Arc::new(NetMetrics::default()),
+                own_writes: Default::default(),
             };
             state.queued.add(frames.len() + pong.len());
             let metrics = NetMetrics::default();
@@ -1251,10 +1264,106 @@ mod write_now_tests {
         // the pipe takes only part of the record: the writer sends the rest.
         assert_eq!(h.send(&m1).unwrap(), SendOutcome::Queued);
         assert_eq!(h.queued_bytes(), 0);
+        let own = &h.inner.state.own_writes;
+        assert_eq!(
+            own[1].load(Ordering::Relaxed),
+            1,
+            "the record was not sent whole"
+        );
         assert_eq!(h.send(&m2).unwrap(), SendOutcome::Queued);
         let mut got = vec![0; f1.len() + f2.len()];
         rd.read_exact(&mut got).await.unwrap();
         assert_eq!(got, [f1, f2].concat());
+    }
+
+    /// Four threads send numbered messages of varied sizes through one handle while a fifth
+    /// queues pongs and the peer "speaks" often (re-arming the sender's own write), over a pipe
+    /// of 700 bytes, so that senders' own writes, partial writes, the writer's rounds and
+    /// liveness frames interleave: every frame arrives whole, each thread's messages in order,
+    /// every pong whole between frames, and the bytes counted are the bytes sent.
+    #[actix_rt::test]
+    async fn concurrent_senders_own_writes_and_pongs_keep_every_frame_whole_and_in_order() {
+        use crate::protocol::{decode_app, Frame};
+        const THREADS: u8 = 4;
+        const PER_THREAD: u16 = 400;
+        const PONGS: u64 = 200;
+        let (wr, mut rd) = tokio::io::duplex(700);
+        let (h, _close, _) = writer_on(wr);
+        until_idle(&h).await;
+        let mut senders = Vec::new();
+        for t in 0..THREADS {
+            let h = h.clone();
+            senders.push(std::thread::spawn(move || {
+                for seq in 0..PER_THREAD {
+                    let mut msg = vec![t, (seq >> 8) as u8, seq as u8];
+                    msg.resize(3 + (seq as usize * 37 + t as usize * 11) % 900, t);
+                    assert_eq!(h.send(&msg).unwrap(), SendOutcome::Queued);
+                    if seq % 3 == 0 {
+                        h.arm_write_now();
+                    }
+                    if seq % 16 == 0 {
+                        // Now and then, wait for the writer to catch up, so that senders
+                        // find it idle and write themselves.
+                        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                        while h.queued_bytes() > 0 {
+                            assert!(std::time::Instant::now() < deadline, "never drained");
+                            std::thread::yield_now();
+                        }
+                    }
+                }
+            }));
+        }
+        let pinger = {
+            let h = h.clone();
+            std::thread::spawn(move || {
+                for nonce in 0..PONGS {
+                    assert!(h.send_liveness(&Frame::Pong { nonce }.encode()));
+                    std::thread::yield_now();
+                }
+            })
+        };
+        let (mut next, mut pongs, mut wire_bytes) = ([0u16; THREADS as usize], 0u64, 0u64);
+        let expected = THREADS as usize * PER_THREAD as usize;
+        let mut got = 0;
+        while got < expected || pongs < PONGS {
+            let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
+            rd.read_exact(&mut prefix).await.unwrap();
+            let mut body = vec![0; u32::from_be_bytes(prefix) as usize];
+            rd.read_exact(&mut body).await.unwrap();
+            wire_bytes += (LENGTH_PREFIX_BYTES + body.len()) as u64;
+            match Frame::decode(Bytes::from(body)).expect("a whole frame") {
+                Frame::Pong { nonce } => {
+                    assert_eq!(nonce, pongs, "pongs in order");
+                    pongs += 1;
+                }
+                Frame::App(payload) => {
+                    let msg: Vec<u8> = decode_app(&payload).unwrap();
+                    let (t, seq) = (msg[0] as usize, u16::from_be_bytes([msg[1], msg[2]]));
+                    assert_eq!(seq, next[t], "thread {t}'s messages in order");
+                    assert!(msg[3..].iter().all(|&b| b == t as u8));
+                    next[t] += 1;
+                    got += 1;
+                }
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+        for s in senders {
+            s.join().unwrap();
+        }
+        pinger.join().unwrap();
+        until_idle(&h).await;
+        assert_eq!(h.queued_bytes(), 0);
+        assert_eq!(h.bytes_out(), wire_bytes);
+        let own = &h.inner.state.own_writes;
+        let (own, partial) = (
+            own[0].load(Ordering::Relaxed),
+            own[1].load(Ordering::Relaxed),
+        );
+        eprintln!("senders' own writes: {own}, not taken whole: {partial}");
+        assert!(
+            own > 0 && partial > 0,
+            "{own} own writes, {partial} partial"
+        );
     }
 
     #[actix_rt::test]
