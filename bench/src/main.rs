@@ -10,9 +10,9 @@
 //! flood: the same sync unflooded and flooded in one run), `propagation` (j, a block flooded
 //! over 100 in-process nodes connected by discovery; baseline: the same graph in raw tokio).
 //!
-//! Every run measures each scenario over the plaintext transport, then (a), (b), (e) and (f)
-//! again over Noise (rows tagged `[noise]`), whose baseline is the raw tokio code running the
-//! same Noise handshake and record layer (`peerlink_actors::secure`).
+//! Every run measures each scenario over the plaintext transport, then (a), (b), (d) idle, (e)
+//! and (f) again over Noise (rows tagged `[noise]`), whose baseline is the raw tokio code
+//! running the same Noise handshake and record layer (`peerlink_actors::secure`).
 //!
 //! Usage: `peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f,g,h,i,j]`. `--smoke` uses tiny
 //! sizes and exits non-zero if any scenario fails to complete (never because of a slow figure).
@@ -196,12 +196,12 @@ fn run_once(sizes: Sizes, only: &str) -> RunOutput {
     common::set_noise(false);
     let mut out = run_transport(sizes, only);
     // The encrypted rows: peerlink over Noise against the raw baseline with the same cipher
-    // and record layer; (c) and (d) stay plaintext-only.
+    // and record layer; (c) stays plaintext-only, (d) is measured idle.
     common::set_noise(true);
     let noise_only: String = if only.is_empty() {
-        "abef".into()
+        "abdef".into()
     } else {
-        only.replace(['c', 'd', 'g', 'h', 'i', 'j'], "")
+        only.replace(['c', 'g', 'h', 'i', 'j'], "")
     };
     if !noise_only.is_empty() {
         let noise = run_transport(sizes, &noise_only);
@@ -282,13 +282,19 @@ fn run_transport(sizes: Sizes, only: &str) -> RunOutput {
         }
     }
     if want('d') {
-        for (load, label) in [(false, "idle"), (true, "during c")] {
+        // The load (scenario c) is plaintext: the encrypted rows are idle only.
+        let loads: &[(bool, &str)] = if common::noise() {
+            &[(false, "idle")]
+        } else {
+            &[(false, "idle"), (true, "during c")]
+        };
+        for &(load, label) in loads {
             if let Some((s50, s99)) = out.check(
                 &format!("d (raw same-thread, {label})"),
                 raw::ping(sizes, load, false, false),
             ) {
                 out.notes.push(format!(
-                    "d: raw echo, client and server on one runtime, back to back, {label}: p50 {s50:.1} us, p99 {s99:.1} us"
+                    "{tag}d: raw echo, client and server on one runtime, back to back, {label}: p50 {s50:.1} us, p99 {s99:.1} us"
                 ));
             }
             for (kind, what, paced) in [
@@ -304,7 +310,7 @@ fn run_transport(sizes: Sizes, only: &str) -> RunOutput {
                 let p = peer::ping(sizes, load, kind);
                 let scenario = format!("d ({what}, {label})");
                 if let Some(((p50, p99), (b50, b99))) = out.check(&scenario, both(p, b)) {
-                    let name = format!("d. RTT {what}");
+                    let name = format!("{tag}d. RTT {what}");
                     out.row(
                         &format!("{name} p50, {label}"),
                         "us",
@@ -523,7 +529,7 @@ fn print_table(runs: &[RunOutput]) {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f,g,h,i,j]\n(every run measures plaintext rows, then [noise] rows of a, b, e, f)");
+    eprintln!("usage: peerlink-bench [--runs N] [--smoke] [--only a,b,c,d,e,f,g,h,i,j]\n(every run measures plaintext rows, then [noise] rows of a, b, d (idle), e, f)");
     ExitCode::from(2)
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
@@ -67,16 +67,29 @@ async fn receive(
     tally: Arc<Tally>,
     pongs: Option<mpsc::UnboundedSender<u64>>,
 ) -> Result<(), String> {
-    let (rd, mut wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
+    receive_io(rd, wr, tally, pongs).await
+}
+
+/// [`receive`] over any byte stream (the Noise record layer for the encrypted rows); each
+/// pong is flushed (a no-op on a plain socket).
+async fn receive_io(
+    rd: impl AsyncRead + Unpin,
+    mut wr: impl AsyncWrite + Unpin,
+    tally: Arc<Tally>,
+    pongs: Option<mpsc::UnboundedSender<u64>>,
+) -> Result<(), String> {
     let mut frames = FramedRead::new(rd, LengthDelimitedCodec::new());
     while let Some(frame) = frames.next().await {
         let frame = frame.map_err(err)?;
         match rmp_serde::from_slice::<BenchMsg>(&frame).map_err(err)? {
             BenchMsg::Data { .. } => tally.hit(),
-            BenchMsg::Ping { id } => wr
-                .write_all(&raw_frame(&BenchMsg::Pong { id })?)
-                .await
-                .map_err(err)?,
+            BenchMsg::Ping { id } => {
+                wr.write_all(&raw_frame(&BenchMsg::Pong { id })?)
+                    .await
+                    .map_err(err)?;
+                wr.flush().await.map_err(err)?
+            }
             BenchMsg::Pong { id } => {
                 if let Some(tx) = &pongs {
                     let _ = tx.send(id);
@@ -259,6 +272,40 @@ pub fn broadcast(peers: usize, count: u64, size: usize) -> Result<(f64, CpuUse),
     })
 }
 
+/// The two halves of `stream`, through the Noise handshake (as initiator or responder) and
+/// record layer when `noise`, as they are otherwise: the same layer peerlink's encrypted
+/// transport uses, so that the encrypted rows compare peerlink with the cipher's own cost.
+async fn secure_split(
+    mut stream: TcpStream,
+    initiator: bool,
+    noise: bool,
+) -> Result<
+    (
+        peerlink_actors::secure::SecureRead<tokio::net::tcp::OwnedReadHalf>,
+        peerlink_actors::secure::SecureWrite<tokio::net::tcp::OwnedWriteHalf>,
+    ),
+    String,
+> {
+    use peerlink_actors::secure::{handshake, NodeKey, SecureRead, SecureWrite};
+    let ciphers = if noise {
+        let est = handshake(&mut stream, &NodeKey::generate(), initiator)
+            .await
+            .map_err(|e| e.to_string())?;
+        Some((est.recv, est.send))
+    } else {
+        None
+    };
+    let (recv, send) = ciphers.unzip();
+    let (rd, wr) = stream.into_split();
+    Ok((SecureRead::new(rd, recv), SecureWrite::new(wr, send)))
+}
+
+/// The echo side of scenario (d), over Noise when `noise`.
+async fn echo_server(stream: TcpStream, noise: bool) -> Result<(), String> {
+    let (rd, wr) = secure_split(stream, false, noise).await?;
+    receive_io(rd, wr, Arc::new(Tally::default()), None).await
+}
+
 /// Scenario (d): raw echo round trip p50/p99 in microseconds, idle or under a broadcast.
 ///
 /// With `cross_thread`, the echo server runs on a runtime of its own on another thread, as the
@@ -273,6 +320,8 @@ pub fn ping(
     cross_thread: bool,
     paced: bool,
 ) -> Result<(f64, f64), String> {
+    // Read here: the echo thread must not depend on when the flag changes.
+    let noise = crate::common::noise();
     in_tokio(async move {
         let (client, server) =
             pair(Ipv4Addr::new(127, 0, 3, 2), Ipv4Addr::new(127, 0, 3, 1)).await?;
@@ -287,15 +336,17 @@ pub fn ping(
                         .map_err(err)?;
                     rt.block_on(async move {
                         let server = TcpStream::from_std(server).map_err(err)?;
-                        receive(server, Arc::new(Tally::default()), None).await
+                        echo_server(server, noise).await
                     })
                 })
                 .map_err(err)?;
             Some(thread)
         } else {
-            tokio::spawn(receive(server, Arc::new(Tally::default()), None));
+            tokio::spawn(echo_server(server, noise));
             None
         };
+        // The echo server answers the handshake meanwhile.
+        let (rd, wr) = secure_split(client, true, noise).await?;
         let done = Arc::new(AtomicBool::new(false));
         let bcast = if load {
             let tally = Arc::new(Tally::default());
@@ -322,7 +373,7 @@ pub fn ping(
         }
         let pings = sizes.d_pings;
         let pinger = tokio::spawn(async move {
-            let (rd, mut wr) = client.into_split();
+            let mut wr = wr;
             let mut frames = FramedRead::new(rd, LengthDelimitedCodec::new());
             let mut samples = Vec::with_capacity(pings as usize);
             for id in 0..pings {
@@ -333,6 +384,7 @@ pub fn ping(
                 wr.write_all(&raw_frame(&BenchMsg::Ping { id })?)
                     .await
                     .map_err(err)?;
+                wr.flush().await.map_err(err)?;
                 let frame = tokio::time::timeout(Duration::from_secs(5), frames.next())
                     .await
                     .map_err(|_| format!("no pong for ping {id}"))?

@@ -33,13 +33,23 @@
 //!
 //! ## Wiring (for the node)
 //!
-//! ```ignore
+//! ```no_run
+//! # use peerlink::chain::{ChainParams, ChainStore, ProducerKey};
+//! # use peerlink::sync::{self, NodeSetup, SyncConfig};
+//! # async fn wire(
+//! #     data_dir: std::path::PathBuf,
+//! #     chain_params: ChainParams,
+//! #     key: ProducerKey,
+//! #     net_config: peerlink_actors::NetworkConfig,
+//! #     sync_config: SyncConfig,
+//! # ) -> Result<(), Box<dyn std::error::Error>> {
 //! let store = ChainStore::open(&data_dir, &chain_params)?;           // verifies, resumes
 //! let setup = NodeSetup { producer_key: Some(key), ..NodeSetup::default() };
 //! let node = sync::start_node_with(net_config, store, sync_config, setup).await?;
 //! node.produce().await?;                                              // --produce-every tick
 //! let status = node.status().await?;                                  // admin API
 //! node.shutdown().await;                                              // closes the store
+//! # Ok(()) }
 //! ```
 //!
 //! Offline: `chain::produce(&mut store, &key, n, payload_bytes)` (`peerlink produce`).
