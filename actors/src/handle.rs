@@ -365,7 +365,8 @@ impl PeerHandle {
     /// Queues an already encoded frame (length prefix included). Encode once with
     /// [`crate::wire::encode_app`] and clone the `Bytes` to send the same message to many
     /// peers: a large frame is queued as the shared bytes, a small one copied into the peer's
-    /// write buffer.
+    /// write buffer. Always queued for the peer's writer (a fan-out from one thread leaves
+    /// the writes to the session threads), unlike [`PeerHandle::send`].
     pub fn send_frame(&self, frame: Bytes) -> SendOutcome {
         if self.is_closed() {
             return SendOutcome::NotConnected;
@@ -409,7 +410,10 @@ impl PeerHandle {
     }
 
     /// Encodes and queues one application message. It is encoded into a per-thread scratch
-    /// buffer and copied into the peer's write buffer: no allocation per message.
+    /// buffer and copied into the peer's write buffer: no allocation per message. A message
+    /// under 32 KiB sent while nothing is in flight to this peer (a request, or the reply to
+    /// what the peer just sent) is written by the calling thread itself, with a write that
+    /// never waits; what the socket does not take, the peer's writer sends.
     pub fn send<M: Serialize>(&self, msg: &M) -> Result<SendOutcome, rmp_serde::encode::Error> {
         self.send_many(std::iter::once(msg))
     }
