@@ -169,6 +169,15 @@ impl Frame {
         if let Some(payload) = app_payload(&body) {
             return payload.map(|p| Frame::App(body.slice_ref(p)));
         }
+        // Other spellings of the header (PROTOCOL.md 3.1): the kind must still be a string,
+        // and an App payload still a bin.
+        let (kind, rest) = frame_kind(&body)?;
+        if kind == b"App" {
+            let (&marker, rest) = rest
+                .split_first()
+                .ok_or_else(|| CodecError::Malformed("app frame: no payload".into()))?;
+            return bin_payload(marker, rest).map(|p| Frame::App(body.slice_ref(p)));
+        }
         let mut cursor = Cursor::new(&body[..]);
         let mut de = rmp_serde::Deserializer::new(&mut cursor);
         de.set_max_depth(RMP_MAX_DEPTH);
@@ -199,24 +208,68 @@ impl Frame {
 /// The payload of an App frame body, without copying; `None` if the body is not an App frame.
 /// The App frame's header is checked as [`Frame::decode`] does (the payload itself is not).
 pub(crate) fn app_payload(body: &[u8]) -> Option<Result<&[u8], CodecError>> {
-    // Exactly the prefix is decoded as a map like the other frames (and refused there).
+    // Exactly the prefix peerlink writes; other spellings go through `Frame::decode`.
     let (&marker, rest) = body.strip_prefix(&APP_PREFIX[..])?.split_first()?;
-    let malformed = |what: &str| Some(Err(CodecError::Malformed(format!("app frame: {what}"))));
+    Some(bin_payload(marker, rest))
+}
+
+/// The bytes of a `bin` (`marker` and what follows it) that must fill the rest of the frame.
+fn bin_payload(marker: u8, rest: &[u8]) -> Result<&[u8], CodecError> {
+    let malformed = |what: &str| Err(CodecError::Malformed(format!("app frame: {what}")));
     let header = match marker {
         0xc4 => 1,
         0xc5 => 2,
         BIN32 => 4,
         _ => return malformed("payload is not bin"),
     };
-    if rest.len() < header {
+    let Some((len, payload)) = be_len(rest, header) else {
         return malformed("truncated bin header");
-    }
-    let (len, payload) = rest.split_at(header);
-    let len = len.iter().fold(0usize, |n, &b| n << 8 | usize::from(b));
+    };
     if len != payload.len() {
         return malformed("bin length does not match the frame");
     }
-    Some(Ok(payload))
+    Ok(payload)
+}
+
+/// The kind of a frame body (the key of its one-entry map, a MessagePack `str` in any of its
+/// length forms) and the bytes after it. A frame kind given as an integer (a variant index)
+/// or any other type is refused: PROTOCOL.md 3.1 names kinds by string only.
+fn frame_kind(body: &[u8]) -> Result<(&[u8], &[u8]), CodecError> {
+    let malformed = |what: &str| CodecError::Malformed(format!("frame: {what}"));
+    let (n, rest) = match body.split_first() {
+        Some((&b, rest)) if b & 0xf0 == 0x80 => Some((usize::from(b & 0x0f), rest)),
+        Some((0xde, rest)) => be_len(rest, 2),
+        Some((0xdf, rest)) => be_len(rest, 4),
+        _ => return Err(malformed("not a map")),
+    }
+    .ok_or_else(|| malformed("truncated map header"))?;
+    if n != 1 {
+        return Err(malformed("not a map of one entry"));
+    }
+    let (len, rest) = match rest.split_first() {
+        Some((&b, rest)) if b & 0xe0 == 0xa0 => Some((usize::from(b & 0x1f), rest)),
+        Some((0xd9, rest)) => be_len(rest, 1),
+        Some((0xda, rest)) => be_len(rest, 2),
+        Some((0xdb, rest)) => be_len(rest, 4),
+        _ => return Err(malformed("the kind is not a string")),
+    }
+    .ok_or_else(|| malformed("truncated kind"))?;
+    if rest.len() < len {
+        return Err(malformed("truncated kind"));
+    }
+    Ok(rest.split_at(len))
+}
+
+/// A big-endian length of `width` bytes at the start of `bytes`, and what follows it.
+fn be_len(bytes: &[u8], width: usize) -> Option<(usize, &[u8])> {
+    if bytes.len() < width {
+        return None;
+    }
+    let (len, rest) = bytes.split_at(width);
+    Some((
+        len.iter().fold(0usize, |n, &b| n << 8 | usize::from(b)),
+        rest,
+    ))
 }
 
 /// Writes the length placeholder and App header into `buf`; the payload follows.

@@ -194,6 +194,7 @@ fn decode_only_frames() -> Vec<(String, Frame)> {
     vec![
         ("app-bin8".to_string(), app_123()),
         ("app-bin16".into(), app_123()),
+        ("app-str8-key".into(), app_123()),
         (
             "disconnect-newer-reason".into(),
             Frame::Disconnect {
@@ -366,6 +367,52 @@ fn vectors_reject_reasons() {
     assert_eq!(
         reason("reject-app-bin-longer-than-frame"),
         DisconnectReason::BadFrame
+    );
+    for name in [
+        "reject-kind-as-integer",
+        "reject-ping-kind-as-integer",
+        "reject-app-str8-key-not-bin",
+    ] {
+        assert_eq!(reason(name), DisconnectReason::BadFrame, "{name}");
+    }
+}
+
+/// A frame kind is a string in any length form, never an integer (rmp-serde would otherwise
+/// take a variant index), and an App payload is a bin however its key is spelled; the error
+/// says which.
+#[test]
+fn frame_kinds_are_strings_and_app_payloads_bins_in_every_spelling() {
+    let err = |body: &[u8]| match Frame::decode(Bytes::copy_from_slice(body)) {
+        Err(CodecError::Malformed(what)) => what,
+        other => panic!("{body:02x?} decoded: {other:?}"),
+    };
+    assert!(err(&[0x81, 0x04, 0xc4, 0x00]).contains("kind is not a string"));
+    assert!(err(&[0x81, 0x01, 0x91, 0x2a]).contains("kind is not a string"));
+    assert!(err(&[0x81, 0xc0, 0x91, 0x2a]).contains("kind is not a string"));
+    assert!(err(&[0x82, 0xa4, b'P', b'i', b'n', b'g', 0x91, 0x2a]).contains("one entry"));
+    assert!(err(&[0x91, 0x2a]).contains("not a map"));
+    assert!(err(&[0x81, 0xd9, 0x09, b'A']).contains("truncated kind"));
+    assert!(err(&[0xde, 0x00]).contains("truncated map header"));
+    // `App` spelled as str16 with an array payload, and with no payload at all.
+    let str16 = [0x81, 0xda, 0x00, 0x03, b'A', b'p', b'p'];
+    assert!(err(&[&str16[..], &[0x93, 1, 2, 3]].concat()).contains("not bin"));
+    assert!(err(&str16).contains("no payload"));
+    // The same key with a bin payload, and map16 around it: the App frame.
+    let map16 = [
+        &[0xde, 0x00, 0x01][..],
+        &str16[1..],
+        &[0xc4, 0x02, 0x90, 0x90],
+    ]
+    .concat();
+    assert_eq!(
+        Frame::decode(Bytes::from(map16)).unwrap(),
+        Frame::App(Bytes::from_static(&[0x90, 0x90]))
+    );
+    // Other kinds in longer string forms still decode as before: {str8 "Ping": [42]}.
+    let ping = [0x81, 0xd9, 0x04, b'P', b'i', b'n', b'g', 0x91, 0x2a];
+    assert_eq!(
+        Frame::decode(Bytes::copy_from_slice(&ping)).unwrap(),
+        Frame::Ping { nonce: 42 }
     );
 }
 
