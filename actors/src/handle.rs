@@ -637,6 +637,8 @@ pub(crate) fn spawn_writer<W: WriteSink + 'static>(
 /// What the writer took from the outbox in one go.
 #[derive(Default)]
 struct Taken {
+    /// Scratch bytes the sink held when it was last parked (what an idle writer may free).
+    parked_scratch: usize,
     partial: Vec<u8>,
     sealed: Vec<Bytes>,
     open: Vec<u8>,
@@ -670,6 +672,7 @@ fn take(state: &SendState, taken: &mut Taken, wr: &mut Sink) -> bool {
     }
     if outbox.is_empty() {
         outbox.writer_idle = true;
+        taken.parked_scratch = wr.as_ref().map_or(0, |s| s.scratch_bytes());
         outbox.sink = wr.take();
         state.direct_armed.store(true, Ordering::Relaxed);
         return false;
@@ -709,6 +712,7 @@ fn take_control(state: &SendState, control: &mut Vec<u8>) {
 /// Frees the write buffers of a writer that stayed idle (the sink's too, if it is parked).
 fn release_buffers(state: &SendState, taken: &mut Taken) {
     taken.open = Vec::new();
+    taken.parked_scratch = 0;
     taken.partial = Vec::new();
     let mut outbox = state.outbox();
     if outbox.open.is_empty() {
@@ -720,13 +724,6 @@ fn release_buffers(state: &SendState, taken: &mut Taken) {
     if let Some(sink) = outbox.sink.as_mut() {
         sink.release_buffers();
     }
-}
-
-/// Bytes of write buffers an idle writer holds (its sink is parked in the outbox).
-fn held_bytes(state: &SendState, taken: &Taken) -> usize {
-    let outbox = state.outbox();
-    let sink = outbox.sink.as_ref().map_or(0, |s| s.scratch_bytes());
-    taken.open.capacity().max(sink)
 }
 
 /// Drains the outbox into the socket until told to close.
@@ -760,7 +757,8 @@ fn run_writer(
                 // Idle. Large buffers left by a burst are kept for the next burst (freeing and
                 // regrowing them on every pause cost page faults), but not by a connection that
                 // stays idle.
-                let holding = held_bytes(&state, &taken) > WRITE_BUFFER_KEEP_BYTES;
+                let holding =
+                    taken.open.capacity().max(taken.parked_scratch) > WRITE_BUFFER_KEEP_BYTES;
                 tokio::select! {
                     biased;
                     how = &mut close => break how.unwrap_or(WriterClose::Abort),
@@ -1368,6 +1366,49 @@ mod write_now_tests {
             own > 0 && partial > 0,
             "{own} own writes, {partial} partial"
         );
+    }
+
+    /// After a burst, an idle writer keeps its large buffers (the open buffer, the cipher's
+    /// scratch space in the parked sink) for a while, then frees them; a sender's own write
+    /// afterwards still works. Virtual time: the release interval passes without waiting.
+    #[actix_rt::test]
+    async fn an_idle_writer_frees_its_burst_buffers_and_its_parked_sinks() {
+        use crate::secure::{handshake, NodeKey, SecureRead, SecureWrite};
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        let (ka, kb) = (NodeKey::generate(), NodeKey::generate());
+        let (ea, eb) = tokio::join!(handshake(&mut a, &ka, true), handshake(&mut b, &kb, false));
+        let (ea, eb) = (ea.unwrap(), eb.unwrap());
+        let (_, wa) = tokio::io::split(a);
+        let (rb, _) = tokio::io::split(b);
+        let (h, _close, _) = writer_on(SecureWrite::new(wa, Some(ea.send)));
+        let mut rd = SecureRead::new(rb, Some(eb.recv));
+        until_idle(&h).await;
+        tokio::time::pause();
+        // A burst of 200 KiB queued at once (the first message is the sender's own write).
+        let msg = vec![9u8; 2_000];
+        let frame = frame_of(&msg);
+        for _ in 0..100 {
+            assert_eq!(h.send(&msg).unwrap(), SendOutcome::Queued);
+        }
+        let mut got = vec![0; 100 * frame.len()];
+        rd.read_exact(&mut got).await.unwrap();
+        until_idle(&h).await;
+        let scratch = |h: &PeerHandle| {
+            let outbox = h.inner.state.outbox();
+            let sink = outbox.sink.as_ref().map_or(usize::MAX, |s| s.scratch_bytes());
+            (outbox.open.capacity(), sink)
+        };
+        assert!(
+            scratch(&h).1 > WRITE_BUFFER_KEEP_BYTES,
+            "the cipher's scratch space is kept right after the burst: {:?}",
+            scratch(&h)
+        );
+        tokio::time::sleep(WRITE_BUFFER_RELEASE_AFTER * 2).await;
+        until_idle(&h).await;
+        assert_eq!(scratch(&h), (0, 0), "freed after an idle interval");
+        assert_eq!(h.send(&msg).unwrap(), SendOutcome::Queued);
+        rd.read_exact(&mut got[..frame.len()]).await.unwrap();
+        assert_eq!(got[..frame.len()], frame[..]);
     }
 
     #[actix_rt::test]
