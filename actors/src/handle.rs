@@ -1395,7 +1395,10 @@ mod write_now_tests {
         until_idle(&h).await;
         let scratch = |h: &PeerHandle| {
             let outbox = h.inner.state.outbox();
-            let sink = outbox.sink.as_ref().map_or(usize::MAX, |s| s.scratch_bytes());
+            let sink = outbox
+                .sink
+                .as_ref()
+                .map_or(usize::MAX, |s| s.scratch_bytes());
             (outbox.open.capacity(), sink)
         };
         assert!(
