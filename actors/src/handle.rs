@@ -1152,6 +1152,27 @@ mod write_now_tests {
         (handle, close, metrics)
     }
 
+    /// A handle whose writer encrypts (after a real Noise handshake) into a pipe of `pipe`
+    /// bytes, idle with its sink parked, and the decrypting read end.
+    async fn noise_writer(
+        pipe: usize,
+    ) -> (
+        PeerHandle,
+        oneshot::Sender<WriterClose>,
+        crate::secure::SecureRead<tokio::io::ReadHalf<tokio::io::DuplexStream>>,
+    ) {
+        use crate::secure::{handshake, NodeKey, SecureRead, SecureWrite};
+        let (mut a, mut b) = tokio::io::duplex(pipe);
+        let (ka, kb) = (NodeKey::generate(), NodeKey::generate());
+        let (ea, eb) = tokio::join!(handshake(&mut a, &ka, true), handshake(&mut b, &kb, false));
+        let (ea, eb) = (ea.unwrap(), eb.unwrap());
+        let (_, wa) = tokio::io::split(a);
+        let (rb, _) = tokio::io::split(b);
+        let (h, close, _) = writer_on(SecureWrite::new(wa, Some(ea.send)));
+        until_idle(&h).await;
+        (h, close, SecureRead::new(rb, Some(eb.recv)))
+    }
+
     /// Lets the writer task run until it is idle with its sink parked (an event, bounded).
     async fn until_idle(handle: &PeerHandle) {
         for _ in 0..1_000 {
@@ -1249,16 +1270,7 @@ mod write_now_tests {
 
     #[actix_rt::test]
     async fn an_encrypted_record_the_socket_did_not_take_is_sent_by_the_writer() {
-        use crate::secure::{handshake, NodeKey, SecureRead, SecureWrite};
-        let (mut a, mut b) = tokio::io::duplex(300);
-        let (ka, kb) = (NodeKey::generate(), NodeKey::generate());
-        let (ea, eb) = tokio::join!(handshake(&mut a, &ka, true), handshake(&mut b, &kb, false));
-        let (ea, eb) = (ea.unwrap(), eb.unwrap());
-        let (_, wa) = tokio::io::split(a);
-        let (rb, _) = tokio::io::split(b);
-        let (h, _close, _) = writer_on(SecureWrite::new(wa, Some(ea.send)));
-        let mut rd = SecureRead::new(rb, Some(eb.recv));
-        until_idle(&h).await;
+        let (h, _close, mut rd) = noise_writer(300).await;
         let (m1, m2) = (vec![6u8; 2_000], vec![7u8; 3_000]);
         let (f1, f2) = (frame_of(&m1), frame_of(&m2));
 
@@ -1373,16 +1385,7 @@ mod write_now_tests {
     /// afterwards still works. Virtual time: the release interval passes without waiting.
     #[actix_rt::test]
     async fn an_idle_writer_frees_its_burst_buffers_and_its_parked_sinks() {
-        use crate::secure::{handshake, NodeKey, SecureRead, SecureWrite};
-        let (mut a, mut b) = tokio::io::duplex(1 << 20);
-        let (ka, kb) = (NodeKey::generate(), NodeKey::generate());
-        let (ea, eb) = tokio::join!(handshake(&mut a, &ka, true), handshake(&mut b, &kb, false));
-        let (ea, eb) = (ea.unwrap(), eb.unwrap());
-        let (_, wa) = tokio::io::split(a);
-        let (rb, _) = tokio::io::split(b);
-        let (h, _close, _) = writer_on(SecureWrite::new(wa, Some(ea.send)));
-        let mut rd = SecureRead::new(rb, Some(eb.recv));
-        until_idle(&h).await;
+        let (h, _close, mut rd) = noise_writer(1 << 20).await;
         tokio::time::pause();
         // A burst of 200 KiB queued at once (the first message is the sender's own write).
         let msg = vec![9u8; 2_000];
