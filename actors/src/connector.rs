@@ -127,8 +127,6 @@ impl Connector {
         }
         let now = Instant::now();
         let connected: HashSet<IpAddr> = self.connected.keys().copied().collect();
-        self.plan
-            .defer_held(now, |ip| connected.contains(&canonical_ip(ip)));
         let bans = self.bans.borrow();
         let mut due = self.plan.due(now, usize::MAX, |ip| {
             connected.contains(&canonical_ip(ip)) || bans.is_banned(canonical_ip(ip), now)

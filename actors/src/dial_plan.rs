@@ -195,19 +195,6 @@ impl DialPlan {
     }
 
     /// Outbound connections that count against the target: dials running and sessions alive.
-    /// Addresses due now whose IP already has a connection (an inbound one, or one dialled
-    /// at another port) wait a base interval, as after a `Duplicate`: the wish to be connected
-    /// is met. Left due, they were dialled the moment that connection ended, even when the
-    /// peer had asked to be disconnected.
-    pub fn defer_held(&mut self, now: Instant, held_ip: impl Fn(IpAddr) -> bool) {
-        let base = self.backoff.base;
-        for (a, e) in self.entries.iter_mut() {
-            if !e.own && !e.busy && e.next_at <= now && held_ip(a.ip()) {
-                e.next_at = now + base;
-            }
-        }
-    }
-
     pub fn busy_count(&self) -> usize {
         self.entries.values().filter(|e| e.busy).count()
     }
@@ -352,29 +339,6 @@ mod tests {
         p.dial_started(addr(4));
         p.dial_failed(addr(4), now, 1.0);
         assert_eq!(p.status(now).len(), 1);
-    }
-
-    #[test]
-    fn an_address_due_while_its_ip_is_connected_waits_a_base_interval() {
-        let now = Instant::now();
-        let mut p = DialPlan::new(backoff(), 16);
-        p.add(addr(5), now, true);
-        p.add(addr(6), now, true);
-        // 127.0.0.5 is connected (it dialled us): its dial is skipped and deferred.
-        let held = |ip: IpAddr| ip == addr(5).ip();
-        p.defer_held(now, held);
-        assert_eq!(p.due(now, 8, held), vec![addr(6)]);
-        let later = now + Duration::from_millis(10);
-        assert_eq!(
-            p.due(later, 8, |_| false),
-            vec![addr(6)],
-            "not dialled the moment the connection ends"
-        );
-        // Soonest due first: 127.0.0.6 has been due since `now`.
-        assert_eq!(
-            p.due(now + backoff().base, 8, |_| false),
-            vec![addr(6), addr(5)]
-        );
     }
 
     #[test]
