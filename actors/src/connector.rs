@@ -228,6 +228,11 @@ impl Handler<PeerEvent> for Connector {
             PeerEvent::Disconnected(record) => {
                 if self.connected.get(&record.ip) == Some(&record.conn_id) {
                     self.connected.remove(&record.ip);
+                    // Addresses of that IP left due while it was connected: dialled now after
+                    // a loss, after a base interval when either side chose to end it.
+                    let jitter = 0.8 + rand::random::<f64>() * 0.4;
+                    self.plan
+                        .ip_released(record.ip, Instant::now(), record.reason, jitter);
                 }
             }
         }

@@ -13,6 +13,10 @@
 //! an operator's connect ([`DialPlan::add`] with `now_due`) clears the address's failures and
 //! backoff (not an "own" mark, which only our own nonce sets and which is proof).
 //!
+//! An address whose IP is connected by another socket (the peer dialled us) is not dialled; when
+//! that connection is lost it is dialled at once, when either side chose to end it
+//! ([`DialPlan::ip_released`]) it waits a base interval, so a peer's goodbye is not undone.
+//!
 //! One-shot entries ([`DialPlan::add_once`]) are dialled once and forgotten when the dial fails
 //! or the connection ends: the discovery actor decides its own redials (seeds, anchors and
 //! addresses from its book), so the connector only keeps the configured `peers` connected.
@@ -21,6 +25,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use crate::canonical_ip;
 use crate::reason::DisconnectReason;
 
 /// Backoff parameters.
@@ -272,6 +277,28 @@ impl DialPlan {
         }
     }
 
+    /// A connection to `ip` that the plan did not dial for these addresses (an inbound one, or
+    /// one dialled at another port) ended and left the IP unconnected. Its addresses that were
+    /// due meanwhile (skipped because the IP was connected) are dialled now when the
+    /// connection was lost (`PingTimeout`, `ConnectionLost`): the link is news, as for a
+    /// dialled one. Any other end is a choice (the peer's or ours: a request, a shutdown, an
+    /// eviction, a limit, misbehaviour), and an instant redial would undo it, so they wait a
+    /// base interval first, as after a `Duplicate`. An operator's `connect` still dials at once.
+    pub fn ip_released(&mut self, ip: IpAddr, now: Instant, reason: DisconnectReason, jitter: f64) {
+        if matches!(
+            reason,
+            DisconnectReason::PingTimeout | DisconnectReason::ConnectionLost
+        ) {
+            return;
+        }
+        let wait = scaled(self.backoff.base, jitter);
+        for (a, e) in self.entries.iter_mut() {
+            if canonical_ip(a.ip()) == ip && !e.own && !e.busy && e.next_at <= now {
+                e.next_at = now + wait;
+            }
+        }
+    }
+
     /// Status of every address, sorted by address.
     pub fn status(&self, now: Instant) -> Vec<AddrStatus> {
         let mut v: Vec<AddrStatus> = self
@@ -339,6 +366,41 @@ mod tests {
         p.dial_started(addr(4));
         p.dial_failed(addr(4), now, 1.0);
         assert_eq!(p.status(now).len(), 1);
+    }
+
+    #[test]
+    fn an_address_held_by_another_connection_waits_after_a_chosen_end_not_after_a_loss() {
+        let now = Instant::now();
+        let mut p = DialPlan::new(backoff(), 16);
+        p.add(addr(5), now, true);
+        p.add(addr(6), now, true);
+        // Both IPs were connected inbound while due; 127.0.0.5's peer asked to disconnect.
+        p.ip_released(addr(5).ip(), now, DisconnectReason::Requested, 1.0);
+        assert_eq!(p.due(now, 8, |_| false), vec![addr(6)]);
+        let s = p.status(now);
+        assert_eq!(s[0].due_in, backoff().base, "{s:?}");
+        // 127.0.0.6 was lost: dialled at once, as before.
+        p.ip_released(addr(6).ip(), now, DisconnectReason::PingTimeout, 1.0);
+        p.ip_released(addr(6).ip(), now, DisconnectReason::ConnectionLost, 1.0);
+        assert_eq!(p.due(now, 8, |_| false), vec![addr(6)]);
+        // An operator's connect overrides the wait; a busy address is left alone.
+        p.add(addr(5), now, true);
+        p.dial_started(addr(5));
+        p.ip_released(addr(5).ip(), now, DisconnectReason::Shutdown, 1.0);
+        assert!(p.status(now)[0].busy);
+        p.dial_failed(addr(5), now, 1.0);
+        assert_eq!(
+            p.status(now)[0].due_in,
+            backoff().base,
+            "the failure's backoff"
+        );
+        // An address not yet due keeps its later time.
+        let mut q = DialPlan::new(backoff(), 16);
+        q.add(addr(7), now, false);
+        q.dial_failed(addr(7), now, 1.0);
+        q.dial_failed(addr(7), now, 1.0);
+        q.ip_released(addr(7).ip(), now, DisconnectReason::Requested, 1.0);
+        assert_eq!(q.status(now)[0].due_in, backoff().delay(2));
     }
 
     #[test]

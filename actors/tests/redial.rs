@@ -44,3 +44,64 @@ async fn a_lost_configured_peer_is_redialled() {
     assert!(entry.attempts >= 2, "B dialled A again: {entry:?}");
     assert_eq!(b.net.peers().await.len(), 1);
 }
+
+/// An address the operator asked for while its IP was already connected (the peer had dialled
+/// us) is met by that connection. When the peer then asks to disconnect, the address is not
+/// dialled the same instant (that would undo the peer's request, and it is what made a
+/// simultaneous-open round redial a peer that had just said goodbye); it waits a base interval.
+#[actix::test]
+async fn a_peer_that_asked_to_disconnect_is_not_redialled_at_once() {
+    let mut b = TestNode::start(NetworkConfig {
+        backoff_base_ms: 60_000,
+        backoff_max_ms: 120_000,
+        ..test_config(65)
+    })
+    .await;
+    let a = TestNode::start(NetworkConfig {
+        backoff_base_ms: 60_000,
+        backoff_max_ms: 120_000,
+        ..test_config(64)
+    })
+    .await;
+    let a_addr = a.addr();
+    a.net.connect(b.addr());
+    let inbound = b.connected().await;
+    assert_eq!(inbound.ip, a_addr.ip());
+    // B's operator asks for A, which is connected already: nothing is dialled, the address waits
+    // due in B's book (the book answers after the connector handled the request: one mailbox).
+    b.net.connect(a_addr);
+    let entry = b
+        .net
+        .address_book()
+        .await
+        .into_iter()
+        .find(|s| s.addr == a_addr)
+        .expect("A is in B's book");
+    assert!(!entry.busy, "{entry:?}");
+    assert_eq!(b.net.metrics().dials.get(), 0);
+
+    assert!(a.net.disconnect(b.ip(), DisconnectReason::Requested).await);
+    let gone = b.disconnected().await;
+    assert_eq!(gone.reason, DisconnectReason::Requested);
+    assert!(gone.by_peer);
+    let waiting = eventually("B's entry for A waits a base interval", || async {
+        b.net
+            .address_book()
+            .await
+            .into_iter()
+            .find(|s| s.addr == a_addr && !s.busy && !s.due_in.is_zero())
+    })
+    .await;
+    assert!(
+        waiting.due_in > std::time::Duration::from_secs(30),
+        "{waiting:?}"
+    );
+    assert_eq!(b.net.metrics().dials.get(), 0, "B redialled A");
+    assert!(b.net.peers().await.is_empty());
+
+    // The operator's next connect dials at once.
+    b.net.connect(a_addr);
+    let again = b.connected().await;
+    assert_eq!(again.ip, a_addr.ip());
+    assert_eq!(b.net.metrics().dials.get(), 1);
+}
