@@ -140,6 +140,24 @@ impl RecordCipher {
         Ok(plain)
     }
 
+    /// Authenticates and decrypts `record` (ciphertext then tag) under the next nonce into
+    /// `out`, which must be `record.len() - TAG_BYTES` long. On failure the content of `out` is
+    /// unspecified and must not be used.
+    pub(crate) fn open_into(&mut self, record: &[u8], out: &mut [u8]) -> Result<(), SecureError> {
+        if record.len() < TAG_BYTES {
+            return Err(SecureError::RecordTooShort(record.len()));
+        }
+        if self.n == u64::MAX || out.len() != record.len() - TAG_BYTES {
+            return Err(SecureError::Exhausted);
+        }
+        let (ct, tag) = record.split_at(out.len());
+        self.key
+            .open_separate_gather(nonce(self.n), Aad::empty(), ct, tag, out)
+            .map_err(|_| SecureError::Decrypt)?;
+        self.advance();
+        Ok(())
+    }
+
     /// Counts a record; applies `REKEY()` when the interval is reached.
     fn advance(&mut self) {
         self.n += 1;

@@ -100,6 +100,31 @@ impl<R> SecureRead<R> {
     }
 }
 
+impl<R> SecureRead<R> {
+    /// Decrypts the complete record at the head of the buffer into `buf` if its plaintext fits
+    /// there. `Ok(false)`: no complete record buffered, or it does not fit.
+    fn open_head_into(&mut self, buf: &mut ReadBuf<'_>) -> Result<bool, SecureError> {
+        let Some(len) = self.head_len() else {
+            return Ok(false);
+        };
+        if self.cbuf.len() < LEN_BYTES + len || len < TAG_BYTES {
+            return Ok(false);
+        }
+        let plain = len - TAG_BYTES;
+        if buf.remaining() < plain {
+            return Ok(false);
+        }
+        let Some(cipher) = self.cipher.as_mut() else {
+            return Ok(false);
+        };
+        let out = &mut buf.initialize_unfilled_to(plain)[..plain];
+        cipher.open_into(&self.cbuf[LEN_BYTES..LEN_BYTES + len], out)?;
+        buf.advance(plain);
+        self.cbuf.advance(LEN_BYTES + len);
+        Ok(true)
+    }
+}
+
 impl<R: AsyncRead + Unpin> AsyncRead for SecureRead<R> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -129,6 +154,20 @@ impl<R: AsyncRead + Unpin> AsyncRead for SecureRead<R> {
                 }
                 if buf.remaining() == 0 {
                     break;
+                }
+                // A whole record that fits the caller's space is decrypted straight into it
+                // (out of place: one pass instead of decrypting in place and copying).
+                match this.open_head_into(buf) {
+                    Ok(true) => {
+                        produced = true;
+                        continue;
+                    }
+                    Ok(false) => {}
+                    Err(e) if produced => {
+                        let _ = this.fail(e);
+                        return Poll::Ready(Ok(()));
+                    }
+                    Err(e) => return this.fail(e),
                 }
                 match this.open_head() {
                     Ok(true) => continue,

@@ -194,7 +194,7 @@ async fn mismatched_rekey_fails() {
 #[actix_rt::test]
 async fn flipped_bit_is_detected_and_nothing_corrupt_is_delivered() {
     for bit in [0usize, 7, 16, 100, 8 * 40 + 3] {
-        let (_, i, r) = vector_handshake();
+        let (_, i, _) = vector_handshake();
         let mut w = SecureWrite::new(Vec::new(), Some(i.send));
         w.write_all(b"first record").await.unwrap();
         w.flush().await.unwrap();
@@ -206,13 +206,26 @@ async fn flipped_bit_is_detected_and_nothing_corrupt_is_delivered() {
         // truncation, tested below).
         let at = first_len + 2 + bit / 8;
         wire[at] ^= 1 << (bit % 8);
-        let mut rd = SecureRead::new(&wire[..], Some(r.recv));
-        let mut got = Vec::new();
-        let err = rd.read_to_end(&mut got).await.unwrap_err();
-        assert!(SecureError::is_decrypt_failure(&err), "bit {bit}: {err}");
-        assert_eq!(got, b"first record", "bit {bit}");
-        // The stream stays dead.
-        assert!(rd.read(&mut [0u8; 8]).await.is_err());
+        // Read into a small buffer (records decrypted in place and handed out in pieces) and
+        // into a large one (decrypted straight into it): the same outcome.
+        for read_size in [5usize, 1 << 20] {
+            let (_, _, r) = vector_handshake();
+            let mut rd = SecureRead::new(&wire[..], Some(r.recv));
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; read_size];
+            let err = loop {
+                match rd.read(&mut buf).await {
+                    Ok(0) => panic!("bit {bit}, reads of {read_size}: the end, not an error"),
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) => break e,
+                }
+            };
+            assert!(SecureError::is_decrypt_failure(&err), "bit {bit}: {err}");
+            assert_eq!(got, b"first record", "bit {bit}, reads of {read_size}");
+            // Nothing of the forged record reached the caller's buffer as data, and the
+            // stream stays dead.
+            assert!(rd.read(&mut [0u8; 8]).await.is_err());
+        }
     }
 }
 
@@ -350,6 +363,41 @@ proptest! {
             got
         });
         prop_assert!(got.is_empty());
+    }
+
+    /// Whatever the write sizes and the reader's buffer size, the reader yields exactly the
+    /// bytes written: records decrypted into the caller's buffer when they fit (out of place),
+    /// in place and handed out in pieces when they do not.
+    #[test]
+    fn any_write_and_read_sizes_round_trip(
+        sizes in proptest::collection::vec(0usize..140_000, 1..6),
+        read_size in prop_oneof![1usize..64, 64usize..70_000, 65_519usize..200_000],
+    ) {
+        let (_, i, r) = vector_handshake();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let (sent, got) = rt.block_on(async {
+            let mut w = SecureWrite::new(Vec::new(), rekeyed(i.send, 2));
+            let mut sent = Vec::new();
+            for (n, size) in sizes.iter().enumerate() {
+                let chunk: Vec<u8> = (0..*size).map(|j| (j * 3 + n) as u8).collect();
+                w.write_all(&chunk).await.unwrap();
+                sent.extend_from_slice(&chunk);
+            }
+            w.flush().await.unwrap();
+            let wire = w.get_ref().clone();
+            let mut rd = SecureRead::new(&wire[..], rekeyed(r.recv, 2));
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; read_size];
+            loop {
+                let n = rd.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            (sent, got)
+        });
+        prop_assert!(sent == got);
     }
 
     /// Whatever the write sizes, the reader yields exactly the bytes written.
