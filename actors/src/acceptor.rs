@@ -37,7 +37,10 @@ use crate::{canonical_ip, Direction};
 
 /// The acceptor actor.
 pub(crate) struct Acceptor {
-    listener: Rc<TcpListener>,
+    /// The listening socket; `None` once stopped. The pending accept borrows it only inside
+    /// each poll, so taking it out closes the socket at once (the port is free when
+    /// [`StopAccepting`] is answered).
+    listener: Rc<RefCell<Option<TcpListener>>>,
     env: Arc<SessionEnv>,
     pool: Arc<SessionPool>,
     /// Shared with the connector (same thread); the acceptor is the one that changes it.
@@ -50,7 +53,7 @@ pub(crate) struct Acceptor {
     stopped: bool,
 }
 
-/// Stop accepting (shutdown). The listening socket closes.
+/// Stop accepting (shutdown). The listening socket is closed when the message is answered.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct StopAccepting;
@@ -67,7 +70,7 @@ impl Acceptor {
         listener.set_nonblocking(true)?;
         let admission = Admission::new(env.config.admission());
         Ok(Self {
-            listener: Rc::new(TcpListener::from_std(listener)?),
+            listener: Rc::new(RefCell::new(Some(TcpListener::from_std(listener)?))),
             env,
             pool,
             bans,
@@ -82,13 +85,17 @@ impl Acceptor {
             return;
         }
         let listener = self.listener.clone();
-        let accept = async move { listener.accept().await };
+        let accept = std::future::poll_fn(move |cx| match listener.borrow().as_ref() {
+            Some(l) => l.poll_accept(cx).map(Some),
+            None => std::task::Poll::Ready(None),
+        });
         ctx.spawn(accept.into_actor(self).map(|res, act, ctx| match res {
-            Ok((stream, _)) => {
+            None => {}
+            Some(Ok((stream, _))) => {
                 act.on_accepted(stream, ctx);
                 act.accept_next(ctx);
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 act.env.metrics.accept_errors.inc();
                 log::warn!("accept failed: {e}; pausing {ACCEPT_ERROR_PAUSE:?}");
                 ctx.run_later(ACCEPT_ERROR_PAUSE, |act, ctx| act.accept_next(ctx));
@@ -174,6 +181,9 @@ impl Handler<StopAccepting> for Acceptor {
 
     fn handle(&mut self, _msg: StopAccepting, ctx: &mut Context<Self>) {
         self.stopped = true;
+        // Dropped here, not when the context winds down later: a node restarted in the same
+        // process binds the same port right after `shutdown` returns.
+        self.listener.borrow_mut().take();
         ctx.stop();
     }
 }

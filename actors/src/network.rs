@@ -463,14 +463,16 @@ impl<M> Network<M> {
         self.inner.acceptor.do_send(UnbanPeer { ip });
     }
 
-    /// Stops accepting and dialling, saves the address book and anchors (with discovery and an
+    /// Stops accepting (the listening socket is closed before anything else, so the port can be
+    /// bound again once this returns) and dialling, saves the address book and anchors (with discovery and an
     /// [`AddrStore`]; waits for the save, at most 0.5 s, while the outbound peers are still
     /// connected so that they are the anchors), sends Disconnect{shutdown} to every peer, waits
     /// until every session and writer is gone (each holds a token of the network's task
     /// tracker; bounded by the close flush timeout), then stops the session threads (unless they
     /// are shared [`SessionThreads`]).
     pub async fn shutdown(&self) {
-        self.inner.acceptor.do_send(StopAccepting);
+        // Awaited: the listening port is free when this returns.
+        let _ = self.inner.acceptor.send(StopAccepting).await;
         self.inner.connector.do_send(StopDialing);
         if let Some(d) = &self.inner.discovery {
             let _ = d.send(FlushBook).await;

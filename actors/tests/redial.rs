@@ -22,6 +22,8 @@ async fn a_lost_configured_peer_is_redialled() {
     assert_eq!(first.conn.remote_nonce, a.net.node_nonce());
 
     a.net.shutdown().await;
+    // The listening socket is closed by the time shutdown returns: the port binds again.
+    drop(std::net::TcpListener::bind(a_addr).expect("A's port is free after shutdown"));
     let gone = b.disconnected().await;
     assert_eq!(gone.reason, DisconnectReason::Shutdown);
     assert!(gone.by_peer);
@@ -57,7 +59,7 @@ async fn a_peer_that_asked_to_disconnect_is_not_redialled_at_once() {
         ..test_config(65)
     })
     .await;
-    let a = TestNode::start(NetworkConfig {
+    let mut a = TestNode::start(NetworkConfig {
         backoff_base_ms: 60_000,
         backoff_max_ms: 120_000,
         ..test_config(64)
@@ -67,6 +69,9 @@ async fn a_peer_that_asked_to_disconnect_is_not_redialled_at_once() {
     a.net.connect(b.addr());
     let inbound = b.connected().await;
     assert_eq!(inbound.ip, a_addr.ip());
+    // Both ends registered: A's own registration may come after B's, and A can only disconnect
+    // a connection its registry holds.
+    assert_eq!(a.connected().await.ip, b.ip());
     // B's operator asks for A, which is connected already: nothing is dialled, the address waits
     // due in B's book (the book answers after the connector handled the request: one mailbox).
     b.net.connect(a_addr);
