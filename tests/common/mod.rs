@@ -4,8 +4,10 @@
 //! for the Prometheus text of `/metrics`. Each suite uses its own 127.0.x.y range.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -21,12 +23,22 @@ pub fn ip(s: &str) -> IpAddr {
     s.parse().expect("valid test IP")
 }
 
-/// A port that was free on `ip` a moment ago.
+/// A port that was free on `ip` a moment ago and that this test process has not handed out
+/// before: the kernel may give a just-released port again, so without the record a node's
+/// listen and admin ports (two calls in a row) could be the same port, and the node would exit
+/// at start with "address in use".
 pub fn free_port(ip: IpAddr) -> u16 {
-    TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("cannot bind {ip}:0: {e}"))
+    static HANDED_OUT: Mutex<BTreeSet<(IpAddr, u16)>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind((ip, 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("cannot bind {ip}:0: {e}"));
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if handed_out.insert((ip, port)) {
+            return port;
+        }
+    }
 }
 
 /// Polls `f` until it returns `Some`, for at most [`DEADLINE`].
